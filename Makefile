@@ -1,0 +1,53 @@
+# authmilter — the two commands: `make run` and `make test`.
+# Both work on a fresh Debian machine: they install what is missing (apt packages,
+# a virtualenv, the package) and then run.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+APT_RUN  := libmilter-dev gcc
+APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test deps test-deps lint bench clean
+
+run: deps
+	$(VENV)/bin/authmilter demo
+
+test: deps test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# apt packages: installed only when missing, so a prepared machine needs no network.
+# Services are never started by these installs (the tests run their own copies).
+APT_ENSURE = ensure() { missing=""; for p in "$$@"; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	  [ -z "$$missing" ] && return 0; echo "installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \
+	  echo "postfix postfix/main_mailer_type select No configuration" | $$SUDO debconf-set-selections; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing || \
+	  { $$SUDO apt-get update -q && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; }; }; ensure
+
+deps: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(APT_ENSURE) $(APT_RUN)
+	@$(PYTHON) -c 'import sysconfig,os,sys; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"],"Python.h")) else 1)' || \
+	  { $(APT_ENSURE) python3-dev python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+test-deps:
+	@$(APT_ENSURE) $(APT_TEST)
+
+lint: deps
+	$(PIP) install -q ruff mypy
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy src
+
+bench: deps test-deps
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) run build src/*.egg-info .pytest_cache

@@ -1,0 +1,133 @@
+"""Typed results of the checks, valued with RFC 8601 result tokens.
+
+Each result knows how to present itself as one Authentication-Results ``resinfo``
+(method, result, reason, properties); `authresults.render` turns any list of them into a
+header without knowing the mechanisms.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Result(StrEnum):
+    """RFC 8601 §2.7 result values (the union over spf, dkim, dmarc, arc)."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    SOFTFAIL = "softfail"
+    NEUTRAL = "neutral"
+    NONE = "none"
+    POLICY = "policy"
+    TEMPERROR = "temperror"
+    PERMERROR = "permerror"
+
+
+@dataclass(frozen=True, slots=True)
+class ResInfo:
+    """One resinfo: ``method=result (comment) reason="..." ptype.prop=value ...``."""
+
+    method: str
+    result: Result
+    reason: str = ""
+    comment: str = ""
+    props: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SpfResult:
+    """RFC 7208 check_host() outcome for one identity."""
+
+    result: Result
+    scope: str                      # "mailfrom" or "helo"
+    identity: str                   # the checked identity: local@domain, or the HELO name
+    domain: str                     # the domain check_host() ran on ("" if none)
+    client_ip: str = ""
+    explanation: str = ""           # exp= text on fail
+    reason: str = ""                # human text: mechanism matched, error detail
+    via_relay: str = ""             # trusted relay IP when the first untrusted hop was checked
+
+    def resinfo(self) -> ResInfo:
+        prop = ("smtp.mailfrom", self.identity) if self.scope == "mailfrom" else ("smtp.helo", self.identity)
+        comment = f"{self.client_ip} via trusted relay {self.via_relay}" if self.via_relay else ""
+        return ResInfo("spf", self.result, reason=self.reason, comment=comment, props=(prop,))
+
+
+@dataclass(frozen=True, slots=True)
+class DkimResult:
+    """Verification of one DKIM-Signature (RFC 6376 §6, RFC 8301, RFC 8463)."""
+
+    result: Result
+    domain: str = ""                # d=
+    selector: str = ""              # s=
+    algorithm: str = ""             # a=
+    identity: str = ""              # i= (defaults to @d)
+    b_prefix: str = ""              # first 8 characters of b=
+    has_length_tag: bool = False    # l= present
+    key_bits: int | None = None
+    testing: bool = False           # t=y in the key record
+    reason: str = ""
+
+    def resinfo(self) -> ResInfo:
+        props = [("header.d", self.domain), ("header.i", self.identity),
+                 ("header.s", self.selector), ("header.a", self.algorithm),
+                 ("header.b", self.b_prefix)]
+        return ResInfo("dkim", self.result, reason=self.reason,
+                       props=tuple((k, v) for k, v in props if v))
+
+
+@dataclass(frozen=True, slots=True)
+class FromResult:
+    """RFC 5322 From header as DMARC needs it: exactly one header, one domain."""
+
+    ok: bool
+    domain: str = ""                # normalised A-label domain when ok
+    address: str = ""               # the first mailbox, for logging
+    error: str = ""                 # why not ok: "no From header", "2 From headers", ...
+    missing: bool = False           # no usable From header at all
+
+
+@dataclass(frozen=True, slots=True)
+class DmarcResult:
+    """DMARC evaluation (RFC 9989 by default, RFC 7489 in compatibility mode)."""
+
+    result: Result                  # pass, fail, none, temperror, permerror
+    from_domain: str = ""
+    policy_domain: str = ""         # where the record was found
+    org_domain: str = ""
+    policy: str = ""                # requested policy for this From: none/quarantine/reject ("" if no record)
+    testing: bool = False           # t=y (RFC 9989): request to not apply the policy fully
+    sampled_out: bool = False       # RFC 7489 pct= excluded this message
+    spf_aligned: bool = False
+    dkim_aligned: bool = False
+    dkim_domain: str = ""           # the aligned, passing d= if any
+    spf_domain: str = ""            # the SPF-authenticated domain if any
+    reason: str = ""
+    mode: str = "rfc9989"
+
+    def resinfo(self) -> ResInfo:
+        props: list[tuple[str, str]] = []
+        if self.from_domain:
+            props.append(("header.from", self.from_domain))
+        if self.policy:
+            props.append(("policy.dmarc", self.policy))
+        comment = ""
+        if self.policy:
+            comment = f"p={self.policy.upper()}" + (" t=y" if self.testing else "") + \
+                      (" sampled-out" if self.sampled_out else "")
+        return ResInfo("dmarc", self.result, reason=self.reason, comment=comment, props=tuple(props))
+
+
+@dataclass(frozen=True, slots=True)
+class ArcResult:
+    """ARC chain validation (RFC 8617 §5.2)."""
+
+    result: Result                  # pass, fail, none
+    instances: int = 0
+    reason: str = ""
+    oldest_pass: int = 0
+    domains: tuple[str, ...] = field(default=())
+
+    def resinfo(self) -> ResInfo:
+        props = (("header.oldest-pass", str(self.oldest_pass)),) if self.oldest_pass else ()
+        return ResInfo("arc", self.result, reason=self.reason, props=props)

@@ -1,0 +1,327 @@
+"""The configuration schema: frozen dataclasses, validated on load.
+
+Every key an admin can write is a field here, with its default and a one-line doc
+(metadata["doc"]) from which `examples/authmilter.toml` and the README reference are
+checked. An unknown key, a wrong type or a bad value raises ConfigError naming the
+file, the dotted key and the reason.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "/etc/authmilter/authmilter.toml"
+
+
+def _f(default: Any, doc: str, **kw: Any) -> Any:
+    if isinstance(default, (list, dict)):
+        raise TypeError("use tuples for defaults")
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    servers: tuple[str, ...] = _f((), '"IP" or "IP:PORT" (IPv6: "[::1]:53"); empty = the system resolver')
+    timeout_s: float = _f(5.0, "timeout of one DNS query, seconds")
+    message_budget_s: float = _f(20.0, "total DNS time one message may spend; beyond it lookups are temperror")
+    cache_entries: int = _f(50000, "entries in the shared TTL-honouring cache (0 disables)")
+    max_ttl_s: int = _f(3600, "cap on how long an answer is cached")
+    negative_ttl_s: int = _f(300, "cap on how long NXDOMAIN/NODATA is cached")
+
+
+@dataclass(frozen=True)
+class SigningSettings:
+    enabled: bool = _f(True, "sign outbound mail")
+    key_table: str = _f("", "OpenDKIM KeyTable (file:, refile: or csl: prefix allowed)")
+    signing_table: str = _f("", "OpenDKIM SigningTable: file: (exact lookup order) or refile: (patterns)")
+    internal_hosts: tuple[str, ...] = _f(("127.0.0.1", "::1"),
+                                         'IPs/CIDRs whose mail is outbound, or "file:/etc/opendkim/TrustedHosts"')
+    sign_daemon_names: tuple[str, ...] = _f(("ORIGINATING",),
+                                            "{daemon_name} values whose mail is outbound (Postfix -o milter_macro_daemon_name=...)")
+    multiple_signatures: bool = _f(False, "sign with every matching SigningTable entry, not only the first")
+    authenticated_must_match: bool = _f(True,
+        "a SASL user gets a signature only for domains the SigningTable maps the user's own address/domain to")
+    canonicalization: str = _f("relaxed/relaxed", "header/body canonicalization: simple or relaxed each")
+    oversign_headers: tuple[str, ...] = _f(("From", "To", "Subject", "Date", "Reply-To", "Cc"),
+                                           "headers signed once more than they occur, so none can be added")
+    sign_headers: tuple[str, ...] = _f(
+        ("From", "Reply-To", "Subject", "Date", "To", "Cc", "Resent-Date", "Resent-From", "Resent-To",
+         "Resent-Cc", "In-Reply-To", "References", "List-Id", "List-Help", "List-Unsubscribe",
+         "List-Subscribe", "List-Post", "List-Owner", "List-Archive", "Message-ID", "MIME-Version",
+         "Content-Type", "Content-Transfer-Encoding", "Content-ID", "Content-Description",
+         "Sender", "Feedback-ID", "Autocrypt", "List-Unsubscribe-Post"),
+        "headers signed when present (RFC 6376 §5.4.1)")
+    expire_s: int = _f(0, "add x= this many seconds after t= (0: no expiry)")
+    on_missing_key: str = _f("tempfail", "when a table names a key that failed to load: tempfail or accept (unsigned)",
+                             choices=("tempfail", "accept"))
+
+
+@dataclass(frozen=True)
+class VerifySettings:
+    enabled: bool = _f(True, "check inbound mail")
+    trusted_relays: tuple[str, ...] = _f((),
+        "IPs/CIDRs of our own relays: SPF is checked for the first Received hop outside them")
+    trusted_authserv_ids: tuple[str, ...] = _f((),
+        "upstream authserv-ids whose Authentication-Results/Received-SPF may be trusted and kept")
+    dmarc_mode: str = _f("rfc9989", "DMARC discovery: rfc9989 (DNS tree walk) or rfc7489 (Public Suffix List, pct=)",
+                         choices=("rfc9989", "rfc7489"))
+    public_suffix_list: str = _f("", "PSL file for rfc7489 mode; empty = the list shipped with publicsuffixlist")
+    max_signatures: int = _f(8, "DKIM signatures verified per message; more are ignored (permerror logged)")
+    dkim_min_rsa_bits: int = _f(1024, "RSA keys shorter than this never pass (RFC 8301)")
+    dkim_allow_sha1: bool = _f(False, "count rsa-sha1 signatures as pass (RFC 8301 says no)")
+    dmarc_accept_length_tag: bool = _f(False, "let a DKIM pass with l= satisfy DMARC")
+    spf_helo: bool = _f(True, "check the HELO identity too (RFC 7208 §2.3)")
+    add_received_spf: bool = _f(False, "add a Received-SPF header (RFC 7208 §9.1)")
+    arc: bool = _f(True, "validate ARC chains and report arc= in Authentication-Results")
+    max_header_bytes: int = _f(1048576, "more header data than this is not parsed (permerror)")
+    max_body_bytes: int = _f(67108864, "body bytes kept for DKIM body hashes; larger bodies fail DKIM as permerror")
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    dry_run: bool = _f(False, "log each decision but always accept")
+    on_dmarc_reject: str = _f("reject", "DMARC fail with p=reject: reject, quarantine, tempfail or accept",
+                              choices=("reject", "quarantine", "tempfail", "accept"))
+    on_dmarc_quarantine: str = _f("quarantine", "DMARC fail with p=quarantine: quarantine, reject or accept",
+                                  choices=("quarantine", "reject", "accept"))
+    quarantine: str = _f("hold", 'how to quarantine: "hold" (Postfix hold queue) or "header" (deliver with a marker)',
+                         choices=("hold", "header"))
+    quarantine_header: str = _f("X-Spam-Flag: YES", 'the marker header for quarantine = "header"')
+    on_dns_error: str = _f("tempfail", "a temperror that could change the verdict: tempfail or accept",
+                           choices=("tempfail", "accept"))
+    on_internal_error: str = _f("tempfail", "an internal error: tempfail or accept", choices=("tempfail", "accept"))
+    on_bad_from: str = _f("reject", "missing, multiple or unparsable From: reject, quarantine, tempfail or accept",
+                          choices=("reject", "quarantine", "tempfail", "accept"))
+    reject_spf_fail: bool = _f(False, "reject SPF hard fail (at end-of-message)")
+    reject_own_domain_spoof: bool = _f(True,
+        "reject mail from outside whose From is one of our signing domains without aligned SPF/DKIM pass")
+    own_domains: tuple[str, ...] = _f((), "extra domains for reject_own_domain_spoof (the SigningTable's are included)")
+    trusted_forwarders: tuple[str, ...] = _f((),
+        "IPs/CIDRs/hostnames whose mail is never rejected on DMARC (decision logged)")
+    ignore_authenticated: bool = _f(True, "no inbound checks for SASL-authenticated clients")
+    reject_text: str = _f("5.7.1 rejected by DMARC policy for {domain}: {reason}",
+                          "reply text for DMARC rejects; {domain} and {reason} are filled in")
+
+
+@dataclass(frozen=True)
+class MetricsSettings:
+    listen: str = _f("", 'Prometheus exporter address "HOST:PORT"; empty = off')
+
+
+@dataclass(frozen=True)
+class Settings:
+    socket: str = _f("unix:/run/authmilter/authmilter.sock",
+                     "milter socket: unix:/path, local:/path, inet:PORT@HOST, inet6:PORT@HOST")
+    socket_mode: str = _f("0660", "unix socket permissions (octal)")
+    authserv_id: str = _f("", "our authserv-id; empty = the MTA's j macro, else the hostname")
+    user: str = _f("", "drop to this user after binding the socket (when started as root)")
+    group: str = _f("", "group for the socket and the process (default: the user's group)")
+    workers: int = _f(0, "worker processes sharing the socket; 0 = one per CPU")
+    milter_timeout_s: int = _f(600, "libmilter's I/O timeout towards the MTA")
+    log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
+    log_target: str = _f("stderr", '"stderr" (with syslog <N> prefixes under systemd) or "syslog" (facility mail)',
+                         choices=("stderr", "syslog"))
+    pid_file: str = _f("", "write the master's PID here")
+    dns: DnsSettings = field(default_factory=DnsSettings, metadata={"doc": "resolver"})
+    signing: SigningSettings = field(default_factory=SigningSettings, metadata={"doc": "outbound DKIM signing"})
+    verify: VerifySettings = field(default_factory=VerifySettings, metadata={"doc": "inbound checks"})
+    policy: PolicySettings = field(default_factory=PolicySettings, metadata={"doc": "what to do with the results"})
+    metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"doc": "Prometheus metrics"})
+    # Where the settings came from, for error messages and relative paths.
+    source: str = field(default="<defaults>", metadata={"internal": True})
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def _check_value(file: str, key: str, value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(file, key, f"expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(file, key, f"expected an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(file, key, "must not be negative")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(file, key, f"expected a number, got {value!r}")
+        if value <= 0:
+            raise ConfigError(file, key, "must be positive")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(file, key, f"expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if isinstance(value, str):
+            # "file:/path" style list indirections are written as a single string.
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(file, key, f"expected a list of strings, got {value!r}")
+        for item in value:
+            if not isinstance(item, str):
+                raise ConfigError(file, key, f"expected strings in the list, got {item!r}")
+        return tuple(value)
+    raise TypeError(f"unsupported config type {tp!r}")
+
+
+def _build(cls: type, data: dict[str, Any], file: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in known:
+            suggestion = _closest(key, known)
+            hint = f" (did you mean {prefix}{suggestion}?)" if suggestion else ""
+            raise ConfigError(file, dotted, f"unknown key{hint}")
+        tp = hints[key]
+        if is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise ConfigError(file, dotted, "expected a table [" + dotted + "]")
+            kwargs[key] = _build(tp, value, file, dotted + ".")
+            continue
+        checked = _check_value(file, dotted, value, tp)
+        choices = known[key].metadata.get("choices")
+        if choices and checked not in choices:
+            raise ConfigError(file, dotted, f"must be one of {', '.join(choices)}; got {checked!r}")
+        kwargs[key] = checked
+    return cls(**kwargs)
+
+
+def _closest(key: str, known: dict[str, Any]) -> str:
+    import difflib
+
+    match = difflib.get_close_matches(key, list(known), n=1)
+    return match[0] if match else ""
+
+
+def _parse_addr_list(file: str, key: str, items: tuple[str, ...], allow_names: bool = False) -> None:
+    for item in items:
+        if item.startswith("file:") or item.startswith("refile:"):
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            if allow_names and item and all(c.isalnum() or c in ".-_" for c in item):
+                continue
+            raise ConfigError(file, key, f"not an IP address or CIDR network: {item!r}") from None
+
+
+def _parse_dns_server(item: str) -> tuple[str, int]:
+    """'1.2.3.4', '1.2.3.4:53', '::1', '[::1]:5353' -> (ip, port). Raises ValueError."""
+    text = item.strip()
+    port = 53
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("expected [IPv6]:PORT")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        port = int(p)
+    else:
+        host = text
+    ipaddress.ip_address(host)
+    if not 0 < port < 65536:
+        raise ValueError("port out of range")
+    return host, port
+
+
+def parse_dns_server(item: str) -> tuple[str, int]:
+    return _parse_dns_server(item)
+
+
+def validate(settings: Settings) -> Settings:
+    """Cross-field checks that types alone cannot express."""
+    file = settings.source
+    from ..milter.sockets import parse_socket  # local import: milter.sockets is pure
+
+    try:
+        parse_socket(settings.socket)
+    except ValueError as exc:
+        raise ConfigError(file, "socket", str(exc)) from None
+    try:
+        mode = int(settings.socket_mode, 8)
+        if not 0 <= mode <= 0o777:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(file, "socket_mode", f"expected an octal mode such as \"0660\", got {settings.socket_mode!r}") from None
+    for server in settings.dns.servers:
+        try:
+            _parse_dns_server(server)
+        except ValueError as exc:
+            raise ConfigError(file, "dns.servers", f"bad server {server!r}: {exc}") from None
+    _parse_addr_list(file, "signing.internal_hosts", settings.signing.internal_hosts)
+    _parse_addr_list(file, "verify.trusted_relays", settings.verify.trusted_relays)
+    _parse_addr_list(file, "policy.trusted_forwarders", settings.policy.trusted_forwarders, allow_names=True)
+    canon = settings.signing.canonicalization.split("/")
+    if len(canon) > 2 or any(c not in ("simple", "relaxed") for c in canon):
+        raise ConfigError(file, "signing.canonicalization",
+                          f"expected simple or relaxed, optionally header/body; got {settings.signing.canonicalization!r}")
+    if settings.signing.enabled and bool(settings.signing.key_table) != bool(settings.signing.signing_table):
+        raise ConfigError(file, "signing.key_table" if not settings.signing.key_table else "signing.signing_table",
+                          "key_table and signing_table are set together")
+    if ":" not in settings.policy.quarantine_header:
+        raise ConfigError(file, "policy.quarantine_header", 'expected "Name: value"')
+    if settings.metrics.listen:
+        host, _, port = settings.metrics.listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(file, "metrics.listen", 'expected "HOST:PORT"')
+    if settings.verify.max_signatures < 1:
+        raise ConfigError(file, "verify.max_signatures", "must be at least 1")
+    return settings
+
+
+def settings_from_dict(data: dict[str, Any], source: str = "<dict>") -> Settings:
+    settings = _build(Settings, data, source, "")
+    settings = _replace_source(settings, source)
+    return validate(settings)
+
+
+def _replace_source(settings: Settings, source: str) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(settings, source=source)
+
+
+def load_settings(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> Settings:
+    """Read and validate a TOML file; ConfigError on any problem."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(file, "", "file not found") from None
+    except PermissionError:
+        raise ConfigError(file, "", "permission denied") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "", f"TOML syntax error: {exc}") from None
+    return settings_from_dict(data, source=file)
+
+
+def iter_schema(cls: type = Settings, prefix: str = "") -> typing.Iterator[tuple[str, Any, str]]:
+    """(dotted key, default, doc) for every key, for docs and the example file."""
+    for f in fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        if f.default_factory is not MISSING:  # type: ignore[misc]
+            yield from iter_schema(f.default_factory().__class__, prefix + f.name + ".")  # type: ignore[misc]
+            continue
+        yield prefix + f.name, f.default, f.metadata.get("doc", "")
+
+
+_ = types  # keep import for typing.get_type_hints on newer union syntax

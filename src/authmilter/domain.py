@@ -1,0 +1,60 @@
+"""The one validator through which a string becomes a domain name.
+
+OpenDMARC CVE-2020-12272 came from substring parsing of domains; here every domain is
+lower-cased, IDNA-encoded to A-labels and checked for LDH syntax (RFC 5890, RFC 1123)
+before it is compared or looked up.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+from .errors import DomainError
+
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+# Underscore labels appear in DNS names we *query* (_dmarc, _domainkey) and in some
+# selectors, so they are allowed where a caller asks for a DNS name, not a host name.
+_DNS_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+@lru_cache(maxsize=4096)
+def normalize_domain(text: str, *, allow_underscore: bool = False) -> str:
+    """Return the canonical A-label form of *text*, or raise DomainError.
+
+    Accepts one trailing dot. Rejects empty labels, over-long names, and anything
+    outside LDH after IDNA encoding.
+    """
+    if not isinstance(text, str):
+        raise DomainError(f"not a string: {text!r}")
+    name = text.strip()
+    if name.endswith("."):
+        name = name[:-1]
+    if not name:
+        raise DomainError("empty domain")
+    if not name.isascii():
+        try:
+            name = name.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise DomainError(f"invalid IDN {text!r}: {exc}") from None
+    name = name.lower()
+    if len(name) > 253:
+        raise DomainError(f"domain too long ({len(name)} octets)")
+    labels = name.split(".")
+    pattern = _DNS_LABEL if allow_underscore else _LABEL
+    for label in labels:
+        if not pattern.match(label):
+            raise DomainError(f"invalid label {label!r} in {text!r}")
+    return name
+
+
+def is_valid_domain(text: str) -> bool:
+    try:
+        normalize_domain(text)
+    except DomainError:
+        return False
+    return True
+
+
+def is_subdomain(child: str, parent: str) -> bool:
+    """True when *child* equals *parent* or lies below it (label-wise, never substring)."""
+    return child == parent or child.endswith("." + parent)

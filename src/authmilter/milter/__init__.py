@@ -1,0 +1,1 @@
+"""The milter adapter: the only package that imports pymilter (except `sockets`, pure)."""

@@ -1,0 +1,329 @@
+"""One DNS resolver for every check: dnspython, a shared TTL-honouring cache, a time
+budget per message, and adapters for pyspf and dkimpy.
+
+Remote trouble never escapes as an exception: every lookup returns an `Answer` whose
+`status` says OK, NXDOMAIN, NODATA or TEMPERROR (timeout, SERVFAIL, refused, budget
+exhausted) or BADNAME (a name that cannot be queried). Checks turn these into
+temperror/permerror/none per their RFC.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Iterator, Protocol, Sequence
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.nameserver
+import dns.rdatatype
+import dns.resolver
+
+
+class DnsStatus(StrEnum):
+    OK = "ok"
+    NXDOMAIN = "nxdomain"
+    NODATA = "nodata"
+    TEMPERROR = "temperror"
+    BADNAME = "badname"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The outcome of one lookup.
+
+    ``records`` holds, by type: A/AAAA address strings; TXT/SPF one ``bytes`` per RR
+    (its character-strings concatenated); MX ``(preference, exchange)`` with the
+    exchange as text without the trailing dot; PTR/CNAME/NS target text.
+    """
+
+    name: str
+    rdtype: str
+    status: DnsStatus
+    records: tuple = ()
+    ttl: int = 0
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status is DnsStatus.OK
+
+    @property
+    def temporary(self) -> bool:
+        return self.status is DnsStatus.TEMPERROR
+
+
+class DnsLookup(Protocol):
+    """What checks need: anything with this method (Resolver, a budget view, a test zone)."""
+
+    def query(self, name: str, rdtype: str) -> Answer: ...
+
+
+def _rdata_value(rdtype: str, rdata: object) -> object:
+    if rdtype in ("TXT", "SPF"):
+        return b"".join(rdata.strings)  # type: ignore[attr-defined]
+    if rdtype in ("A", "AAAA"):
+        return rdata.address  # type: ignore[attr-defined]
+    if rdtype == "MX":
+        return (rdata.preference, rdata.exchange.to_text(omit_final_dot=True))  # type: ignore[attr-defined]
+    if rdtype in ("PTR", "CNAME", "NS"):
+        return rdata.target.to_text(omit_final_dot=True)  # type: ignore[attr-defined]
+    return rdata.to_text()  # type: ignore[attr-defined]
+
+
+class _Cache:
+    """A small thread-safe LRU with per-entry expiry."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, str], now: float) -> Answer | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if item[0] <= now:
+                del self._data[key]
+                return None
+            self._data.move_to_end(key)
+            return item[1]
+
+    def put(self, key: tuple[str, str], answer: Answer, expires: float) -> None:
+        if self.size <= 0:
+            return
+        with self._lock:
+            self._data[key] = (expires, answer)
+            self._data.move_to_end(key)
+            while len(self._data) > self.size:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+@dataclass
+class QueryLog:
+    """Records (name, rdtype) of every lookup that reached the resolver (tests, debug)."""
+
+    entries: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, rdtype: str | None = None) -> int:
+        return sum(1 for _, t in self.entries if rdtype is None or t == rdtype)
+
+
+class Resolver:
+    """The production resolver: thread-safe, shared by every connection of a runtime."""
+
+    def __init__(
+        self,
+        servers: Sequence[tuple[str, int]] = (),
+        timeout_s: float = 5.0,
+        cache_entries: int = 50000,
+        max_ttl_s: int = 3600,
+        negative_ttl_s: int = 300,
+    ) -> None:
+        if servers:
+            res = dns.resolver.Resolver(configure=False)
+            res.nameservers = [dns.nameserver.Do53Nameserver(ip, port) for ip, port in servers]
+        else:
+            res = dns.resolver.Resolver(configure=True)
+        # One attempt may be retried within the lifetime; a lost UDP packet is not an error.
+        res.timeout = min(2.0, timeout_s)
+        res.lifetime = timeout_s
+        res.cache = None  # our own cache below: it keeps negative answers too
+        self._res = res
+        self.timeout_s = timeout_s
+        self.max_ttl_s = max_ttl_s
+        self.negative_ttl_s = negative_ttl_s
+        self._cache = _Cache(cache_entries)
+        self.log: QueryLog | None = None
+
+    @classmethod
+    def from_settings(cls, dns_settings: object) -> "Resolver":
+        from .config.schema import parse_dns_server
+
+        return cls(
+            servers=[parse_dns_server(s) for s in dns_settings.servers],  # type: ignore[attr-defined]
+            timeout_s=dns_settings.timeout_s,  # type: ignore[attr-defined]
+            cache_entries=dns_settings.cache_entries,  # type: ignore[attr-defined]
+            max_ttl_s=dns_settings.max_ttl_s,  # type: ignore[attr-defined]
+            negative_ttl_s=dns_settings.negative_ttl_s,  # type: ignore[attr-defined]
+        )
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    def query(self, name: str, rdtype: str, *, lifetime: float | None = None) -> Answer:
+        rdtype = rdtype.upper()
+        key = (name.lower().rstrip("."), rdtype)
+        now = time.monotonic()
+        cached = self._cache.get(key, now)
+        if cached is not None:
+            return cached
+        if self.log is not None:
+            self.log.entries.append(key)
+        answer = self._lookup(key[0], rdtype, lifetime if lifetime is not None else self.timeout_s)
+        if answer.status in (DnsStatus.OK,):
+            ttl = min(answer.ttl, self.max_ttl_s)
+        elif answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
+            ttl = min(answer.ttl or self.negative_ttl_s, self.negative_ttl_s)
+        else:
+            ttl = 0
+        if ttl > 0:
+            self._cache.put(key, answer, now + ttl)
+        return answer
+
+    def _lookup(self, name: str, rdtype: str, lifetime: float) -> Answer:
+        try:
+            qname = dns.name.from_text(name)
+        except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
+            return Answer(name, rdtype, DnsStatus.BADNAME, error=f"bad name: {exc}")
+        if lifetime <= 0:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error="DNS time budget exhausted")
+        try:
+            ans = self._res.resolve(qname, rdtype, raise_on_no_answer=False, lifetime=lifetime,
+                                    search=False)
+        except dns.resolver.NXDOMAIN as exc:
+            return Answer(name, rdtype, DnsStatus.NXDOMAIN, ttl=_negative_ttl(exc), error="NXDOMAIN")
+        except dns.resolver.LifetimeTimeout:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s")
+        except dns.resolver.NoNameservers as exc:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"no server answered: {exc}"))
+        except dns.resolver.YXDOMAIN:
+            return Answer(name, rdtype, DnsStatus.BADNAME, error="name too long after DNAME")
+        except dns.exception.DNSException as exc:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"{type(exc).__name__}: {exc}"))
+        except OSError as exc:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"socket error: {exc}"))
+        if ans.rrset is None:
+            ttl = 0
+            try:
+                for rr in ans.response.authority:
+                    if rr.rdtype == dns.rdatatype.SOA:
+                        ttl = min(rr.ttl, rr[0].minimum)
+            except (AttributeError, IndexError):
+                ttl = 0
+            return Answer(name, rdtype, DnsStatus.NODATA, ttl=ttl)
+        values = tuple(_rdata_value(rdtype, r) for r in ans.rrset)
+        return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl)
+
+    def txt(self, name: str) -> Answer:
+        return self.query(name, "TXT")
+
+    def budget(self, seconds: float) -> "BudgetResolver":
+        """A per-message view: same cache, but lookups stop at the deadline."""
+        return BudgetResolver(self, seconds)
+
+
+class BudgetResolver:
+    """A resolver view with a deadline; lookups past it are TEMPERROR without traffic."""
+
+    def __init__(self, parent: Resolver, seconds: float) -> None:
+        self.parent = parent
+        self.deadline = time.monotonic() + seconds
+        self.lookups = 0
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        remaining = self.deadline - time.monotonic()
+        self.lookups += 1
+        return self.parent.query(name, rdtype, lifetime=min(self.parent.timeout_s, remaining))
+
+    def txt(self, name: str) -> Answer:
+        return self.query(name, "TXT")
+
+
+def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
+    try:
+        for resp in exc.responses().values():
+            for rr in resp.authority:
+                if rr.rdtype == dns.rdatatype.SOA:
+                    return int(min(rr.ttl, rr[0].minimum))
+    except (AttributeError, IndexError, KeyError):
+        pass
+    return 0
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------
+# adapters: the libraries' global hooks route to the resolver of the current thread
+
+_current = threading.local()
+
+
+@contextmanager
+def using(resolver: DnsLookup) -> Iterator[DnsLookup]:
+    """Make *resolver* the one pyspf's global DNSLookup hook uses in this thread."""
+    previous = getattr(_current, "resolver", None)
+    _current.resolver = resolver
+    try:
+        yield resolver
+    finally:
+        _current.resolver = previous
+
+
+def current() -> DnsLookup:
+    res = getattr(_current, "resolver", None)
+    if res is None:
+        raise RuntimeError("no resolver bound to this thread (use resolver.using())")
+    return res
+
+
+def _spf_dnslookup(name: str, qtype: str, strict: object = True, timeout: object = None) -> list:
+    """pyspf's DNSLookup signature; returns [((name, type), value), ...] or raises TempError."""
+    import spf  # pyspf
+
+    answer = current().query(name, qtype)
+    if answer.status is DnsStatus.TEMPERROR:
+        raise spf.TempError(f"DNS {answer.error or 'temporary failure'} for {name} {qtype}")
+    if answer.status is not DnsStatus.OK:
+        return []
+    out = []
+    for value in answer.records:
+        if qtype in ("TXT", "SPF"):
+            # pyspf expects the list of character-strings; one joined string is equivalent.
+            value = [value]
+        out.append(((name, qtype), value))
+    return out
+
+
+_spf_installed = False
+
+
+def install_spf_adapter() -> None:
+    """Route pyspf's module-level DNSLookup through `current()` (idempotent)."""
+    global _spf_installed
+    if _spf_installed:
+        return
+    import spf
+
+    spf.DNSLookup = _spf_dnslookup
+    _spf_installed = True
+
+
+def dkim_dnsfunc(resolver: DnsLookup):  # type: ignore[no-untyped-def]
+    """A dkimpy ``dnsfunc``: bytes name in, TXT bytes out ('' when none).
+
+    Temporary failures raise dkim's DNS error so dkimpy reports them as such.
+    """
+
+    def dnsfunc(name: bytes | str, timeout: float = 5) -> bytes:
+        text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
+        answer = resolver.query(text.rstrip("."), "TXT")
+        if answer.status is DnsStatus.TEMPERROR:
+            raise TimeoutError(answer.error or "DNS temporary failure")
+        if answer.status is not DnsStatus.OK or not answer.records:
+            return b""
+        return answer.records[0]
+
+    return dnsfunc

@@ -1,0 +1,39 @@
+"""Shared fixtures: a loopback DNS server and resolvers pointed at it."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from dnsserver import DNSServer  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@pytest.fixture
+def dns_server():
+    """A fresh authoritative DNS server on 127.0.0.1 with a free port, stopped afterwards."""
+    with DNSServer() as server:
+        yield server
+
+
+@pytest.fixture
+def resolver(dns_server):
+    """The production Resolver pointed at the test DNS server, cache off."""
+    from authmilter.resolver import Resolver
+
+    return Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=1.0, cache_entries=0)
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a prerequisite is missing — except under CI, where it is a failure."""
+    if condition:
+        return
+    if IN_CI:
+        pytest.fail(f"prerequisite missing under CI: {reason}")
+    pytest.skip(reason)
