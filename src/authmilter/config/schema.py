@@ -105,7 +105,7 @@ class PolicySettings:
     own_domains: tuple[str, ...] = _f((), "extra domains for reject_own_domain_spoof (the SigningTable's are included)")
     trusted_forwarders: tuple[str, ...] = _f((),
         "IPs/CIDRs/hostnames whose mail is never rejected on DMARC (decision logged)")
-    ignore_authenticated: bool = _f(True, "no inbound checks for SASL-authenticated clients")
+    ignore_authenticated: bool = _f(True, "SASL-authenticated mail counts as outbound (signed, not checked); false: classify by internal_hosts/sign_daemon_names only")
     reject_text: str = _f("5.7.1 rejected by DMARC policy for {domain}: {reason}",
                           "reply text for DMARC rejects; {domain} and {reason} are filled in")
 

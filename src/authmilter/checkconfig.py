@@ -1,0 +1,53 @@
+"""`authmilter check-config`: validate everything start-up would load, print the MTA lines."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .config.schema import Settings, load_settings
+from .errors import AuthmilterError
+from .milter.sockets import parse_socket
+
+
+def load_runtime_or_explain(path: str, out=sys.stderr):  # type: ignore[no-untyped-def]
+    """Load settings and the full runtime (tables, keys); print 'file: key: reason' on error."""
+    from .runtime import Runtime
+
+    try:
+        settings = load_settings(path)
+        return settings, Runtime.load(settings)
+    except AuthmilterError as exc:
+        print(f"authmilter: configuration error: {exc}", file=out)
+        return None, None
+
+
+def mta_lines(settings: Settings) -> list[str]:
+    spec = parse_socket(settings.socket)
+    postfix = spec.postfix()
+    lines = [
+        "# Postfix main.cf",
+        f"smtpd_milters = {postfix}",
+        f"non_smtpd_milters = {postfix}",
+        "milter_default_action = tempfail",
+        "milter_protocol = 6",
+    ]
+    if spec.family == "unix":
+        lines.append("# a chrooted smtpd resolves the path inside its chroot (/var/spool/postfix):")
+        lines.append("#   put the socket under /var/spool/postfix/... and name it relative to the chroot")
+    lines += ["# Sendmail .mc",
+              f"INPUT_MAIL_FILTER(`authmilter', `S={spec.sendmail()}, F=T, T=S:30s;R:2m;E:5m')"]
+    return lines
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings, runtime = load_runtime_or_explain(args.config)
+    if runtime is None or settings is None:
+        return 1
+    signer = runtime.signer
+    print(f"{args.config}: OK")
+    if signer is not None:
+        print(f"signing domains: {', '.join(sorted(signer.domains)) or '(none)'}")
+    print(f"dmarc mode: {settings.verify.dmarc_mode}; dns: {', '.join(settings.dns.servers) or 'system resolver'}")
+    print()
+    print("\n".join(mta_lines(settings)))
+    return 0

@@ -1,0 +1,215 @@
+"""Straight-line processing of one message at end-of-message; pure apart from DNS.
+
+    classify -> (outbound) sign  |  (inbound) sanitize, verify, decide, render
+    -> Outcome (header edits, verdict, one log line)
+
+The milter adapter and `authmilter verify` both call `process`; neither decides anything.
+"""
+from __future__ import annotations
+
+import time
+
+from . import authresults
+from .checks import dkim as dkim_check
+from .checks import dmarc as dmarc_check
+from .checks import fromhdr, received, spf
+from .checks.types import Result, ResInfo
+from .model import Session
+from .outcome import Action, Direction, HeaderEdit, Outcome
+from .policy import Decision, Evidence, decide
+from .runtime import Runtime, ip_in
+
+
+def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
+    """Outbound when SASL-authenticated, from an internal host, from a signing daemon, or
+    injected locally (no client address: Postfix non_smtpd_milters / sendmail(1))."""
+    s = runtime.settings.signing
+    auth = session.macro("auth_authen") or session.macro("auth_type")
+    if auth and runtime.settings.policy.ignore_authenticated:
+        return Direction.OUTBOUND, "authenticated"
+    daemon = session.macro("daemon_name")
+    if daemon and daemon in s.sign_daemon_names:
+        return Direction.OUTBOUND, f"daemon {daemon}"
+    ip = session.client.ip
+    if ip is None:
+        return Direction.OUTBOUND, "local submission"
+    signer = runtime.signer
+    if signer is not None:
+        if signer.internal_hosts.contains(ip, session.client.hostname):
+            return Direction.OUTBOUND, "internal host"
+    elif ip_in(ip, _networks(s.internal_hosts)):
+        return Direction.OUTBOUND, "internal host"
+    return Direction.INBOUND, ""
+
+
+def _networks(items: tuple[str, ...]) -> tuple:  # only used when signing is off
+    import ipaddress
+
+    nets = []
+    for item in items:
+        try:
+            nets.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            continue
+    return tuple(nets)
+
+
+def process(session: Session, runtime: Runtime, *, now: float | None = None,
+            direction: Direction | None = None) -> Outcome:
+    """The whole decision for one message. *direction* forces a path (`authmilter verify`)."""
+    authserv_id = runtime.authserv_id(session.macro("j"))
+    # Forged Authentication-Results claiming our authserv-id go whatever the direction:
+    # deleted from the highest index down (CVE-2022-48521).
+    deletions = tuple(
+        HeaderEdit("delete", "Authentication-Results", index=i)
+        for i in sorted(authresults.forged_indices(session.message.headers, authserv_id), reverse=True)
+    )
+    why = "forced"
+    if direction is None:
+        direction, why = classify(session, runtime)
+    if direction is Direction.OUTBOUND:
+        return _outbound(session, runtime, why, deletions, now)
+    return _inbound(session, runtime, authserv_id, deletions)
+
+
+# -- outbound ---------------------------------------------------------------------
+
+
+def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[HeaderEdit, ...],
+              now: float | None) -> Outcome:
+    log: list[tuple[str, str]] = [("action", "accept"), ("dir", "outbound"), ("via", why)]
+    signer = runtime.signer
+    from_ = fromhdr.parse_from(session.message)
+    if from_.address:
+        log.append(("from", from_.address))
+    edits: tuple[HeaderEdit, ...] = deletions
+    if signer is None or not runtime.settings.signing.enabled:
+        log.append(("signed", "no (signing disabled)"))
+    elif not from_.ok:
+        log.append(("signed", f"no ({from_.error})"))
+    else:
+        sasl = session.macro("auth_authen")
+        choice = signer.choose(from_.address, sasl)
+        if choice.refused:
+            log.append(("signed", f"no ({choice.refused})"))
+        elif not choice.keys:
+            log.append(("signed", "no (no SigningTable entry)"))
+        else:
+            ts = int(now) if now is not None else None
+            sigs = signer.sign(session.message, choice, timestamp=ts)
+            edits += sigs
+            log.append(("signed", ",".join(f"d={k.domain}/s={k.selector}/{k.algorithm}" for k in choice.keys)))
+    return Outcome(Action.ACCEPT, Direction.OUTBOUND, edits=edits, log=tuple(log),
+                   reasons=(f"outbound ({why})",))
+
+
+# -- inbound ----------------------------------------------------------------------
+
+
+def _inbound(session: Session, runtime: Runtime, authserv_id: str,
+             deletions: tuple[HeaderEdit, ...]) -> Outcome:
+    settings = runtime.settings
+    v = settings.verify
+    msg = session.message
+    client = session.client
+    res = runtime.resolver.budget(settings.dns.message_budget_s)
+    started = time.monotonic()
+
+    from_ = fromhdr.parse_from(msg)
+
+    # SPF for the real sender: behind our own relays, the first untrusted hop.
+    ip, helo, via = client.ip, client.helo, ""
+    if ip_in(ip, runtime.trusted_relays):
+        hop = received.first_untrusted_hop(msg, settings.verify.trusted_relays)
+        if hop is not None:
+            via = ip or ""
+            ip, helo = hop
+    spf_result = helo_result = None
+    if ip:
+        spf_result = spf.check_spf(ip, session.envelope.mail_from, helo, res, receiver=authserv_id,
+                                   timeout_s=settings.dns.message_budget_s)
+        if via:
+            spf_result = _with_relay(spf_result, via)
+        if v.spf_helo and helo and session.envelope.mail_from:
+            helo_result = spf.check_helo(ip, helo, res, receiver=authserv_id,
+                                         timeout_s=settings.dns.message_budget_s)
+
+    dkim_results = dkim_check.verify_dkim(msg, res, max_signatures=v.max_signatures,
+                                          min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1)
+    dmarc_result = None
+    if from_.ok:
+        dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, res, mode=v.dmarc_mode,
+                                               psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
+    arc_result = None
+    if v.arc:
+        arc_result = _check_arc(msg, res)
+
+    ev = Evidence(from_=from_, spf=spf_result, helo=helo_result, dkim=dkim_results, dmarc=dmarc_result,
+                  arc=arc_result,
+                  trusted_forwarder=runtime.forwarders.match(client.ip, client.hostname))
+    decision = decide(ev, settings.policy, runtime.own_domains, accept_length_tag=v.dmarc_accept_length_tag)
+
+    infos: list[ResInfo] = []
+    if spf_result is not None:
+        infos.append(spf_result.resinfo())
+    if helo_result is not None:
+        infos.append(helo_result.resinfo())
+    infos.extend(d.resinfo() for d in dkim_results)
+    if dmarc_result is not None:
+        infos.append(dmarc_result.resinfo())
+    elif not from_.ok:
+        infos.append(ResInfo("dmarc", Result.PERMERROR if not from_.missing else Result.NONE,
+                             reason=from_.error))
+    if arc_result is not None:
+        infos.append(arc_result.resinfo())
+    ar_value = authresults.render(authserv_id, infos)
+
+    edits = list(deletions)
+    edits.append(HeaderEdit("insert", "Authentication-Results", ar_value, index=0))
+    if v.add_received_spf and spf_result is not None:
+        edits.append(HeaderEdit("insert", "Received-SPF", spf.received_spf_value(spf_result, authserv_id), 0))
+    if decision.marker_header is not None:
+        name, value = decision.marker_header
+        edits.append(HeaderEdit("insert", name, value, index=0))
+
+    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000)
+    return Outcome(
+        action=decision.action, direction=Direction.INBOUND,
+        smtp_code=decision.code, smtp_xcode=decision.xcode, smtp_text=decision.text,
+        quarantine_reason=decision.quarantine_reason, edits=tuple(edits), log=log,
+        auth_results=ar_value, reasons=decision.reasons,
+    )
+
+
+def _with_relay(result, via: str):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    return replace(result, via_relay=via)
+
+
+def _check_arc(msg, res):  # type: ignore[no-untyped-def]
+    try:
+        from .checks import arc
+    except ImportError:
+        return None
+    return arc.check_arc(msg, res)
+
+
+def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float) -> tuple[tuple[str, str], ...]:
+    log: list[tuple[str, str]] = [("action", decision.action.value), ("dir", "inbound")]
+    if decision.would is not None:
+        log.append(("dry_run_would", decision.would.value))
+    log.append(("ip", ip or "-"))
+    log.append(("spf", ev.spf.result.value if ev.spf else "none"))
+    log.append(("dkim", ",".join(f"{d.result.value}:{d.domain or '?'}" for d in ev.dkim) or "none"))
+    if ev.dmarc is not None:
+        log.append(("dmarc", ev.dmarc.result.value + (f":p={ev.dmarc.policy}" if ev.dmarc.policy else "")))
+    else:
+        log.append(("dmarc", "none"))
+    if ev.arc is not None and ev.arc.result is not Result.NONE:
+        log.append(("arc", ev.arc.result.value))
+    log.append(("from", ev.from_.domain or ev.from_.error or "-"))
+    if decision.reasons:
+        log.append(("reason", "; ".join(decision.reasons)))
+    log.append(("ms", f"{dns_ms:.0f}"))
+    return tuple(log)

@@ -1,0 +1,186 @@
+"""The one place where reject / quarantine / tempfail / accept is chosen for inbound mail.
+
+`decide` is pure: results of the checks and local settings in, a Decision out. Order of
+precedence (first that applies wins):
+
+1. From header unusable (missing, several, unparsable) -> ``on_bad_from`` (default reject).
+2. A temperror that could change the verdict -> ``on_dns_error`` (default tempfail 451).
+3. Our own domain in From, from outside, without aligned SPF/DKIM pass
+   (``reject_own_domain_spoof``) -> reject.
+4. DMARC fail: requested policy, downgraded one step for t=y (RFC 9989 §5.3) or when
+   RFC 7489 pct= sampled the message out; ``trusted_forwarders`` are never rejected or
+   quarantined on DMARC; then ``on_dmarc_reject`` / ``on_dmarc_quarantine``.
+5. SPF hard fail with ``reject_spf_fail``.
+6. accept.
+
+``dry_run`` keeps the decision for the log but accepts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .checks.types import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
+from .config.schema import PolicySettings
+from .domain import is_subdomain
+from .outcome import Action
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Everything the checks found about one inbound message."""
+
+    from_: FromResult
+    spf: SpfResult | None = None           # MAIL FROM identity (or postmaster@HELO for <>)
+    helo: SpfResult | None = None
+    dkim: tuple[DkimResult, ...] = ()
+    dmarc: DmarcResult | None = None
+    arc: ArcResult | None = None
+    trusted_forwarder: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    action: Action
+    code: str = ""
+    xcode: str = ""
+    text: str = ""
+    quarantine_reason: str = ""
+    marker_header: tuple[str, str] | None = None   # quarantine = "header"
+    reasons: tuple[str, ...] = ()
+    would: Action | None = None                    # the action dry_run suppressed
+
+    @property
+    def policy_label(self) -> str:
+        return self.would.value if self.would is not None else self.action.value
+
+
+_DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
+
+
+def _aligned_pass_for(domain: str, ev: Evidence, accept_l: bool = False) -> bool:
+    """Relaxed alignment of a passing SPF (MAIL FROM) or DKIM identity with *domain*'s tree."""
+    if ev.spf is not None and ev.spf.result is Result.PASS and ev.spf.scope == "mailfrom":
+        if ev.spf.domain and (is_subdomain(ev.spf.domain, domain) or is_subdomain(domain, ev.spf.domain)):
+            return True
+    for sig in ev.dkim:
+        if sig.result is Result.PASS and (accept_l or not sig.has_length_tag) and sig.domain:
+            if is_subdomain(sig.domain, domain) or is_subdomain(domain, sig.domain):
+                return True
+    return False
+
+
+def _temperrors(ev: Evidence) -> list[str]:
+    out = []
+    if ev.spf is not None and ev.spf.result is Result.TEMPERROR:
+        out.append(f"spf temperror ({ev.spf.reason or ev.spf.domain})")
+    for sig in ev.dkim:
+        if sig.result is Result.TEMPERROR:
+            out.append(f"dkim temperror for d={sig.domain} ({sig.reason})")
+    if ev.dmarc is not None and ev.dmarc.result is Result.TEMPERROR:
+        out.append(f"dmarc temperror ({ev.dmarc.reason})")
+    return out
+
+
+def _reject(text: str, reason: str, xcode: str = "5.7.1") -> Decision:
+    return Decision(Action.REJECT, "550", xcode, text, reasons=(reason,))
+
+
+def _tempfail(reason: str) -> Decision:
+    return Decision(Action.TEMPFAIL, "451", "4.4.3", f"temporary DNS failure: {reason}; try again later",
+                    reasons=(reason,))
+
+
+def _apply_configured(choice: str, settings: PolicySettings, reason: str, domain: str) -> Decision:
+    if choice == "reject":
+        text = settings.reject_text.replace("{domain}", domain).replace("{reason}", reason)
+        # The configured text may start with an enhanced status code; split it off for setreply.
+        xcode = "5.7.1"
+        head, _, rest = text.partition(" ")
+        if head.count(".") == 2 and head.replace(".", "").isdigit():
+            xcode, text = head, rest
+        return Decision(Action.REJECT, "550", xcode, text, reasons=(reason,))
+    if choice == "tempfail":
+        return Decision(Action.TEMPFAIL, "451", "4.7.1", f"{reason}; try again later", reasons=(reason,))
+    if choice == "quarantine":
+        if settings.quarantine == "header":
+            name, _, value = settings.quarantine_header.partition(":")
+            return Decision(Action.ACCEPT, marker_header=(name.strip(), " " + value.strip()),
+                            quarantine_reason=reason, reasons=(reason + " (marked)",))
+        return Decision(Action.QUARANTINE, quarantine_reason=reason, reasons=(reason,))
+    return Decision(Action.ACCEPT, reasons=(reason + " (accepted by configuration)",))
+
+
+def decide(ev: Evidence, settings: PolicySettings, own_domains: frozenset[str] = frozenset(),
+           *, accept_length_tag: bool = False) -> Decision:
+    decision = _decide(ev, settings, own_domains, accept_length_tag)
+    if settings.dry_run and decision.action is not Action.ACCEPT:
+        return Decision(Action.ACCEPT, reasons=decision.reasons + ("dry_run",), would=decision.action)
+    if settings.dry_run and decision.marker_header is not None:
+        return replace(decision, marker_header=None, would=Action.QUARANTINE,
+                       reasons=decision.reasons + ("dry_run",))
+    return decision
+
+
+def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool) -> Decision:
+    # 1. An unusable From header defeats every domain-based check (CVE-2019-16378).
+    if not ev.from_.ok:
+        reason = f"bad From header: {ev.from_.error}"
+        if s.on_bad_from == "reject":
+            return _reject(f"message must carry exactly one From header with one valid address ({ev.from_.error})",
+                           reason)
+        return _apply_configured(s.on_bad_from, s, reason, "")
+
+    domain = ev.from_.domain
+    dmarc = ev.dmarc
+    temp = _temperrors(ev)
+    dmarc_fails = dmarc is not None and dmarc.result is Result.FAIL
+    own_domain = any(is_subdomain(domain, d) for d in own)
+
+    # 2. Temporary failures matter only where they could change the verdict.
+    if temp:
+        could_change = (
+            (dmarc is not None and dmarc.result is Result.TEMPERROR)
+            or (dmarc_fails and dmarc.policy in ("reject", "quarantine"))  # type: ignore[union-attr]
+            or (own_domain and s.reject_own_domain_spoof and not _aligned_pass_for(domain, ev, accept_l))
+            or (s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.TEMPERROR)
+        )
+        if could_change:
+            reason = "; ".join(temp)
+            if s.on_dns_error == "tempfail":
+                return _tempfail(reason)
+            return Decision(Action.ACCEPT, reasons=(reason + " (accepted: on_dns_error = accept)",))
+
+    # 3. Mail claiming to be from us that did not come through us.
+    if own_domain and s.reject_own_domain_spoof and not _aligned_pass_for(domain, ev, accept_l):
+        if ev.trusted_forwarder:
+            return Decision(Action.ACCEPT, reasons=(f"own domain {domain} unauthenticated, trusted forwarder",))
+        return _reject(f"{domain} is our domain, but this message was not sent through our servers",
+                       f"own domain {domain} without aligned SPF/DKIM pass")
+
+    # 4. The sender's DMARC policy.
+    if dmarc_fails and dmarc is not None:
+        policy = dmarc.policy or "none"
+        notes = []
+        if dmarc.testing:
+            policy = _DOWNGRADE[policy]
+            notes.append("t=y")
+        if dmarc.sampled_out:
+            policy = _DOWNGRADE[policy]
+            notes.append("pct sampled out")
+        applied = f"policy {policy}" + (f" ({', '.join(notes)})" if notes else "")
+        if policy in ("reject", "quarantine") and ev.trusted_forwarder:
+            return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}: trusted forwarder",))
+        if policy == "reject":
+            return _apply_configured(s.on_dmarc_reject, s, f"DMARC policy reject for {domain}", domain)
+        if policy == "quarantine":
+            return _apply_configured(s.on_dmarc_quarantine, s, f"DMARC policy quarantine for {domain}", domain)
+
+    # 5. Local rule: SPF hard fail.
+    if s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.FAIL:
+        text = ev.spf.explanation or f"SPF check failed for {ev.spf.identity}"
+        return _reject(text, f"spf fail for {ev.spf.domain}", xcode="5.7.23")
+
+    reasons = []
+    if dmarc is not None and dmarc.result is not Result.NONE:
+        reasons.append(f"dmarc {dmarc.result.value}")
+    return Decision(Action.ACCEPT, reasons=tuple(reasons))

@@ -1,0 +1,114 @@
+"""policy.decide: one function, every rule, in order of precedence."""
+from dataclasses import replace
+
+import pytest
+
+from authmilter.checks.types import DkimResult, DmarcResult, FromResult, Result, SpfResult
+from authmilter.config.schema import PolicySettings
+from authmilter.outcome import Action
+from authmilter.policy import Evidence, decide
+
+GOOD_FROM = FromResult(ok=True, domain="example.com", address="a@example.com")
+
+
+def spf(result, domain="example.com"):
+    return SpfResult(result=result, scope="mailfrom", identity=f"b@{domain}", domain=domain, client_ip="192.0.2.1")
+
+
+def dmarc(result, policy="reject", **kw):
+    return DmarcResult(result=result, from_domain="example.com", policy=policy, **kw)
+
+
+def ev(**kw):
+    base = dict(from_=GOOD_FROM, spf=spf(Result.PASS), dmarc=dmarc(Result.PASS))
+    base.update(kw)
+    return Evidence(**base)
+
+
+S = PolicySettings()
+
+
+def test_pass_is_accepted():
+    assert decide(ev(), S).action is Action.ACCEPT
+
+
+def test_dmarc_reject_fail_is_550_with_domain_in_reply():
+    d = decide(ev(spf=spf(Result.FAIL), dmarc=dmarc(Result.FAIL)), S)
+    assert d.action is Action.REJECT and d.code == "550" and d.xcode == "5.7.1"
+    assert "example.com" in d.text
+
+
+def test_dmarc_quarantine_holds_by_default_and_marks_in_header_mode():
+    d = decide(ev(dmarc=dmarc(Result.FAIL, policy="quarantine")), S)
+    assert d.action is Action.QUARANTINE and "quarantine" in d.quarantine_reason
+    d = decide(ev(dmarc=dmarc(Result.FAIL, policy="quarantine")), replace(S, quarantine="header"))
+    assert d.action is Action.ACCEPT and d.marker_header == ("X-Spam-Flag", " YES")
+
+
+def test_dmarc_none_policy_delivers():
+    assert decide(ev(dmarc=dmarc(Result.FAIL, policy="none")), S).action is Action.ACCEPT
+
+
+@pytest.mark.parametrize("flag", [{"testing": True}, {"sampled_out": True}])
+def test_rfc9989_t_y_and_rfc7489_pct_downgrade_one_step(flag):
+    assert decide(ev(dmarc=dmarc(Result.FAIL, **flag)), S).action is Action.QUARANTINE
+    assert decide(ev(dmarc=dmarc(Result.FAIL, policy="quarantine", **flag)), S).action is Action.ACCEPT
+
+
+def test_configured_actions_per_outcome():
+    s = replace(S, on_dmarc_reject="quarantine", on_dmarc_quarantine="reject")
+    assert decide(ev(dmarc=dmarc(Result.FAIL)), s).action is Action.QUARANTINE
+    assert decide(ev(dmarc=dmarc(Result.FAIL, policy="quarantine")), s).action is Action.REJECT
+    assert decide(ev(dmarc=dmarc(Result.FAIL)), replace(S, on_dmarc_reject="accept")).action is Action.ACCEPT
+
+
+def test_dry_run_accepts_but_remembers():
+    d = decide(ev(dmarc=dmarc(Result.FAIL)), replace(S, dry_run=True))
+    assert d.action is Action.ACCEPT and d.would is Action.REJECT
+
+
+def test_temperror_that_could_change_verdict_tempfails():
+    d = decide(ev(spf=spf(Result.TEMPERROR), dmarc=dmarc(Result.FAIL)), S)
+    assert d.action is Action.TEMPFAIL and d.code == "451"
+    d = decide(ev(dmarc=dmarc(Result.TEMPERROR, policy="")), S)
+    assert d.action is Action.TEMPFAIL
+    assert decide(ev(dmarc=dmarc(Result.TEMPERROR, policy="")), replace(S, on_dns_error="accept")).action \
+        is Action.ACCEPT
+
+
+def test_temperror_that_cannot_change_verdict_is_ignored():
+    # DMARC passed through DKIM; the SPF temperror changes nothing.
+    dk = DkimResult(result=Result.PASS, domain="example.com")
+    d = decide(ev(spf=spf(Result.TEMPERROR), dkim=(dk,), dmarc=dmarc(Result.PASS)), S)
+    assert d.action is Action.ACCEPT
+
+
+def test_bad_from_rejected_by_default_and_configurable():
+    bad = FromResult(ok=False, error="2 From headers")
+    d = decide(ev(from_=bad, dmarc=None), S)
+    assert d.action is Action.REJECT and "From" in d.text
+    assert decide(ev(from_=bad, dmarc=None), replace(S, on_bad_from="accept")).action is Action.ACCEPT
+
+
+def test_trusted_forwarder_never_rejected_on_dmarc():
+    d = decide(ev(dmarc=dmarc(Result.FAIL), trusted_forwarder=True), S)
+    assert d.action is Action.ACCEPT and "trusted forwarder" in d.reasons[0]
+
+
+def test_reject_spf_fail_is_opt_in():
+    e = ev(spf=spf(Result.FAIL), dmarc=dmarc(Result.NONE, policy=""))
+    assert decide(e, S).action is Action.ACCEPT
+    d = decide(e, replace(S, reject_spf_fail=True))
+    assert d.action is Action.REJECT and d.xcode == "5.7.23"
+
+
+def test_own_domain_spoof_rejected_unless_aligned_pass():
+    own = frozenset({"example.com"})
+    spoof = ev(spf=spf(Result.FAIL, "attacker.example"), dmarc=dmarc(Result.NONE, policy=""))
+    assert decide(spoof, S, own).action is Action.REJECT
+    assert decide(spoof, replace(S, reject_own_domain_spoof=False), own).action is Action.ACCEPT
+    signed = replace(spoof, dkim=(DkimResult(result=Result.PASS, domain="example.com"),))
+    assert decide(signed, S, own).action is Action.ACCEPT
+    # A DKIM pass that only covers part of the body (l=) does not count.
+    partial = replace(spoof, dkim=(DkimResult(result=Result.PASS, domain="example.com", has_length_tag=True),))
+    assert decide(partial, S, own).action is Action.REJECT
