@@ -15,11 +15,22 @@ REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-@pytest.fixture
-def dns_server():
-    """A fresh authoritative DNS server on 127.0.0.1 with a free port, stopped afterwards."""
+@pytest.fixture(scope="session")
+def _shared_dns_server():
     with DNSServer() as server:
         yield server
+
+
+@pytest.fixture
+def dns_server(_shared_dns_server):
+    """An authoritative DNS server on 127.0.0.1 (free port), emptied for each test.
+
+    One server serves the whole session (starting one per test costs ~0.2 s); a test
+    that needs to stop its server should start its own `DNSServer()`.
+    """
+    _shared_dns_server.clear()
+    yield _shared_dns_server
+    _shared_dns_server.clear()
 
 
 @pytest.fixture

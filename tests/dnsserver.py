@@ -189,6 +189,8 @@ class DNSServer:
                 tcp.close()
                 continue
             tcp.listen(16)
+            udp.settimeout(0.2)
+            tcp.settimeout(0.2)
             self._udp, self._tcp, self.port = udp, tcp, port
             break
         else:
@@ -221,7 +223,6 @@ class DNSServer:
     def _serve_udp(self) -> None:
         assert self._udp is not None
         sock = self._udp
-        sock.settimeout(0.2)
         while self._running:
             try:
                 wire, peer = sock.recvfrom(65535)
@@ -252,7 +253,6 @@ class DNSServer:
 
     def _serve_tcp(self) -> None:
         assert self._tcp is not None
-        self._tcp.settimeout(0.2)
         while self._running:
             try:
                 conn, _ = self._tcp.accept()
