@@ -46,6 +46,7 @@ class SpfResult:
     explanation: str = ""           # exp= text on fail
     reason: str = ""                # human text: mechanism matched, error detail
     via_relay: str = ""             # trusted relay IP when the first untrusted hop was checked
+    helo: str = ""                  # the HELO name presented (for Received-SPF helo=)
 
     def resinfo(self) -> ResInfo:
         prop = ("smtp.mailfrom", self.identity) if self.scope == "mailfrom" else ("smtp.helo", self.identity)
