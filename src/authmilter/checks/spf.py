@@ -1,0 +1,214 @@
+"""SPF (RFC 7208) for the MAIL FROM and HELO identities, with pyspf doing check_host().
+
+pyspf's DNS goes through our resolver: `resolver.install_spf_adapter()` replaces its
+module-level lookup once, and ``with resolver.using(res):`` binds the per-message
+resolver to this thread for the duration of one check. A timeout or SERVFAIL from our
+resolver surfaces as pyspf's TempError and so as ``temperror``; nothing raised by pyspf
+on remote data escapes as an exception.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import spf as pyspf
+
+from .. import resolver as _resolver
+from ..domain import DomainError, normalize_domain
+from ..errors import AuthmilterError
+from .types import Result, SpfResult
+
+__all__ = ["check_spf", "check_helo", "received_spf_value"]
+
+# pyspf returns the default explanation when no (usable) exp= exists; a sentinel lets us
+# tell "no explanation" apart from a published one (RFC 7208 §6.2).
+_NO_EXP = "\x00authmilter-no-exp\x00"
+
+_RESULTS = {
+    "pass": Result.PASS, "fail": Result.FAIL, "softfail": Result.SOFTFAIL, "neutral": Result.NEUTRAL,
+    "none": Result.NONE, "permerror": Result.PERMERROR, "temperror": Result.TEMPERROR,
+    # RFC 4408-era names some pyspf paths still use, and harsh-mode's extra result.
+    "unknown": Result.PERMERROR, "error": Result.TEMPERROR, "ambiguous": Result.PERMERROR,
+}
+
+
+class _Query(pyspf.query):  # type: ignore[misc]
+    """pyspf's query with one RFC fix for PTR validation."""
+
+    def validated_ptrs(self) -> list[str]:
+        """RFC 7208 §5.5: validate at most 10 PTR names; "if a DNS error occurs while
+        doing an A RR lookup, then that domain name is skipped and the search continues"
+        (pyspf lets the error end the whole check as temperror; a CNAME loop is one)."""
+        names = self.dns_ptr(self.i)[:pyspf.MAX_PTR]
+        valid = []
+        for name in names:
+            try:
+                if self.cidrmatch(self.dns_a(name, self.A), self.cidrmax):
+                    valid.append(name)
+            except pyspf.TempError:
+                continue
+        return valid
+
+
+def _client_ip(ip: str) -> str | None:
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)   # RFC 7208 §5: evaluate the IPv4 address
+    return str(addr)
+
+
+def _ascii_domain(domain: str) -> str:
+    """The A-label form for DNS when *domain* is valid; otherwise unchanged, so pyspf
+    applies RFC 7208 §4.3 (malformed domain -> none) to exactly what was presented."""
+    try:
+        return normalize_domain(domain)
+    except DomainError:
+        return domain.lower()
+
+
+def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
+         local: str, domain: str, identity: str, receiver: str, timeout_s: float) -> SpfResult:
+    addr = _client_ip(ip)
+    base = dict(scope=scope, identity=identity, domain=domain, helo=helo)
+    if addr is None:
+        return SpfResult(Result.NONE, client_ip=ip, reason="no valid client IP address", **base)
+    _resolver.install_spf_adapter()
+    try:
+        with _resolver.using(resolver):
+            q = _Query(i=addr, s=sender, h=helo, receiver=receiver or None, strict=True,
+                            querytime=timeout_s)
+            # pyspf splits the sender at the first "@"; RFC 5321 local parts may be quoted
+            # and contain "@", so the domain is what follows the last one (set here).
+            q.l, q.o, q.d = local, domain, domain
+            q.set_default_explanation(_NO_EXP)
+            code, _smtp, text = q.check()
+    except AuthmilterError:
+        raise
+    except (pyspf.TempError, pyspf.PermError) as exc:  # raised outside check(), e.g. by set_ip
+        code, text = ("temperror" if isinstance(exc, pyspf.TempError) else "permerror"), str(exc)
+        q = None
+    except Exception as exc:  # noqa: BLE001 - pyspf failing on remote data is a result, not a crash
+        return SpfResult(Result.PERMERROR, client_ip=addr,
+                         reason=f"SPF evaluation error: {type(exc).__name__}: {exc}", **base)
+    result = _RESULTS.get(code, Result.PERMERROR)
+    explanation = ""
+    if result is Result.FAIL and text != _NO_EXP:
+        explanation = text
+    if result in (Result.PASS, Result.FAIL, Result.SOFTFAIL, Result.NEUTRAL):
+        mech = getattr(q, "mechanism", None) if q is not None else None
+        reason = f"matched {mech}" if mech else ""
+    elif result in (Result.PERMERROR, Result.TEMPERROR):
+        reason = (getattr(q, "prob", "") if q is not None else "") or text
+        reason = reason.removeprefix("SPF Permanent Error: ").removeprefix("SPF Temporary Error: ")
+    else:
+        reason = "no SPF record"
+    return SpfResult(result, client_ip=addr, explanation=explanation, reason=_clean(reason), **base)
+
+
+def check_spf(ip: str, mail_from: str, helo: str, resolver: _resolver.DnsLookup, *, receiver: str = "",
+              timeout_s: float = 20.0) -> SpfResult:
+    """check_host() for the MAIL FROM identity (RFC 7208 §2.4).
+
+    A null reverse-path is checked as ``postmaster@HELO`` (still the MAIL FROM identity,
+    which is what DMARC uses, RFC 9989 §3.2.4). A sender without "@" is a bare domain and
+    an empty local part becomes "postmaster" (RFC 7208 §4.3).
+    """
+    sender = mail_from.strip()
+    if sender:
+        local, at, dom = sender.rpartition("@")
+        if not at:
+            local, dom = "", sender
+    else:
+        local, dom = "", helo
+    local = local or "postmaster"
+    domain = _ascii_domain(dom)
+    identity = f"{local}@{domain}" if domain else local
+    return _run(ip, identity, helo, resolver, scope="mailfrom", local=local, domain=domain,
+                identity=identity, receiver=receiver, timeout_s=timeout_s)
+
+
+def check_helo(ip: str, helo: str, resolver: _resolver.DnsLookup, *, receiver: str = "",
+               timeout_s: float = 20.0) -> SpfResult:
+    """check_host() for the HELO identity on its own (RFC 7208 §2.3): <sender> is
+    postmaster@HELO and <domain> the HELO name; an address literal or a name that is not
+    a multi-label domain gives ``none`` (§4.3)."""
+    domain = _ascii_domain(helo)
+    return _run(ip, "", helo, resolver, scope="helo", local="postmaster", domain=domain,
+                identity=helo, receiver=receiver, timeout_s=timeout_s)
+
+
+# ---------------------------------------------------------------------------
+# Received-SPF (RFC 7208 §9.1)
+
+_CTL = re.compile(r"[\x00-\x1f\x7f]+")
+_DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
+
+
+def _clean(text: str) -> str:
+    return _CTL.sub(" ", text).strip()
+
+
+def _kv(value: str) -> str:
+    """dot-atom when possible, else a quoted-string (RFC 7208 §9.1 key-value-pair)."""
+    value = _clean(value)
+    if _DOT_ATOM.match(value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _comment(text: str) -> str:
+    return _clean(text).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+_COMMENTS = {
+    Result.PASS: "domain of {d} designates {ip} as permitted sender",
+    Result.FAIL: "domain of {d} does not designate {ip} as permitted sender",
+    Result.SOFTFAIL: "domain of transitioning {d} does not designate {ip} as permitted sender",
+    Result.NEUTRAL: "{ip} is neither permitted nor denied by domain of {d}",
+    Result.NONE: "{d} does not designate permitted sender hosts",
+    Result.PERMERROR: "permanent error in processing domain of {d}",
+    Result.TEMPERROR: "temporary error in processing during lookup of {d}",
+}
+
+
+def received_spf_value(result: SpfResult, receiver: str) -> str:
+    """The Received-SPF header value (RFC 7208 §9.1), starting with a space and folded
+    with CRLF+TAB; every remote-supplied string is quoted or escaped."""
+    comment = _COMMENTS.get(result.result, "{d}").format(d=result.domain or result.identity or "unknown",
+                                                         ip=result.client_ip or "unknown")
+    if receiver:
+        comment = f"{receiver}: {comment}"
+    # The comment may be broken between words (FWS is allowed in comments); key-value
+    # pairs are kept whole so no quoted-string is ever folded.
+    parts = [result.result.value] + f"({_comment(comment)})".split()
+    pairs: list[tuple[str, str]] = [("client-ip", result.client_ip)]
+    if result.scope == "mailfrom":
+        pairs.append(("envelope-from", result.identity))
+    if result.helo:
+        pairs.append(("helo", result.helo))
+    if result.result is Result.PERMERROR and result.reason:
+        pairs.append(("problem", result.reason))
+    if receiver:
+        pairs.append(("receiver", receiver))
+    pairs.append(("identity", result.scope))
+    for key, value in pairs:
+        if value:
+            parts.append(f"{key}={_kv(value)};")
+    parts[-1] = parts[-1].rstrip(";")
+    return _fold(parts)
+
+
+def _fold(parts: list[str], width: int = 78) -> str:
+    """Join *parts* with spaces, breaking lines between parts (never inside one)."""
+    out, line = "", len("Received-SPF:")
+    for i, part in enumerate(parts):
+        if i and line + 1 + len(part) > width:
+            out += "\r\n\t" + part
+            line = 8 + len(part)
+        else:
+            out += " " + part
+            line += 1 + len(part)
+    return out
