@@ -81,8 +81,9 @@ def parse_private_key(data: bytes, path: str = "<key>") -> object:
         if len(raw) == 32:  # dkimpy's Ed25519 seed
             key = ed25519.Ed25519PrivateKey.from_private_bytes(raw)
         else:
+            # base64 DER is what an OpenDKIM KeyTable may hold inline; else a DER file.
             try:
-                key = serialization.load_der_private_key(data, password=None)
+                key = serialization.load_der_private_key(raw or data, password=None)
             except (ValueError, TypeError, UnsupportedAlgorithm):
                 raise KeyError_(f"{path}: not a PEM key, DER key or base64 Ed25519 seed") from None
     if not isinstance(key, (rsa.RSAPrivateKey, ed25519.Ed25519PrivateKey)):
@@ -114,12 +115,23 @@ def load_signing_key(path: str, domain: str, selector: str) -> dkimcore.SigningK
     unknown format, or an RSA key shorter than 1024 bits (RFC 8301 — no verifier would
     accept its signatures).
     """
+    return _signing_key(None, path, domain, selector)
+
+
+def signing_key_from_data(data: bytes, domain: str, selector: str, source: str = "<inline key>"
+                          ) -> dkimcore.SigningKey:
+    """Like load_signing_key for key material held inline (an OpenDKIM KeyTable may
+    carry the key itself instead of a path); there is no file to check."""
+    return _signing_key(data, source, domain, selector)
+
+
+def _signing_key(data: bytes | None, path: str, domain: str, selector: str) -> dkimcore.SigningKey:
     try:
         domain = normalize_domain(domain)
         selector = normalize_domain(selector, allow_underscore=True)
     except DomainError as exc:
         raise KeyError_(f"{path}: {exc}") from None
-    key = read_private_key(path)
+    key = read_private_key(path) if data is None else parse_private_key(data, path)
     algorithm, bits = key_algorithm(key)
     if algorithm.startswith("rsa") and bits < MIN_RSA_BITS:
         raise KeyError_(f"{path}: RSA key of {bits} bits is too short (RFC 8301 requires {MIN_RSA_BITS})")
@@ -226,14 +238,16 @@ _MESSAGES = {
 }
 
 
-def check_published_key(resolver: object, domain: str, selector: str, keyfile: str) -> tuple[int, str]:
-    """Compare the published record for *selector*._domainkey.*domain* with *keyfile*.
+def check_published_key(resolver: object, domain: str, selector: str, keyfile: str, *,
+                        inline: bool = False) -> tuple[int, str]:
+    """Compare the published record for *selector*._domainkey.*domain* with *keyfile*
+    (or, with *inline*, the key material itself).
 
     Returns (exit code, detail). The private key is checked first (permissions and
     format), then DNS, then the record against the key.
     """
     try:
-        key = read_private_key(keyfile)
+        key = parse_private_key(keyfile.encode(), "inline key") if inline else read_private_key(keyfile)
     except KeyError_ as exc:
         return EXIT_KEY_UNUSABLE, str(exc)
     name = f"{selector}._domainkey.{domain}"
@@ -253,7 +267,8 @@ def check_published_key(resolver: object, domain: str, selector: str, keyfile: s
         if record.revoked:
             errors.append((EXIT_REVOKED, f"{name}: p= is empty"))
         elif record.key_type != k or record.public != public:
-            errors.append((EXIT_MISMATCH, f"{name}: k={record.key_type} key differs from {keyfile}"))
+            where = "the inline key" if inline else keyfile
+            errors.append((EXIT_MISMATCH, f"{name}: k={record.key_type} key differs from {where}"))
         elif record.key_type == "rsa" and record.bits < MIN_RSA_BITS:
             errors.append((EXIT_WEAK, f"{name}: {record.bits}-bit RSA key (RFC 8301 requires {MIN_RSA_BITS})"))
         else:
@@ -295,7 +310,7 @@ def cmd_testkey(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     resolver = Resolver.from_settings(settings.dns)  # type: ignore[attr-defined]
 
-    jobs: list[tuple[str, str, str]] = []
+    jobs: list[tuple[str, str, str, bool]] = []
     if args.all:
         if args.domain or args.selector or args.keyfile:
             print("authmilter testkey: --all takes no -d/-s/-k", file=sys.stderr)
@@ -311,13 +326,13 @@ def cmd_testkey(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         try:
             jobs = [(normalize_domain(args.domain), normalize_domain(args.selector, allow_underscore=True),
-                     args.keyfile)]
+                     args.keyfile, False)]
         except DomainError as exc:
             print(f"authmilter testkey: {exc}", file=sys.stderr)
             return EXIT_USAGE
     worst = EXIT_OK
-    for domain, selector, keyfile in jobs:
-        code, detail = check_published_key(resolver, domain, selector, keyfile)
+    for domain, selector, keyfile, inline in jobs:
+        code, detail = check_published_key(resolver, domain, selector, keyfile, inline=inline)
         worst = max(worst, code)
         if code != EXIT_OK:
             print(f"authmilter testkey: {_MESSAGES[code]}: {detail}", file=sys.stderr)
@@ -326,12 +341,20 @@ def cmd_testkey(args: argparse.Namespace) -> int:
     return worst
 
 
-def _keytable_jobs(settings: object) -> list[tuple[str, str, str]]:
+def _keytable_jobs(settings: object) -> list[tuple[str, str, str, bool]]:
     # Imported here: the KeyTable parser belongs to the config package.
-    from .config.opendkim import KeyTable
+    from .config.opendkim import KeyTable, expand_keyname
 
     spec = settings.signing.key_table  # type: ignore[attr-defined]
     if not spec:
         raise ConfigError(getattr(settings, "source", ""), "signing.key_table", "not set; --all has nothing to test")
-    table = KeyTable.load(spec)
-    return [(e.domain, e.selector, e.keypath) for e in table.entries.values()]
+    table = KeyTable.load(spec, source=getattr(settings, "source", "<config>"))
+    jobs = []
+    for entry in table.entries.values():
+        if entry.domain == "%":
+            # d= is the From domain of each message: there is no one record to test.
+            print(f"authmilter testkey: skipped {entry.name}: its domain is % (the From domain)", file=sys.stderr)
+            continue
+        domain, selector, keypath = expand_keyname(entry, entry.domain)
+        jobs.append((domain, selector, keypath, entry.inline))
+    return jobs
