@@ -1,0 +1,789 @@
+"""Process management for the end-to-end suite: a private Postfix, a knot DNS server and
+authmilter, all on loopback with ports picked at run time, all under one temporary
+directory, all stopped afterwards.
+
+Nothing here touches the machine's own Postfix: every command gets ``-c DIR`` (``-C DIR``
+for sendmail(1)), the queue and data directories live under the temporary directory, and
+the only listeners are 127.0.0.1 ports chosen when the suite starts.
+
+What Postfix presents to ``non_smtpd_milters`` for mail injected with sendmail(1)
+(observed with Postfix 3.7 and a recording milter, and written down because the pipeline
+must classify it as outbound): a connect event with host name ``localhost``, family
+AF_INET, address 127.0.0.1 and port 0; HELO ``localhost``; macros ``j`` ($myhostname),
+``_`` = ``localhost [127.0.0.1]``, ``{daemon_name}`` = $milter_macro_daemon_name
+(default $myhostname, *not* ORIGINATING), ``{daemon_addr}`` 127.0.0.1; no ``{auth_*}``
+macros. So it is the client address 127.0.0.1 (in ``internal_hosts``) that makes such
+mail outbound.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, TypeVar
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rdatatype
+
+T = TypeVar("T")
+
+POSTFIX = "/usr/sbin/postfix"
+POSTQUEUE = "/usr/sbin/postqueue"
+POSTSUPER = "/usr/sbin/postsuper"
+SENDMAIL = "/usr/sbin/sendmail"
+KNOTD = "/usr/sbin/knotd"
+
+MX_NAME = "mx.inbox.test"          # Postfix's $myhostname and authmilter's authserv_id
+RCPT = "u@inbox.test"              # every test message goes to this one virtual mailbox
+TOKEN_HEADER = "X-E2E-Id"          # each message carries a unique token to find it again
+WAIT_S = 30.0                      # upper bound for any poll; never an assertion on speed
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's choice for a bind to port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T], what: str, timeout_s: float = WAIT_S, interval_s: float = 0.05) -> T:
+    """Poll until *predicate* returns something truthy; bounded, so a hang is a failure."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while *pid* runs; a zombie counts as dead (our PID 1 may reap late)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return False
+    return state not in (b"Z", b"X")
+
+
+def run(cmd: list[str], *, input: bytes | None = None, env: dict[str, str] | None = None,
+        check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    proc = subprocess.run(cmd, input=input, capture_output=True, env=env, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: "
+                           f"{proc.stderr.decode(errors='replace')}{proc.stdout.decode(errors='replace')}")
+    return proc
+
+
+# ---------------------------------------------------------------------------------------
+# DNS: knot
+
+
+def txt_strings(value: str) -> str:
+    """A TXT value in zone-file syntax, split into <=255-octet character-strings."""
+    data = value.encode()
+    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
+    return " ".join('"' + c.decode().replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
+
+
+class Zone:
+    """One zone file, built record by record."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin.rstrip(".").lower()
+        self.lines = [
+            f"$ORIGIN {self.origin}.",
+            "$TTL 300",
+            f"@ SOA ns.{self.origin}. hostmaster.{self.origin}. 1 3600 600 86400 60",
+            f"@ NS ns.{self.origin}.",
+            "ns A 127.0.0.1",
+        ]
+
+    def _owner(self, name: str) -> str:
+        name = name.rstrip(".").lower()
+        if name == self.origin:
+            return "@"
+        if not name.endswith("." + self.origin):
+            raise ValueError(f"{name} is not in zone {self.origin}")
+        return name[: -len(self.origin) - 1]
+
+    def add(self, name: str, rdtype: str, rdata: str) -> "Zone":
+        self.lines.append(f"{self._owner(name)} {rdtype} {rdata}")
+        return self
+
+    def txt(self, name: str, value: str) -> "Zone":
+        return self.add(name, "TXT", txt_strings(value))
+
+    def raw(self, text: str) -> "Zone":
+        """Zone-file text as is (e.g. the SELECTOR.txt written by `authmilter genkey`)."""
+        self.lines.append(text.rstrip("\n"))
+        return self
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+class Knot:
+    """knotd in the foreground, authoritative for the test zones, on 127.0.0.1@PORT."""
+
+    def __init__(self, base: Path, zones: Iterable[Zone], port: int | None = None) -> None:
+        self.dir = base / "knot"
+        self.port = port or free_port()
+        self.zones = list(zones)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / "knotd.log"
+
+    def _write(self) -> None:
+        (self.dir / "zones").mkdir(parents=True, exist_ok=True)
+        for zone in self.zones:
+            (self.dir / "zones" / f"{zone.origin}.zone").write_text(zone.text())
+        zone_list = "\n".join(f"  - domain: {z.origin}" for z in self.zones)
+        (self.dir / "knot.conf").write_text(f"""\
+server:
+    rundir: "{self.dir}"
+    listen: 127.0.0.1@{self.port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+log:
+  - target: stderr
+    any: info
+database:
+    storage: "{self.dir}/db"
+control:
+    listen: "{self.dir}/knot.sock"
+template:
+  - id: default
+    storage: "{self.dir}/zones"
+    file: "%s.zone"
+    zonefile-sync: -1
+    zonefile-load: whole
+    journal-content: none
+zone:
+{zone_list}
+""")
+
+    def start(self) -> None:
+        if self.proc is None:
+            self._write()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([KNOTD, "-c", str(self.dir / "knot.conf")],
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        for zone in self.zones:
+            wait_for(lambda z=zone: self._answers(z.origin, "SOA"), f"knot to serve {zone.origin}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=15)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _answers(self, name: str, rdtype: str) -> bool:
+        if not self.running:
+            raise AssertionError(f"knotd exited: {self.log.read_text(errors='replace')[-2000:]}")
+        try:
+            return bool(self.query(name, rdtype).answer)
+        except (OSError, dns.exception.Timeout):
+            return False
+
+    def query(self, name: str, rdtype: str) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype)
+        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=1.0)
+
+    def txt(self, name: str) -> bytes | None:
+        """The first TXT record at *name*, its strings joined (what dkimpy's dnsfunc returns)."""
+        resp = self.query(name, "TXT")
+        for rrset in resp.answer:
+            if rrset.rdtype == dns.rdatatype.TXT:
+                for rdata in rrset:
+                    return b"".join(rdata.strings)
+        return None
+
+    def dkim_dnsfunc(self) -> Callable[..., bytes | None]:
+        def dnsfunc(name: str | bytes, timeout: int = 5) -> bytes | None:
+            text = name.decode() if isinstance(name, bytes) else name
+            return self.txt(text)
+        return dnsfunc
+
+
+
+# ---------------------------------------------------------------------------------------
+# Postfix
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """The reply that decided a transaction: the final DATA reply, or the first refusal."""
+
+    stage: str        # "mail", "rcpt", "data", "xclient" or "connect"
+    code: int
+    text: str
+
+    @property
+    def queue_id(self) -> str:
+        m = re.search(r"queued as ([0-9A-Za-z]+)", self.text)
+        return m.group(1) if m else ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.stage == "data" and self.code == 250
+
+
+class Postfix:
+    """A private Postfix: own config directory, queue under *base*, loopback ports only."""
+
+    def __init__(self, base: Path, milter: str) -> None:
+        self.base = base
+        self.config_dir = base / "postfix"
+        self.queue_dir = base / "spool"
+        self.data_dir = base / "data"
+        self.mail_base = base / "mail"
+        self.maildir = self.mail_base / "inbox"
+        self.maillog = base / "maillog"
+        self.milter = milter                  # Postfix spelling: inet:127.0.0.1:PORT
+        self.smtp_port = free_port()          # inbound MX
+        self.submission_port = free_port()    # -o milter_macro_daemon_name=ORIGINATING
+        self.env = {**os.environ, "MAIL_CONFIG": str(self.config_dir)}
+
+    def _write(self) -> None:
+        import grp
+        import pwd
+
+        nobody = pwd.getpwnam("nobody")
+        postfix_uid = pwd.getpwnam("postfix").pw_uid
+        grp.getgrnam("postdrop")  # the setgid group must exist (Debian package creates it)
+        self.config_dir.mkdir(parents=True)
+        self.queue_dir.mkdir()      # `postfix start` creates the queue subdirectories
+        self.data_dir.mkdir()
+        os.chown(self.data_dir, postfix_uid, -1)   # master.lock lives here
+        self.mail_base.mkdir()
+        os.chown(self.mail_base, nobody.pw_uid, nobody.pw_gid)  # virtual(8) writes as nobody
+        (self.config_dir / "main.cf").write_text(f"""\
+compatibility_level = 3.6
+queue_directory = {self.queue_dir}
+data_directory = {self.data_dir}
+mail_owner = postfix
+setgid_group = postdrop
+maillog_file = {self.maillog}
+maillog_file_prefixes = {self.base}
+myhostname = {MX_NAME}
+mydomain = inbox.test
+myorigin = $myhostname
+mydestination =
+local_transport = error:no local delivery in tests
+alias_maps =
+alias_database =
+# Loopback only; IPv6 enabled so XCLIENT may present IPv6 client addresses.
+inet_interfaces = 127.0.0.1
+inet_protocols = all
+mynetworks = 127.0.0.0/8
+# Postfix itself never uses DNS in the test; nothing leaves the machine.
+smtp_dns_support_level = disabled
+disable_dns_lookups = yes
+smtpd_peername_lookup = no
+default_transport = error:no external delivery in tests
+relay_transport = error:no external delivery in tests
+# The test presents realistic client addresses, names and HELO through XCLIENT.
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+smtpd_relay_restrictions = permit_auth_destination, reject
+smtpd_client_restrictions =
+smtpd_helo_restrictions =
+smtpd_sender_restrictions =
+smtpd_recipient_restrictions =
+# Every message ends in one Maildir: {self.maildir}/
+virtual_mailbox_domains = inbox.test
+virtual_mailbox_base = {self.mail_base}
+virtual_mailbox_maps = static:inbox/
+virtual_uid_maps = static:{nobody.pw_uid}
+virtual_gid_maps = static:{nobody.pw_gid}
+# authmilter for SMTP and for sendmail(1) (pickup -> cleanup); fail closed.
+smtpd_milters = {self.milter}
+non_smtpd_milters = {self.milter}
+milter_default_action = tempfail
+milter_protocol = 6
+milter_connect_timeout = 10s
+milter_command_timeout = 30s
+milter_content_timeout = 60s
+""")
+        smtpd = "inet  n       -       n       -       -       smtpd"
+        (self.config_dir / "master.cf").write_text(f"""\
+# chroot = n everywhere: the test instance lives in a temporary directory.
+127.0.0.1:{self.smtp_port} {smtpd}
+127.0.0.1:{self.submission_port} {smtpd}
+  -o syslog_name=postfix/submission
+  -o milter_macro_daemon_name=ORIGINATING
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+virtual   unix  -       n       n       -       -       virtual
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+""")
+
+    def start(self) -> None:
+        self._write()
+        proc = run([POSTFIX, "-c", str(self.config_dir), "start"], check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"postfix start failed ({proc.returncode}): {self.log_text()[-3000:]}")
+        wait_for(lambda: self._listening(self.smtp_port) and self._listening(self.submission_port),
+                 "Postfix to listen")
+
+    @staticmethod
+    def _listening(port: int) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.recv(1)  # the 220 banner: smtpd is really there
+                s.sendall(b"QUIT\r\n")
+            return True
+        except OSError:
+            return False
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def _our_pids(self) -> list[int]:
+        """Processes of this instance: Postfix daemons inherit MAIL_CONFIG=our config dir."""
+        marker = f"MAIL_CONFIG={self.config_dir}".encode()
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/environ", "rb") as fh:
+                    if marker in fh.read().split(b"\0"):
+                        pids.append(int(entry))
+            except OSError:
+                continue
+        return [p for p in pids if p != os.getpid() and pid_alive(p)]
+
+    def stop(self) -> None:
+        if not self.config_dir.exists():
+            return
+        master = self.master_pid()
+        run([POSTFIX, "-c", str(self.config_dir), "stop"], check=False)
+        if master is not None:
+            try:
+                wait_for(lambda: not pid_alive(master), "Postfix master to exit", timeout_s=15)
+            except AssertionError:
+                run([POSTFIX, "-c", str(self.config_dir), "abort"], check=False)
+        # Leftovers (a daemon that outlived its master) are killed by PID.
+        for pid in self._our_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def log_text(self) -> str:
+        try:
+            return self.maillog.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- queue -----------------------------------------------------------------------
+
+    def queue(self) -> list[dict]:
+        """`postqueue -j`: one JSON object per queued message (maildrop, hold, deferred...)."""
+        out = run([POSTQUEUE, "-c", str(self.config_dir), "-j"]).stdout.decode()
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def queued(self, queue_id: str) -> dict | None:
+        return next((m for m in self.queue() if m["queue_id"] == queue_id), None)
+
+    def flush(self) -> None:
+        """`postqueue -f`: retry deferred mail and wake pickup for the maildrop."""
+        run([POSTQUEUE, "-c", str(self.config_dir), "-f"])
+
+    def delete(self, queue_id: str) -> None:
+        run([POSTSUPER, "-c", str(self.config_dir), "-d", queue_id], check=False)
+
+    # -- sending -----------------------------------------------------------------------
+
+    def sendmail(self, raw: bytes, sender: str, rcpts: Iterable[str] = (RCPT,)) -> None:
+        """Inject with sendmail(1) into this instance (-C DIR), as root does from a cron job."""
+        run([SENDMAIL, "-C", str(self.config_dir), "-i", "-f", sender, "--", *rcpts],
+            input=raw.replace(b"\r\n", b"\n"), env=self.env)
+
+    def smtp(self, raw: bytes, *, mail_from: str, rcpts: Iterable[str] = (RCPT,),
+             client_ip: str = "192.0.2.10", client_name: str = "mail.example.org",
+             helo: str = "mail.example.org", login: str | None = None, submission: bool = False) -> SmtpReply:
+        """One SMTP transaction presenting *client_ip*/*client_name*/*helo* via XCLIENT."""
+        port = self.submission_port if submission else self.smtp_port
+        session = SmtpSession(port)
+        try:
+            reply = session.xclient(client_ip, client_name, helo, login)
+            if reply is not None:
+                return reply
+            return session.transaction(raw, mail_from, rcpts)
+        finally:
+            session.close()
+
+    # -- the Maildir -------------------------------------------------------------------
+
+    def deliveries(self, token: str) -> list[bytes]:
+        """Every delivered message carrying ``X-E2E-Id: token``."""
+        found = []
+        needle = f"\n{TOKEN_HEADER}: {token}\n".encode()
+        for sub in ("new", "cur"):
+            d = self.maildir / sub
+            if not d.is_dir():
+                continue
+            for f in d.iterdir():
+                data = f.read_bytes()
+                if needle in data.split(b"\n\n", 1)[0] + b"\n":
+                    found.append(data)
+        return found
+
+    def wait_delivered(self, token: str, timeout_s: float = WAIT_S) -> bytes:
+        msgs = wait_for(lambda: self.deliveries(token), f"delivery of {token}", timeout_s)
+        return msgs[0]
+
+
+class SmtpSession:
+    """smtplib with XCLIENT, reporting replies instead of raising them."""
+
+    def __init__(self, port: int) -> None:
+        self.smtp = smtplib.SMTP("127.0.0.1", port, local_hostname="e2e.inbox.test", timeout=120)
+        self.smtp.ehlo()
+
+    def xclient(self, ip: str, name: str, helo: str, login: str | None = None) -> SmtpReply | None:
+        addr = f"IPV6:{ip}" if ":" in ip else ip
+        args = f"ADDR={addr} NAME={name} HELO={helo}"
+        if login:
+            args += f" LOGIN={login}"   # sets Postfix's SASL login -> milter macro {auth_authen}
+        code, text = self.smtp.docmd("XCLIENT", args)
+        if code != 220:
+            return SmtpReply("xclient", code, text.decode(errors="replace"))
+        # XCLIENT resets the session; the EHLO that follows is the client's HELO name.
+        self.smtp.ehlo(helo)
+        return None
+
+    def mail_rcpt(self, mail_from: str, rcpts: Iterable[str]) -> SmtpReply | None:
+        code, text = self.smtp.mail(mail_from)
+        if code != 250:
+            return SmtpReply("mail", code, text.decode(errors="replace"))
+        for rcpt in rcpts:
+            code, text = self.smtp.rcpt(rcpt)
+            if code not in (250, 251):
+                return SmtpReply("rcpt", code, text.decode(errors="replace"))
+        return None
+
+    def data(self, raw: bytes) -> SmtpReply:
+        try:
+            code, text = self.smtp.data(raw)
+        except smtplib.SMTPDataError as exc:   # DATA itself refused (no 354)
+            return SmtpReply("data", exc.smtp_code, exc.smtp_error.decode(errors="replace"))
+        return SmtpReply("data", code, text.decode(errors="replace"))
+
+    def transaction(self, raw: bytes, mail_from: str, rcpts: Iterable[str]) -> SmtpReply:
+        refused = self.mail_rcpt(mail_from, rcpts)
+        if refused is not None:
+            return refused
+        return self.data(raw)
+
+    def close(self) -> None:
+        try:
+            self.smtp.quit()
+        except (smtplib.SMTPException, OSError):
+            self.smtp.close()
+
+
+# ---------------------------------------------------------------------------------------
+# authmilter
+
+
+class Authmilter:
+    """`authmilter run -c CONFIG` in its own process group, on inet:PORT@127.0.0.1.
+
+    *settings* is the config as nested dicts (sections are dicts); `write_config` renders
+    it, with per-scenario overrides merged in, to TOML.
+    """
+
+    def __init__(self, base: Path, exe: str, settings: dict) -> None:
+        self.base = base
+        self.exe = exe
+        self.port = free_port()
+        self.config = base / "authmilter.toml"
+        self.log = base / "authmilter.log"
+        self.settings = {"socket": f"inet:{self.port}@127.0.0.1", **settings}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def postfix_socket(self) -> str:
+        return f"inet:127.0.0.1:{self.port}"
+
+    def write_config(self, overrides: dict | None = None) -> None:
+        self.config.write_text(to_toml(deep_merge(self.settings, overrides or {})))
+
+    def start(self) -> None:
+        if not self.config.exists():
+            self.write_config()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([self.exe, "run", "-c", str(self.config)], stdout=log,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(self._ready, "authmilter to accept milter connections")
+
+    def _ready(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"authmilter exited: {self.log_tail()}")
+        return _port_open(self.port)
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def log_size(self) -> int:
+        try:
+            return self.log.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        with open(self.log, "rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode(errors="replace")
+
+    def reload(self, overrides: dict | None = None) -> None:
+        """Rewrite the config and send SIGUSR1; wait until the daemon says it reloaded."""
+        assert self.proc is not None
+        offset = self.log_size()
+        self.write_config(overrides)
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        wait_for(lambda: re.search(r"reload", self.log_since(offset), re.I), "authmilter to log its reload")
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (master and workers): a crash, not a shutdown."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=15)
+        wait_for(lambda: not _port_open(self.port), "the milter port to close")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # leftovers of our own process group
+        except ProcessLookupError:
+            pass
+        if self.proc.poll() is None:
+            self.proc.wait(timeout=15)
+
+
+def _port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)        # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def to_toml(settings: dict) -> str:
+    """Top-level keys, then one [section] per nested dict: all authmilter's config needs."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
+    for section, items in settings.items():
+        if isinstance(items, dict):
+            lines.append(f"\n[{section}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in items.items())
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# keys
+
+
+@dataclass(frozen=True)
+class TestKey:
+    """A DKIM key pair generated for this run."""
+
+    __test__ = False      # not a pytest test class
+
+    domain: str
+    selector: str
+    algorithm: str        # "rsa" or "ed25519"
+    private: bytes        # PEM (rsa) or dkimpy's base64 seed (ed25519), for dkim.sign()
+    record: str           # the TXT value to publish
+
+    @property
+    def name(self) -> str:
+        return f"{self.selector}._domainkey.{self.domain}"
+
+
+def generate_key(domain: str, selector: str, algorithm: str = "rsa", bits: int = 2048) -> TestKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if algorithm == "rsa":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption())
+        spki = key.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+        return TestKey(domain, selector, "rsa", pem, f"v=DKIM1; k=rsa; p={base64.b64encode(spki).decode()}")
+    ed = ed25519.Ed25519PrivateKey.generate()
+    seed = ed.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                            serialization.NoEncryption())
+    pub = ed.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return TestKey(domain, selector, "ed25519", base64.b64encode(seed),
+                   f"v=DKIM1; k=ed25519; p={base64.b64encode(pub).decode()}")
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Create a key file with mode 0600 from the start (never briefly world-readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+
+
+def copy_logs(paths: Iterable[Path], dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        if p.is_file():
+            shutil.copy(p, dest / p.name)
+
+
+# ---------------------------------------------------------------------------------------
+# messages
+
+
+def make_message(token: str, *, from_: str | list[str] | None, to: str = RCPT, subject: str = "e2e",
+                 headers: Iterable[tuple[str, str]] = (), body: str = "Hello from the e2e suite.\r\n") -> bytes:
+    """A small RFC 5322 message with CRLF line ends; *from_* None leaves From out, a list
+    writes one From header per entry."""
+    froms = [] if from_ is None else [from_] if isinstance(from_, str) else list(from_)
+    lines = [f"From: {f}" for f in froms]
+    lines += [f"To: {to}", f"Subject: {subject}", "Date: Mon, 23 Nov 2026 10:00:00 +0000",
+              f"Message-ID: <{token}@e2e.test>", f"{TOKEN_HEADER}: {token}", "MIME-Version: 1.0",
+              "Content-Type: text/plain; charset=us-ascii"]
+    lines += [f"{n}: {v}" for n, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode()
+
+
+def dkim_sign(raw: bytes, key: TestKey, *, domain: str | None = None) -> bytes:
+    """*raw* with a DKIM-Signature by *key* on top (dkimpy, relaxed/relaxed)."""
+    import dkim
+
+    algo = b"ed25519-sha256" if key.algorithm == "ed25519" else b"rsa-sha256"
+    sig = dkim.sign(raw, key.selector.encode(), (domain or key.domain).encode(), key.private,
+                    canonicalize=(b"relaxed", b"relaxed"), signature_algorithm=algo,
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id"], linesep=b"\r\n")
+    return sig + raw
+
+
+def headers_of(raw: bytes) -> list[tuple[str, str]]:
+    """(name, unfolded value) pairs in order, from a delivered (LF) or CRLF message."""
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode("utf-8", "replace")
+    out: list[tuple[str, str]] = []
+    for line in head.split("\n"):
+        if line[:1] in (" ", "\t") and out:
+            out[-1] = (out[-1][0], out[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, value = line.split(":", 1)
+            out.append((name, value.strip()))
+    return out
+
+
+def header_values(raw: bytes, name: str) -> list[str]:
+    return [v for n, v in headers_of(raw) if n.lower() == name.lower()]
+
+
+def auth_results(raw: bytes, authserv_id: str = MX_NAME) -> list:
+    """The Authentication-Results headers claiming *authserv_id*, parsed with authres."""
+    import authres
+
+    out = []
+    for value in header_values(raw, "Authentication-Results"):
+        parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+        if str(parsed.authserv_id).lower() == authserv_id.lower():
+            out.append(parsed)
+    return out
+
+
+def results(raw: bytes, method: str) -> list[tuple[str, dict[str, str]]]:
+    """(result, {ptype.prop: value}) for each *method* resinfo in our one A-R header."""
+    ours = auth_results(raw)
+    assert len(ours) == 1, f"expected exactly one Authentication-Results by {MX_NAME}, got {len(ours)}"
+    return [(r.result, {f"{p.type}.{p.name}": p.value for p in r.properties})
+            for r in ours[0].results if r.method == method]
+
+
+def dkim_verify_all(raw: bytes, knot: Knot) -> list[tuple[bool, dict[bytes, bytes]]]:
+    """Verify every DKIM-Signature in *raw* with dkimpy against the keys knot serves."""
+    import dkim
+
+    data = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    count = len([1 for n, _ in headers_of(raw) if n.lower() == "dkim-signature"])
+    out = []
+    for idx in range(count):
+        d = dkim.DKIM(data)
+        ok = d.verify(idx=idx, dnsfunc=knot.dkim_dnsfunc())
+        out.append((bool(ok), dict(d.signature_fields)))
+    return out
