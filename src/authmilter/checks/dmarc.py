@@ -1,0 +1,168 @@
+"""DMARC evaluation: RFC 9989 by default, RFC 7489 in compatibility mode.
+
+The check reports; it decides nothing. `DmarcResult.policy` is the policy the domain
+requests for this From (p, or sp for an existing subdomain, or np for a non-existent
+one, RFC 9989 §4.10.1); ``testing`` (t=y) and ``sampled_out`` (RFC 7489 pct=) tell the
+policy module to apply one level less (RFC 9989 §4.7 "t", RFC 7489 §6.6.4).
+
+Results (RFC 9989 §9.2): pass / fail when an applicable record exists; none when none
+does (or the From header is missing); permerror for an unusable From header or an
+applicable record without a usable policy; temperror when a DNS query that could decide
+the outcome failed temporarily (§5.3.6).
+"""
+from __future__ import annotations
+
+import random
+from typing import Any, Callable, Sequence
+
+from ..domain import DomainError, normalize_domain
+from ..errors import AuthmilterError
+from ..resolver import Answer, DnsLookup, DnsStatus
+from .orgdomain import (
+    OrgTempError, PolicyLookup, discover_policy_rfc7489, discover_policy_rfc9989, org_domain_psl,
+    org_domain_rfc9989,
+)
+from .types import DkimResult, DmarcResult, FromResult, Result, SpfResult
+
+__all__ = ["check_dmarc"]
+
+
+class _Memo:
+    """One message's view of the resolver: each (name, type) is asked once, so the
+    policy walk and the alignment walks share their queries."""
+
+    def __init__(self, resolver: DnsLookup) -> None:
+        self._resolver = resolver
+        self._seen: dict[tuple[str, str], Answer] = {}
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        key = (name.lower(), rdtype.upper())
+        if key not in self._seen:
+            self._seen[key] = self._resolver.query(name, rdtype)
+        return self._seen[key]
+
+
+def _norm(domain: str) -> str:
+    try:
+        return normalize_domain(domain)
+    except DomainError:
+        return ""
+
+
+def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[DkimResult], resolver: DnsLookup,
+                *, mode: str = "rfc9989", psl: Any = None, accept_length_tag: bool = False,
+                sample: Callable[[], float] = random.random) -> DmarcResult:
+    """Evaluate DMARC for one message (RFC 9989 §5.3; RFC 7489 §6.6 with mode="rfc7489").
+
+    SPF counts only for the MAIL FROM identity (RFC 9989 §3.2.4; for a null reverse-path
+    that is postmaster@HELO); a DKIM pass whose signature has l= counts only with
+    *accept_length_tag*. *sample* returns a float in [0, 1) for pct= sampling.
+    """
+    if mode not in ("rfc9989", "rfc7489"):
+        raise AuthmilterError(f"unknown DMARC mode {mode!r}")
+    if not from_result.ok:
+        # RFC 9989 §5.3.1: no single Author Domain, no DMARC evaluation. A missing From
+        # is "none" (there is no domain whose record could exist); any other unusable
+        # From is a permanent error of the message (§4.4, §11.5).
+        result = Result.NONE if from_result.missing else Result.PERMERROR
+        return DmarcResult(result, reason=from_result.error, mode=mode)
+    author = from_result.domain
+    res = _Memo(resolver)
+    if mode == "rfc9989":
+        found = discover_policy_rfc9989(author, res)
+    else:
+        found = discover_policy_rfc7489(author, res, psl)
+    base: dict[str, Any] = dict(from_domain=author, mode=mode, policy_domain=found.policy_domain,
+                                org_domain=found.org_domain)
+    if found.status == "temperror":
+        return DmarcResult(Result.TEMPERROR, reason=f"DNS: {found.reason}", **base)
+    if found.status == "none":
+        return DmarcResult(Result.NONE, reason=_join(found.reason, *found.notes), **base)
+    rec = found.record
+    assert rec is not None
+    if found.status == "invalid":
+        return DmarcResult(Result.PERMERROR, reason=found.reason, **base)
+
+    def org_of(domain: str) -> str | OrgTempError:
+        if mode == "rfc7489":
+            return org_domain_psl(domain, psl)
+        if domain == author and found.org_domain:
+            return found.org_domain
+        return org_domain_rfc9989(domain, res)
+
+    temperrors: list[str] = []
+
+    def aligned(identifier: str, strict: bool) -> bool:
+        """Identifier Alignment (RFC 9989 §3.2.10, §4.10.2)."""
+        if identifier == author:
+            return True
+        if strict or author.rsplit(".", 1)[-1] != identifier.rsplit(".", 1)[-1]:
+            return False   # not identical; or no common label, so no common org domain
+        org_a, org_i = org_of(author), org_of(identifier)
+        for org in (org_a, org_i):
+            if isinstance(org, OrgTempError):
+                temperrors.append(org.reason)
+                return False
+        return org_a == org_i
+
+    notes: list[str] = []
+    spf_domain = ""
+    spf_aligned = False
+    if spf is not None and spf.scope == "mailfrom" and spf.result is Result.PASS:
+        spf_domain = _norm(spf.domain)
+        spf_aligned = bool(spf_domain) and aligned(spf_domain, rec.aspf == "s")
+    dkim_domain = ""
+    for sig in dkim:
+        if sig.result is not Result.PASS:
+            continue
+        if sig.has_length_tag and not accept_length_tag:
+            notes.append(f"dkim pass for d={sig.domain} with l= not counted")
+            continue
+        d = _norm(sig.domain)
+        if d and aligned(d, rec.adkim == "s"):
+            dkim_domain = d
+            break
+    dkim_aligned = bool(dkim_domain)
+    base.update(spf_aligned=spf_aligned, dkim_aligned=dkim_aligned, dkim_domain=dkim_domain,
+                spf_domain=spf_domain, testing=rec.testing)
+
+    if spf_aligned or dkim_aligned:
+        via = ", ".join(w for w, ok in (("spf", spf_aligned), ("dkim", dkim_aligned)) if ok)
+        return DmarcResult(Result.PASS, policy=_requested(rec, author, found, exists=True),
+                           reason=_join(f"aligned {via}", *notes), **base)
+    if temperrors:
+        return DmarcResult(Result.TEMPERROR, policy=_requested(rec, author, found, exists=True),
+                           reason=_join("DNS: " + temperrors[0], *notes), **base)
+
+    exists = True
+    if found.policy_domain != author and rec.np and mode == "rfc9989":
+        ans = res.query(author, "A")   # RFC 9989 Appendix A.4: NXDOMAIN means "does not exist"
+        if ans.status is DnsStatus.TEMPERROR:
+            return DmarcResult(Result.TEMPERROR, policy=_requested(rec, author, found, exists=True),
+                               reason=f"DNS: existence of {author}: {ans.error or 'temporary failure'}", **base)
+        exists = ans.status is not DnsStatus.NXDOMAIN
+    policy = _requested(rec, author, found, exists=exists)
+    sampled_out = False
+    if mode == "rfc7489" and rec.pct < 100:
+        sampled_out = not (sample() * 100 < rec.pct)
+    if spf is not None and spf.result is Result.TEMPERROR:
+        notes.append("spf temperror")
+    if any(sig.result is Result.TEMPERROR for sig in dkim):
+        notes.append("dkim temperror")
+    return DmarcResult(Result.FAIL, policy=policy, sampled_out=sampled_out,
+                       reason=_join("no aligned spf or dkim pass" + ("" if exists else f"; {author} does not exist"),
+                                    *notes), **base)
+
+
+def _requested(rec, author: str, found: PolicyLookup, *, exists: bool) -> str:  # type: ignore[no-untyped-def]
+    """p for the record's own domain; for a subdomain sp (existing) or np (non-existent,
+    RFC 9989 only), each falling back as §4.7 says."""
+    if found.policy_domain == author:
+        return rec.p
+    if not exists and rec.np:
+        return rec.np
+    return rec.sp or rec.p
+
+
+def _join(*parts: str) -> str:
+    return "; ".join(p for p in parts if p)
