@@ -16,8 +16,8 @@ import binascii
 import hashlib
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -109,7 +109,7 @@ def _show(raw: bytes, limit: int = 40) -> str:
 
 _WSP_RUN = re.compile(rb"[ \t]+")
 _TAB_TO_SPACE = bytes.maketrans(b"\t", b" ")
-_TRAILING_CRLFS = re.compile(rb"(?:\r\n)+\Z")
+_CRLF_PAIRS_REVERSED = re.compile(rb"(?:\n\r)*")
 _LINE_BREAK = re.compile(rb"\r?\n")
 
 
@@ -142,10 +142,12 @@ def canon_body(body: bytes, canon: str) -> bytes:
         if b" \r\n" in body:
             body = body.replace(b" \r\n", b"\r\n")
     if body.endswith(b"\r\n"):
-        stripped = body.rstrip(b"\r\n")
-        m = _TRAILING_CRLFS.search(body, len(stripped))
-        if m is not None:
-            body = body[:m.start() + 2]
+        # Keep one CRLF of the trailing run of CRLFs. The run is found by a greedy match
+        # on the reversed tail: a forward search anchored at \Z backtracks quadratically
+        # on a tail like CRLF*n LF CRLF.
+        tail = body[len(body.rstrip(b"\r\n")):]
+        run = _CRLF_PAIRS_REVERSED.match(tail[::-1]).end()  # type: ignore[union-attr]
+        body = body[:len(body) - run + 2]
         if body == b"\r\n" and canon == "relaxed":
             body = b""
     elif body:
@@ -241,7 +243,7 @@ def sign(message: model.Message, key: SigningKey, *, header_canon: str = "relaxe
     if "from" not in h_list:
         raise DkimSignError("From must be signed (RFC 6376 §5.4)")
     if identity is not None:
-        local, at, idom = identity.rpartition("@")
+        _local, at, idom = identity.rpartition("@")
         if not at or not is_subdomain(idom.lower(), key.domain.lower()):
             raise DkimSignError(f"i={identity} is not in d={key.domain}")
     t = int(time.time()) if timestamp is None else int(timestamp)
@@ -337,8 +339,11 @@ def parse_key_record(txt: bytes) -> KeyRecord:
     if key_type == "ed25519":
         if len(public) != 32:
             raise TagListError(f"ed25519 key p= has {len(public)} octets, not 32")
-        return KeyRecord(key_type, hashes_, services, flags, public,
-                         ed25519.Ed25519PublicKey.from_public_bytes(public), 256)
+        try:
+            pub_ed = ed25519.Ed25519PublicKey.from_public_bytes(public)
+        except ValueError:
+            raise TagListError("key p= is not an Ed25519 public key") from None
+        return KeyRecord(key_type, hashes_, services, flags, public, pub_ed, 256)
     raise TagListError(f"unknown key type k={_show(key_type.encode())}")
 
 
@@ -387,12 +392,12 @@ _DIGITS = re.compile(rb"[0-9]{1,76}\Z")
 def verify_signature(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
                      fetch_key: Callable[[str], tuple[Result | None, str, Sequence[bytes]]], *,
                      min_rsa_bits: int = 1024, allow_sha1: bool = False, now: int | None = None,
-                     body_cache: dict[tuple[str, str], bytes] | None = None) -> Verification:
+                     body_cache: dict[str, bytes] | None = None) -> Verification:
     """Verify the DKIM-Signature at ``headers[index]`` (RFC 6376 §6.1).
 
     *fetch_key(name)* returns ``(None, "", records)`` with the TXT strings, or
-    ``(Result.TEMPERROR|PERMERROR, reason, ())``. *body_cache* maps (canon, hash) to the
-    canonical body digest and is shared between the signatures of one message.
+    ``(Result.TEMPERROR|PERMERROR, reason, ())``. *body_cache* holds canonical bodies
+    and their digests, shared between the signatures of one message.
     """
     info: dict[str, object] = {}
     try:
@@ -415,7 +420,7 @@ def _clean(text: str, limit: int = 64) -> str:
 def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
             fetch_key: Callable[[str], tuple[Result | None, str, Sequence[bytes]]],
             info: dict[str, object], min_rsa_bits: int, allow_sha1: bool, now: int,
-            body_cache: dict[tuple[str, str], bytes]) -> Verification:
+            body_cache: dict[str, bytes]) -> Verification:
     name, value = headers[index]
     try:
         tags = parse_tag_list(value)
@@ -470,7 +475,7 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
     h_list = [n for n in _split_list(get("h") or b"")]
     if "from" not in h_list:
         raise _Stop(Result.PERMERROR, "From is not signed (RFC 6376 §6.1.1)")
-    i_local, at, i_domain = identity.rpartition("@")
+    _local, at, i_domain = identity.rpartition("@")
     if not at:
         raise _Stop(Result.PERMERROR, "i= has no @")
     try:
@@ -526,16 +531,15 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
     info["key_bits"] = record.bits
 
     # §6.1.3: body hash, then the signature over the headers.
-    bkey = (canon[1], hash_name)
-    if length is None:
-        digest = body_cache.get(bkey)
-        if digest is None:
-            digest = body_cache[bkey] = body_hash(body, canon[1], hash_name)
-    else:
-        cbody = canon_body(body, canon[1])
-        if length > len(cbody):
-            raise _Stop(Result.PERMERROR, "l= is longer than the body")
-        digest = hashlib.new(hash_name, cbody[:length]).digest()
+    cbody = body_cache.get(canon[1])
+    if cbody is None:
+        cbody = body_cache[canon[1]] = canon_body(body, canon[1])
+    if length is not None and length > len(cbody):
+        raise _Stop(Result.PERMERROR, "l= is longer than the body")
+    dkey = f"{canon[1]}/{hash_name}/{length}"
+    digest = body_cache.get(dkey)
+    if digest is None:
+        digest = body_cache[dkey] = hashlib.new(hash_name, cbody if length is None else cbody[:length]).digest()
     if digest != bh:
         raise _Stop(Result.FAIL, "body hash did not verify")
     hcanon = canon[0]

@@ -6,7 +6,7 @@ temperror result, a missing or broken record a permerror (RFC 6376 §6.1.2).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import dkimcore, model
 from ..resolver import DnsLookup, DnsStatus
@@ -40,7 +40,7 @@ def verify_dkim(message: model.Message, resolver: DnsLookup, *, max_signatures: 
     if not indexes:
         return ()
     fetch = _key_fetcher(resolver)
-    body_cache: dict[tuple[str, str], bytes] = {}
+    body_cache: dict[str, bytes] = {}
     results = []
     for index in indexes[:max_signatures]:
         v = dkimcore.verify_signature(message.headers, index, message.body, fetch, min_rsa_bits=min_rsa_bits,
