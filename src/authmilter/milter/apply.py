@@ -1,0 +1,73 @@
+"""Apply an `Outcome` to the milter context at end-of-message; decide nothing.
+
+Order matters:
+1. deletions, by DESCENDING index: smfi_chgheader(name, i, NULL) renumbers the headers
+   after i, so deleting 1, 2, 3 in forward order under Postfix removes 1, 3, (5) and
+   leaves every second one — OpenDKIM CVE-2022-48521;
+2. insertions with smfi_insheader in the order the pipeline listed them;
+3. the verdict: quarantine (smfi_quarantine, then accept), reject/tempfail with
+   smfi_setreply, or accept. There is no discard.
+"""
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+import Milter
+
+from ..outcome import Action, HeaderEdit, Outcome
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class MilterActions(Protocol):
+    """The slice of Milter.Base this module uses (a test double can provide it)."""
+
+    _protocol: int
+
+    def chgheader(self, field: str, idx: int, value: str | None) -> None: ...
+    def addheader(self, field: str, value: str, idx: int = -1) -> None: ...
+    def quarantine(self, reason: str) -> None: ...
+    def setreply(self, rcode: str, xcode: str | None = None, msg: str | None = None, *ml: str) -> None: ...
+
+
+def header_value(edit: HeaderEdit, leading_space: bool) -> str:
+    """The value as the MTA wants it: LF line ends; without SMFIP_HDR_LEADSPC the MTA
+    writes ``Name: `` itself, so our own first space must go."""
+    value = edit.value.replace("\r\n", "\n")
+    if not leading_space and value[:1] in (" ", "\t"):
+        value = value[1:]
+    return value
+
+
+def reply_text(text: str) -> str:
+    """One line, and '%' doubled: libmilter drops a reply with a lone '%' (smfi_setreply)."""
+    return _CTRL.sub(" ", text).replace("%", "%%").strip() or "rejected"
+
+
+def ordered_edits(outcome: Outcome) -> tuple[list[HeaderEdit], list[HeaderEdit]]:
+    """(deletions highest index first, insertions in pipeline order)."""
+    deletions = sorted((e for e in outcome.edits if e.op == "delete"), key=lambda e: e.index, reverse=True)
+    insertions = [e for e in outcome.edits if e.op == "insert"]
+    unknown = [e.op for e in outcome.edits if e.op not in ("delete", "insert")]
+    if unknown:
+        raise ValueError(f"unknown header edit operation(s): {', '.join(unknown)}")
+    return deletions, insertions
+
+
+def apply(ctx: MilterActions, outcome: Outcome) -> int:
+    """Perform the edits and return the libmilter status for eom."""
+    deletions, insertions = ordered_edits(outcome)
+    leading_space = bool(getattr(ctx, "_protocol", 0) & Milter.P_HDR_LEADSPC)
+    for edit in deletions:
+        ctx.chgheader(edit.name, edit.index, None)
+    for edit in insertions:
+        ctx.addheader(edit.name, header_value(edit, leading_space), max(edit.index, 0))
+    if outcome.action is Action.QUARANTINE:
+        ctx.quarantine(reply_text(outcome.quarantine_reason or "quarantined by authmilter"))
+        return Milter.ACCEPT
+    if outcome.action in (Action.REJECT, Action.TEMPFAIL):
+        if outcome.smtp_code:
+            ctx.setreply(outcome.smtp_code, outcome.smtp_xcode or None, reply_text(outcome.smtp_text))
+        return Milter.REJECT if outcome.action is Action.REJECT else Milter.TEMPFAIL
+    return Milter.ACCEPT

@@ -1,0 +1,298 @@
+"""The pymilter connection object: callbacks record facts, end-of-message decides.
+
+One `Handler` lives for one MTA connection (which may carry several messages). Every
+callback before eom only records what the MTA said and is marked ``@noreply`` so the
+MTA does not wait for an answer (milter protocol v6 SMFIP_NR_*): that halves the round
+trips. Header values arrive as bytes with their leading whitespace (SMFIP_HDR_LEADSPC)
+so DKIM ``c=simple`` sees them exactly as sent. At eom the facts become a
+`model.Session`, `pipeline.process` turns it into an `Outcome` with the runtime
+captured when the connection started (a reload never changes rules mid-connection),
+and `apply` hands the result to the MTA.
+
+Any exception is logged once with the queue id (traceback at DEBUG) and answered with
+``[policy] on_internal_error`` (451 4.3.0 or accept) at eom; a recording callback that
+fails remembers the error instead of answering, because a no-reply step cannot answer.
+
+Test hook (documented, inert in production): when the environment variable
+``AUTHMILTER_TEST_FAULT`` is set to a header name when the worker starts, a message
+carrying that header raises inside eom, to exercise the internal-error path from outside.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+from types import MappingProxyType
+
+import Milter
+
+from .. import pipeline
+from ..model import Client, Envelope, Message, Session
+from ..ops.logging import get_logger
+from ..ops.logsafe import sanitize
+from ..ops.metrics import METRICS
+from ..runtime import HOLDER, Runtime
+from .apply import apply
+
+log = get_logger("milter")
+
+# What we may do at eom: add/insert headers, delete forged ones, quarantine; and ask
+# for our macro lists. Nothing else is requested from the MTA.
+ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST
+# Macros per stage (at most 5 each: smfi_setsymlist). Postfix sends `i` from MAIL on.
+SYMLISTS = (
+    (Milter.M_CONNECT, ("j", "{daemon_name}", "{client_addr}", "{client_name}", "{if_addr}")),
+    (Milter.M_ENVFROM, ("i", "{auth_type}", "{auth_authen}", "{auth_author}", "{mail_addr}")),
+    (Milter.M_EOM, ("i", "j")),
+)
+SPOOL_BYTES = 1 << 20      # body kept in memory up to this, then in a temporary file
+_LINE_BREAK = re.compile(rb"\r?\n")
+_TEST_FAULT = os.environ.get("AUTHMILTER_TEST_FAULT", "").strip().lower().encode()
+
+
+class _Counters:
+    """Open connections and messages in flight in this worker (graceful stop waits)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.connections = 0
+        self.messages = 0
+
+    def add(self, connections: int = 0, messages: int = 0) -> None:
+        with self._lock:
+            self.connections += connections
+            self.messages += messages
+
+
+ACTIVE = _Counters()
+
+
+def _strip_brackets(addr: str) -> str:
+    addr = addr.strip()
+    if addr.startswith("<") and addr.endswith(">"):
+        addr = addr[1:-1]
+    return addr
+
+
+def _client_ip(family: int, hostaddr: object) -> tuple[str | None, int | None]:
+    """The IP for inet/inet6 connections; None for local (unix) or unknown families."""
+    if family in (socket.AF_INET, socket.AF_INET6) and isinstance(hostaddr, tuple) and hostaddr:
+        try:
+            addr = ipaddress.ip_address(str(hostaddr[0]).split("%", 1)[0])
+        except ValueError:
+            return None, None
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        port = hostaddr[1] if len(hostaddr) > 1 and isinstance(hostaddr[1], int) else None
+        return str(addr), port
+    return None, None
+
+
+@Milter.header_leading_space
+class Handler(Milter.Base):
+    """One MTA connection."""
+
+    def __init__(self) -> None:
+        # The runtime this connection keeps until it closes, whatever reloads happen.
+        self.runtime: Runtime = HOLDER.get()
+        self.macros: dict[str, str] = {}
+        self.client = Client(ip=None)
+        self.conn_error: BaseException | None = None
+        self._closed = False
+        self._reset_message()
+        ACTIVE.add(connections=1)
+
+    # -- state helpers ------------------------------------------------------------------
+    def _reset_message(self) -> None:
+        self.in_message = False
+        self.msg_macros: dict[str, str] = {}
+        self.mail_from = ""
+        self.rcpts: list[str] = []
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
+        self.msg_error: BaseException | None = None
+        self.queue_id = ""
+
+    def _end_message(self) -> None:
+        if self.in_message:
+            ACTIVE.add(messages=-1)
+        if self._body is not None:
+            self._body.close()
+        self._reset_message()
+
+    def _record_macros(self, names: tuple[str, ...], into: dict[str, str]) -> None:
+        for name in names:
+            value = self.getsymval(name)
+            if value:
+                into[name.strip("{}")] = value
+
+    def _failed(self, where: str, exc: BaseException, per_message: bool = True) -> None:
+        qid = self.queue_id or "NOQUEUE"
+        log.error("%s: internal error in %s: %s: %s", qid, where, type(exc).__name__, sanitize(str(exc)))
+        log.debug("%s: traceback", qid, exc_info=exc)
+        if per_message:
+            self.msg_error = self.msg_error or exc
+        else:
+            self.conn_error = self.conn_error or exc
+
+    # -- negotiation ---------------------------------------------------------------------
+    def negotiate(self, opts: list[int]) -> int:
+        """Ask only for the actions, steps and macros we use (milter protocol v6)."""
+        try:
+            offered_actions, offered_steps = opts[0], opts[1]
+            self._actions = offered_actions & ACTIONS
+            opts[0] = self._actions
+            if self._actions & Milter.SETSYMLIST:
+                for stage, names in SYMLISTS:
+                    # pymilter 1.0.5's Base.setsymlist passes bytes where the C call wants str.
+                    self._ctx.setsymlist(stage, " ".join(names))
+            # protocol_mask(): the steps and no-reply bits we do NOT want cleared.
+            opts[1] = self._protocol = offered_steps & ~self.protocol_mask()
+            opts[2] = opts[3] = 0
+        except Exception as exc:  # never let negotiation kill the connection
+            self._failed("negotiate", exc, per_message=False)
+            return Milter.ALL_OPTS
+        return Milter.CONTINUE
+
+    # -- recording callbacks -------------------------------------------------------------
+    @Milter.noreply
+    def connect(self, hostname: str, family: int, hostaddr: object) -> int:
+        try:
+            ip, port = _client_ip(family, hostaddr)
+            self.client = Client(ip=ip, hostname=hostname or "", port=port)
+            self._record_macros(SYMLISTS[0][1], self.macros)
+        except Exception as exc:
+            self._failed("connect", exc, per_message=False)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def hello(self, heloname: str) -> int:
+        try:
+            c = self.client
+            self.client = Client(ip=c.ip, hostname=c.hostname, helo=heloname or "", port=c.port)
+        except Exception as exc:
+            self._failed("helo", exc, per_message=False)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    def envfrom(self, mailfrom: bytes, *params: bytes) -> int:
+        self._end_message()  # a new transaction (RSET or a second message)
+        self.in_message = True
+        ACTIVE.add(messages=1)
+        try:
+            self.mail_from = _strip_brackets(mailfrom.decode("utf-8", "surrogateescape"))
+            self._record_macros(SYMLISTS[1][1], self.msg_macros)
+            self.queue_id = self.msg_macros.get("i", "")
+        except Exception as exc:
+            self._failed("envfrom", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    def envrcpt(self, to: bytes, *params: bytes) -> int:
+        # Never an answer here: non-SMTP mail (sendmail(1)) must not fail in RCPT.
+        try:
+            self.rcpts.append(_strip_brackets(to.decode("utf-8", "surrogateescape")))
+        except Exception as exc:
+            self._failed("envrcpt", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    def header(self, name: str, value: bytes) -> int:
+        try:
+            if not self._protocol & Milter.P_HDR_LEADSPC:
+                # The MTA stripped the space after the colon; model.Message wants it.
+                value = b" " + value
+            raw_name = name.encode("utf-8", "surrogateescape") if isinstance(name, str) else bytes(name)
+            self.headers.append((raw_name, _LINE_BREAK.sub(b"\r\n", value)))
+        except Exception as exc:
+            self._failed("header", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    def body(self, chunk: bytes) -> int:
+        try:
+            if self._body is None:
+                self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+            self._body.write(chunk)
+        except Exception as exc:
+            self._failed("body", exc)
+        return Milter.CONTINUE
+
+    # -- the decision ----------------------------------------------------------------------
+    def eom(self) -> int:
+        started = time.monotonic()
+        runtime = self.runtime
+        try:
+            qid = self.getsymval("i") or self.queue_id
+        except Exception:
+            qid = self.queue_id
+        self.queue_id = qid
+        try:
+            error = self.conn_error or self.msg_error
+            if error is not None:
+                return self._answer_error(runtime, qid, f"earlier {type(error).__name__}")
+            session = self._session(qid)
+            if _TEST_FAULT and any(n.lower() == _TEST_FAULT for n, _ in session.message.headers):
+                raise RuntimeError("fault injected by AUTHMILTER_TEST_FAULT")
+            outcome = pipeline.process(session, runtime)
+            rc = apply(self, outcome)
+            log.info(outcome.log_line(qid))
+            METRICS.observe_outcome(outcome, time.monotonic() - started)
+            return rc
+        except Exception as exc:
+            self._failed("eom", exc)
+            return self._answer_error(runtime, qid, type(exc).__name__)
+        finally:
+            self._end_message()
+
+    def _answer_error(self, runtime: Runtime, qid: str, why: str) -> int:
+        if runtime.settings.policy.on_internal_error == "accept":
+            log.info("%s: action=accept reason=%s", qid or "NOQUEUE", sanitize(f"internal error ({why})"))
+            return Milter.ACCEPT
+        log.info("%s: action=tempfail reason=%s", qid or "NOQUEUE", sanitize(f"internal error ({why})"))
+        try:
+            self.setreply("451", "4.3.0", "authmilter internal error, try again later")
+        except Exception as exc:  # the verdict still stands without our text
+            log.debug("%s: setreply failed: %s", qid or "NOQUEUE", exc)
+        return Milter.TEMPFAIL
+
+    def _session(self, qid: str) -> Session:
+        body = b""
+        if self._body is not None:
+            self._body.seek(0)
+            body = self._body.read()
+        macros = dict(self.macros)
+        macros.update(self.msg_macros)
+        try:
+            for name in SYMLISTS[2][1]:
+                value = self.getsymval(name)
+                if value:
+                    macros[name] = value
+        except Exception:  # a test double without a context: the recorded macros stand
+            pass
+        return Session(
+            client=self.client,
+            envelope=Envelope(mail_from=self.mail_from, rcpts=tuple(self.rcpts)),
+            message=Message(headers=tuple(self.headers), body=body),
+            macros=MappingProxyType(macros),
+            queue_id=qid,
+        )
+
+    def abort(self) -> int:
+        # The MTA dropped this message (RSET, client gone); the connection may go on.
+        self._end_message()
+        return Milter.CONTINUE
+
+    def close(self) -> int:
+        self._end_message()
+        if not self._closed:
+            self._closed = True
+            ACTIVE.add(connections=-1)
+        return Milter.CONTINUE

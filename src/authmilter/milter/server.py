@@ -1,0 +1,622 @@
+"""``authmilter run``: the listening socket, pre-forked workers, signals and reload.
+
+Process model (one master, N workers, optionally one metrics exporter)::
+
+    master  binds the socket (as root if need be), chowns it, drops to user/group,
+            loads the runtime (settings + tables + keys) to validate it, forks the
+            workers and supervises them. It never handles mail and has no threads,
+            so forking a replacement worker is always safe. Signals are taken
+            synchronously with sigtimedwait():
+              SIGTERM/SIGINT  graceful stop: workers finish in-flight messages
+              SIGUSR1/SIGHUP  reload: validate config + tables + keys; if valid, tell
+                              every worker to reload, else keep everything and log why
+              SIGCHLD         reap; restart a worker that died (with backoff)
+    worker  runs libmilter's smfi_main() on the inherited listening socket. libmilter
+            owns SIGTERM/SIGHUP/SIGINT through its own sigwait thread; Python signal
+            handlers would never run while the main thread sits in smfi_main(), so
+            SIGUSR1 is taken by a dedicated sigwait thread that re-loads the runtime
+            and swaps runtime.HOLDER (open connections keep the runtime they started
+            with).
+
+libmilter deletes a unix socket's path when a non-root process's listener stops
+(mi_closener). With several workers sharing one socket, a single worker exiting would
+take the path away from the others. So libmilter binds a temporary name in the same
+directory, which is renamed into place: the path libmilter remembers no longer exists,
+and only the master removes the real one, at shutdown, if it is still ours.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import grp
+import os
+import pwd
+import signal
+import socket
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+from ..config.schema import Settings, load_settings
+from ..errors import AuthmilterError, ConfigError
+from ..ops import logging as ops_logging
+from ..ops import sdnotify
+from ..ops.logsafe import sanitize
+from ..ops.metrics import METRICS, serve_forever
+from .sockets import SocketSpec, parse_socket
+
+log = ops_logging.get_logger("server")
+
+MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
+STOP_GRACE_S = 30.0          # a stopping worker waits this long for open connections to finish
+KILL_AFTER_S = STOP_GRACE_S + 15.0
+EXIT_CONFIG = 78             # sysexits EX_CONFIG: systemd does not restart-loop on it by default
+EXIT_FAILURE = 1
+
+
+class StartupError(AuthmilterError):
+    """The daemon cannot start (socket in the way, bad user, ...)."""
+
+
+# ---------------------------------------------------------------------------------------
+# settings
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values that win over the config file, on start and on every reload."""
+
+    socket: str | None = None
+    workers: int | None = None
+
+    def apply(self, settings: Settings) -> Settings:
+        changes: dict[str, object] = {}
+        if self.socket:
+            try:
+                parse_socket(self.socket)
+            except ValueError as exc:
+                raise ConfigError("--socket", "socket", str(exc)) from None
+            changes["socket"] = self.socket
+        if self.workers is not None:
+            if self.workers < 0:
+                raise ConfigError("--workers", "workers", "must not be negative")
+            changes["workers"] = self.workers
+        return dataclasses.replace(settings, **changes) if changes else settings  # type: ignore[arg-type]
+
+
+def load(config: str, overrides: Overrides) -> Settings:
+    return overrides.apply(load_settings(config))
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.workers or os.cpu_count() or 1
+
+
+def _one_line(exc: BaseException) -> str:
+    """Our own error text (file, key, reason) on one log line."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# the listening socket
+
+
+def _fds() -> set[int]:
+    try:
+        return {int(n) for n in os.listdir("/proc/self/fd")}
+    except OSError:
+        return set()
+
+
+class Listener:
+    """The one listening socket, opened through libmilter (smfi_opensocket)."""
+
+    def __init__(self, spec: SocketSpec) -> None:
+        self.spec = spec
+        self.path = spec.path if spec.family == "unix" else ""
+        self.inode: tuple[int, int] | None = None
+        self.sock: socket.socket | None = None   # our view of libmilter's fd
+
+    # -- before binding ----------------------------------------------------------------
+    def check_path(self) -> None:
+        """A stale socket may be replaced; anything else at the path is refused."""
+        path = self.path
+        directory = os.path.dirname(path) or "."
+        if not os.path.isdir(directory):
+            raise StartupError(f"socket directory {directory} does not exist")
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise StartupError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(2.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            log.info("replacing stale socket %s", path)
+            return
+        finally:
+            probe.close()
+        raise StartupError(f"{path}: another process is listening on this socket")
+
+    def check_inet(self) -> None:
+        """Bind once ourselves first: libmilter only says 'cannot open socket'."""
+        family = socket.AF_INET6 if self.spec.family == "inet6" else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self.spec.host, self.spec.port))
+            except OSError as exc:
+                raise StartupError(f"cannot listen on {self.spec.milter()}: {exc.strerror}") from None
+
+    # -- binding -------------------------------------------------------------------------
+    def open(self, mode: int, owner: tuple[int, int] | None, backlog: int = 0) -> None:
+        import milter
+
+        if self.path:
+            self.check_path()
+            tmp = os.path.join(os.path.dirname(self.path) or ".", f".authmilter.{os.getpid()}.sock")
+            if len(tmp.encode()) > 107 or len(self.path.encode()) > 107:
+                raise StartupError(f"socket path too long (max 107 bytes): {self.path}")
+            if os.path.lexists(tmp):
+                os.unlink(tmp)
+            conn = f"unix:{tmp}"
+        else:
+            self.check_inet()
+            conn = self.spec.milter()
+        milter.setconn(conn)
+        if backlog:
+            milter.setbacklog(backlog)
+        try:
+            milter.opensocket(False)
+        except milter.error as exc:
+            raise StartupError(f"cannot listen on {self.spec.milter()}: {exc}") from None
+        self._adopt_fd(tmp if self.path else (self.spec.host, self.spec.port))
+        if self.path:
+            os.chmod(tmp, mode)
+            if owner is not None:
+                os.chown(tmp, *owner)
+            # Atomic: replaces a stale socket and never shows a socket with the wrong mode.
+            os.rename(tmp, self.path)
+            st = os.stat(self.path)
+            self.inode = (st.st_dev, st.st_ino)
+
+    def _adopt_fd(self, bound: str | tuple[str, int]) -> None:
+        """Find libmilter's listening fd (by its address) and make it non-blocking.
+
+        All workers wait in select() on the same socket; without O_NONBLOCK the losers of
+        a race block inside accept() and do not notice a stop request until the next
+        connection. Accepted sockets do not inherit the flag on Linux.
+        """
+        for fd in sorted(_fds()):
+            try:
+                if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    continue
+                sock = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                name = sock.getsockname()
+                if isinstance(bound, tuple) and isinstance(name, tuple):
+                    match = name[1] == bound[1] and sock.family in (socket.AF_INET, socket.AF_INET6)
+                else:
+                    match = name == bound
+                if match and sock.type == socket.SOCK_STREAM:
+                    sock.setblocking(False)
+                    self.sock = sock
+                    return
+            except OSError:
+                pass
+            sock.close()
+        log.warning("could not find the listening socket; stopping may take a few seconds longer")
+
+    def wake(self) -> None:
+        """Stop accepting: shut the listening socket down so every worker's select()
+        returns at once (instead of after libmilter's 5 s poll) and new connects fail."""
+        if self.sock is not None:
+            try:
+                self.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def remove(self) -> None:
+        """Unlink the unix socket path if it is still the one we created."""
+        if not self.path or self.inode is None:
+            return
+        try:
+            st = os.lstat(self.path)
+            if (st.st_dev, st.st_ino) == self.inode:
+                os.unlink(self.path)
+        except OSError:
+            pass
+        self.inode = None
+
+
+# ---------------------------------------------------------------------------------------
+# privileges
+
+
+def resolve_user(user: str, group: str) -> tuple[int, int, str] | None:
+    """(uid, gid, name) of the configured user/group; None when none is configured."""
+    if not user:
+        if group:
+            raise StartupError("group is set but user is not")
+        return None
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise StartupError(f"user {user!r} does not exist") from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise StartupError(f"group {group!r} does not exist") from None
+    return pw.pw_uid, gid, pw.pw_name
+
+
+def drop_privileges(uid: int, gid: int, name: str) -> None:
+    """setgroups (the user's groups), setgid, setuid — in that order, and irreversibly."""
+    os.initgroups(name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise StartupError("could not drop root privileges")
+
+
+# ---------------------------------------------------------------------------------------
+# pymilter set-up (shared by master and workers: set before fork)
+
+
+def register_milter(settings: Settings) -> None:
+    import Milter
+    import milter
+
+    from .handler import ACTIONS, Handler
+
+    Milter.factory = Handler
+    milter.set_connect_callback(Milter.connect_callback)
+    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
+    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
+    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
+    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
+    milter.set_close_callback(Milter.close_callback)
+    milter.set_flags(ACTIONS)
+    # An exception that escapes our own handling (pymilter failing to decode a callback
+    # argument) still answers "try again", never accept-by-accident.
+    milter.set_exception_policy(milter.TEMPFAIL)
+    if settings.milter_timeout_s:
+        milter.settimeout(settings.milter_timeout_s)
+    milter.register("authmilter", data=lambda ctx: ctx.getpriv().data(),
+                    unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+                    negotiate=Milter.negotiate_callback)
+
+
+def _preload_modules() -> None:
+    """Import what the workers need while we can still read everything, and once for all."""
+    import importlib
+
+    from .. import pipeline  # noqa: F401
+
+    for name in ("authmilter.signing", "authmilter.checks.arc"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+
+
+def _install_dns_metrics(runtime: object) -> None:
+    resolver = getattr(runtime, "resolver", None)
+    if METRICS.enabled and resolver is not None and hasattr(resolver, "observer"):
+        resolver.observer = METRICS.observe_dns
+
+
+# ---------------------------------------------------------------------------------------
+# worker
+
+
+def _reload_thread(config: str, overrides: Overrides) -> None:
+    from ..runtime import HOLDER, Runtime
+
+    pid = os.getpid()
+    while True:
+        signal.sigwait({signal.SIGUSR1})
+        try:
+            settings = load(config, overrides)
+            runtime = Runtime.load(settings)
+        except Exception as exc:  # keep serving with what we have
+            log.error("worker pid=%d: reload failed, keeping the running configuration: %s",
+                      pid, _one_line(exc))
+            log.debug("reload traceback", exc_info=exc)
+            continue
+        _install_dns_metrics(runtime)
+        HOLDER.swap(runtime)
+        ops_logging.set_level(settings.log_level)
+        log.info("worker pid=%d reloaded (generation %d)", pid, HOLDER.generation)
+
+
+def worker_main(config: str, overrides: Overrides, slot: int) -> int:
+    """Run one worker until libmilter stops; return the exit code."""
+    import milter
+
+    from .handler import ACTIVE
+
+    pid = os.getpid()
+    # The inherited mask blocks TERM/INT/HUP/USR1 in this thread; threads created from now
+    # on inherit it, so only libmilter's sigwait thread sees TERM/INT/HUP and only ours USR1.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+    threading.Thread(target=_reload_thread, args=(config, overrides), name="reload", daemon=True).start()
+    log.info("worker %d started pid=%d", slot, pid)
+    try:
+        milter.main()
+    except milter.error as exc:
+        log.error("worker pid=%d: libmilter failed: %s", pid, exc)
+        return EXIT_FAILURE
+    # libmilter stopped accepting; let open connections finish their messages.
+    deadline = time.monotonic() + STOP_GRACE_S
+    while ACTIVE.connections > 0:
+        if time.monotonic() > deadline and ACTIVE.messages == 0:
+            break
+        if time.monotonic() > deadline + STOP_GRACE_S:
+            log.warning("worker pid=%d: giving up on %d open connection(s)", pid, ACTIVE.connections)
+            break
+        time.sleep(0.05)
+    log.info("worker pid=%d stopped", pid)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# master
+
+
+@dataclass
+class _Child:
+    slot: int
+    kind: str            # "worker" or "metrics"
+    started: float
+
+
+class Master:
+    def __init__(self, config: str, overrides: Overrides, settings: Settings) -> None:
+        self.config = config
+        self.overrides = overrides
+        self.settings = settings
+        self.listener: Listener | None = None
+        self.children: dict[int, _Child] = {}
+        self.pending: list[tuple[float, int, str]] = []   # (when, slot, kind) to (re)start
+        self.failures: list[float] = []
+        self.stopping = False
+        self.stop_deadline = 0.0
+        self.pid_file = ""
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        from ..runtime import HOLDER, Runtime
+
+        s = self.settings
+        spec = parse_socket(s.socket)
+        ids = resolve_user(s.user, s.group)
+        am_root = os.geteuid() == 0
+        if ids is not None and not am_root and ids[0] != os.geteuid():
+            log.warning("user=%s ignored: not started as root", s.user)
+            ids = None
+        register_milter(s)
+        self.listener = Listener(spec)
+        self.listener.open(int(s.socket_mode, 8), (ids[0], ids[1]) if ids and am_root else None)
+        if s.pid_file:
+            with open(s.pid_file, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            self.pid_file = s.pid_file
+        _preload_modules()
+        if ids is not None and am_root:
+            drop_privileges(*ids)
+            log.info("dropped privileges to %s (uid %d, gid %d)", ids[2], ids[0], ids[1])
+        elif am_root:
+            log.warning("running as root: set user = \"...\" to drop privileges after binding")
+        if s.metrics.listen and not METRICS.enable():
+            log.warning("metrics.listen is set but prometheus-client is not installed; metrics are off")
+        runtime = Runtime.load(s)   # after the drop: keys are read as the configured user
+        _install_dns_metrics(runtime)
+        HOLDER.swap(runtime)
+        if METRICS.enabled:
+            self._spawn(0, "metrics")
+        for slot in range(worker_count(s)):
+            self._spawn(slot, "worker")
+        log.info("listening on %s with %d worker(s)", spec.milter(), worker_count(s))
+        sdnotify.ready(f"listening on {spec.milter()}")
+
+    def _spawn(self, slot: int, kind: str) -> None:
+        pid = os.fork()
+        if pid == 0:  # child: never return into the master's code
+            code = EXIT_FAILURE
+            try:
+                if kind == "metrics":
+                    serve_forever(self.settings.metrics.listen, METRICS.directory)
+                    code = 0
+                else:
+                    code = worker_main(self.config, self.overrides, slot)
+            except BaseException as exc:  # noqa: BLE001 - the child must reach os._exit
+                log.error("%s %d crashed: %s: %s", kind, slot, type(exc).__name__, sanitize(str(exc)))
+                log.debug("traceback", exc_info=exc)
+            finally:
+                for h in ops_logging.get_logger().handlers:
+                    h.flush()
+                os._exit(code)
+        self.children[pid] = _Child(slot, kind, time.monotonic())
+        if kind == "metrics":
+            log.info("metrics exporter on %s pid=%d", self.settings.metrics.listen, pid)
+
+    # -- loop ------------------------------------------------------------------------------
+    def run(self) -> int:
+        while True:
+            if self.stopping and not self.children:
+                return 0
+            timeout = 1.0
+            now = time.monotonic()
+            if self.pending:
+                timeout = max(0.0, min(timeout, min(p[0] for p in self.pending) - now))
+            info = signal.sigtimedwait(MASTER_SIGNALS, timeout)
+            if info is not None:
+                self._on_signal(info.si_signo)
+            self._reap()
+            self._start_pending()
+            if self.stopping and time.monotonic() > self.stop_deadline:
+                self._kill_all(signal.SIGKILL, "stop timeout")
+
+    def _on_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            if self.stopping:
+                self._kill_all(signal.SIGKILL, "second stop signal")
+            else:
+                self.stop()
+        elif sig in (signal.SIGUSR1, signal.SIGHUP):
+            if not self.stopping:
+                self.reload()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            child = self.children.pop(pid, None)
+            if child is None:
+                continue
+            abnormal = not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0)
+            how = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
+                   else f"exited with status {os.WEXITSTATUS(status)}")
+            if self.stopping:
+                log.info("%s %d pid=%d %s", child.kind, child.slot, pid, how)
+                continue
+            delay = 0.0
+            if abnormal:
+                now = time.monotonic()
+                self.failures = [t for t in self.failures if now - t < 60.0] + [now]
+                # first failure: restart at once; repeated ones: 0.5 s, 1 s, 2 s ... 30 s
+                delay = 0.0 if len(self.failures) <= 1 else min(30.0, 0.5 * 2 ** (len(self.failures) - 2))
+            log.warning("%s %d pid=%d %s; restarting%s", child.kind, child.slot, pid, how,
+                        f" in {delay:.1f}s" if delay else "")
+            self.pending.append((time.monotonic() + delay, child.slot, child.kind))
+
+    def _start_pending(self) -> None:
+        if self.stopping or not self.pending:
+            return
+        now = time.monotonic()
+        due = [p for p in self.pending if p[0] <= now]
+        self.pending = [p for p in self.pending if p[0] > now]
+        for _, slot, kind in due:
+            self._spawn(slot, kind)
+
+    def _kill_all(self, sig: int, why: str) -> None:
+        if self.children:
+            log.warning("sending signal %d to %d child process(es): %s", sig, len(self.children), why)
+        for pid in list(self.children):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    # -- stop and reload ---------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stopping = True
+        self.pending.clear()
+        self.stop_deadline = time.monotonic() + KILL_AFTER_S
+        sdnotify.stopping()
+        log.info("stopping: waiting for in-flight messages")
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        if self.listener is not None:
+            self.listener.wake()
+
+    def reload(self) -> None:
+        from ..runtime import HOLDER, Runtime
+
+        sdnotify.reloading()
+        try:
+            settings = load(self.config, self.overrides)
+            runtime = Runtime.load(settings)
+        except Exception as exc:  # a bad file must never take the running daemon down
+            METRICS.reload(False)
+            log.error("reload failed, keeping the running configuration: %s", _one_line(exc))
+            if not isinstance(exc, AuthmilterError):
+                log.debug("reload traceback", exc_info=exc)
+            sdnotify.ready("reload failed; running configuration kept")
+            return
+        for key in ("socket", "socket_mode", "user", "group", "workers", "pid_file", "metrics"):
+            if getattr(settings, key) != getattr(self.settings, key):
+                log.warning("%s changed: takes effect at the next restart", key)
+        HOLDER.swap(runtime)
+        self.settings = dataclasses.replace(
+            settings, **{k: getattr(self.settings, k) for k in ("socket", "socket_mode", "user", "group",
+                                                                 "workers", "pid_file", "metrics")})
+        ops_logging.set_level(settings.log_level)
+        workers = [pid for pid, c in self.children.items() if c.kind == "worker"]
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
+        METRICS.reload(True)
+        log.info("reloaded %s; signalled %d worker(s)", self.config, len(workers))
+        sdnotify.ready("reloaded")
+
+    def cleanup(self) -> None:
+        if self.listener is not None:
+            self.listener.remove()
+        if self.pid_file:
+            try:
+                os.unlink(self.pid_file)
+            except OSError:
+                pass
+        METRICS.cleanup()
+
+
+# ---------------------------------------------------------------------------------------
+# entry point
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``authmilter run -c FILE [--socket SPEC] [--workers N]`` in the foreground."""
+    overrides = Overrides(socket=getattr(args, "socket", None), workers=getattr(args, "workers", None))
+    try:
+        settings = load(args.config, overrides)
+    except ConfigError as exc:
+        print(f"authmilter: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    ops_logging.setup(settings.log_level, settings.log_target)
+    # Block the signals before any fork: the master takes them with sigtimedwait() and
+    # the children start with them blocked (see worker_main).
+    signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    master = Master(args.config, overrides, settings)
+    try:
+        master.start()
+    except AuthmilterError as exc:
+        log.error("cannot start: %s", exc)
+        master.stopping = True
+        master._kill_all(signal.SIGTERM, "start-up failed")
+        master.cleanup()
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILURE
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        master.cleanup()
+        return EXIT_FAILURE
+    try:
+        return master.run()
+    finally:
+        master.cleanup()
+        log.info("stopped")
+

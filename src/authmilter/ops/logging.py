@@ -1,0 +1,71 @@
+"""Logging set-up: one logger tree ``authmilter``, three targets.
+
+* stderr, plain ``time LEVEL [pid] message`` lines, when run by hand;
+* stderr with syslog priority prefixes (``<6>message``, sd-daemon(3)) when started by
+  systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set), so journald keeps the level and
+  adds its own timestamp;
+* syslog, facility mail (``log_target = "syslog"``), like OpenDKIM.
+
+The per-message line (``QID: action=... spf=...``) is INFO and comes from
+``Outcome.log_line``; values from the network are sanitized there (ops/logsafe.py).
+"""
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+
+LOGGER_NAME = "authmilter"
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+# syslog(3) priorities for the sd-daemon prefixes
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+_handler: logging.Handler | None = None
+
+
+def under_systemd() -> bool:
+    return bool(os.environ.get("JOURNAL_STREAM") or os.environ.get("INVOCATION_ID"))
+
+
+class _PrefixFormatter(logging.Formatter):
+    """``<N>`` prefix on every line (a traceback's continuation lines too)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
+        return "\n".join(prefix + line for line in text.split("\n"))
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def setup(level: str = "info", target: str = "stderr", *, stream=None) -> logging.Logger:  # type: ignore[no-untyped-def]
+    """(Re)configure the ``authmilter`` logger; safe to call again on reload."""
+    global _handler
+    logger = logging.getLogger(LOGGER_NAME)
+    handler: logging.Handler
+    if target == "syslog":
+        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
+        handler = logging.handlers.SysLogHandler(address=address,
+                                                 facility=logging.handlers.SysLogHandler.LOG_MAIL)
+        handler.setFormatter(logging.Formatter("authmilter[%(process)d]: %(message)s"))
+    elif under_systemd():
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(_PrefixFormatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+    if _handler is not None:
+        logger.removeHandler(_handler)
+        _handler.close()
+    _handler = handler
+    logger.addHandler(handler)
+    logger.setLevel(_LEVELS.get(level, logging.INFO))
+    logger.propagate = False
+    return logger
+
+
+def set_level(level: str) -> None:
+    logging.getLogger(LOGGER_NAME).setLevel(_LEVELS.get(level, logging.INFO))
