@@ -1,0 +1,700 @@
+"""The benchmark: authmilter against OpenDKIM (signing) and OpenDKIM+OpenDMARC (inbound).
+
+Everything runs on this machine, in a private temporary directory:
+
+* a Knot DNS server on a spare loopback address, port 53, serving the SPF, DKIM and
+  DMARC records (port 53 because OpenDMARC and libspf2 use the system resolver, which
+  takes no port; OpenDMARC alone gets a private mount namespace in which
+  /etc/resolv.conf points at that address — the machine's own file is never touched);
+* authmilter (``authmilter run -c``), OpenDKIM in signing mode, OpenDKIM in verifying
+  mode and OpenDMARC, on unix sockets, all with configs generated here and the SAME
+  RSA-2048 key and KeyTable/SigningTable;
+* the load client (bench/client.py) in this process.
+
+Signing: concurrency 1, 8, 32 x 2 KB and 100 KB messages, authmilter vs OpenDKIM.
+Inbound (SPF+DKIM+DMARC): concurrency 1, 8, 32 with 2 KB messages pre-signed once,
+authmilter vs the chain OpenDKIM (verify) then OpenDMARC (SPFSelfValidate), each
+message passing through both as Postfix's cleanup presents it to two milters.
+The two sides alternate within each cell, every cell is repeated, medians are reported.
+
+Results: a table on stdout, bench/results/latest.md and bench/results/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import datetime
+import email.utils
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import client as mc
+
+OUT_DOMAIN = "example.com"      # our domain: outbound mail is signed for it
+IN_DOMAIN = "example.net"       # a sender on the internet: inbound mail comes from it
+SELECTOR = "bench"
+AUTHSERV_ID = "mx.bench.test"
+INBOUND_IP = "192.0.2.10"       # TEST-NET-1: not internal for any milter
+OUTBOUND_IP = "127.0.0.1"       # internal for every milter (InternalHosts / internal_hosts)
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _clk() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_s(pid: int) -> float:
+    """user+system CPU seconds of a process and all its descendants (from /proc)."""
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                raw = fh.read()
+        except OSError:
+            continue
+        rest = raw[raw.rindex(b")") + 2:].split()
+        # fields after "(comm)": state ppid ... utime(14) stime(15) counted from 1
+        stats[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _clk())
+    total, todo = 0.0, [pid]
+    children: dict[int, list[int]] = {}
+    for p, (pp, _) in stats.items():
+        children.setdefault(pp, []).append(p)
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo.extend(children.get(p, ()))
+    return total
+
+
+def pick_dns_address() -> tuple[str, int]:
+    """A loopback address with port 53 free (root), else 127.0.0.1 and a free port."""
+    if os.geteuid() == 0:
+        for host in ("127.77.53.1", "127.77.53.2", "127.77.53.3"):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
+                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    u.bind((host, 53))
+                    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    t.bind((host, 53))
+                    return host, 53
+                except OSError:
+                    continue
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        return "127.0.0.1", u.getsockname()[1]
+
+
+@dataclasses.dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    logfile: Path
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.popen.pid)
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
+    logfile = workdir / f"{name}.log"
+    with open(logfile, "wb") as fh:
+        popen = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 cwd=workdir, env=env)
+    return Proc(name, popen, logfile)
+
+
+def wait_milter(proc: Proc, address: str, timeout_s: float = 30.0) -> mc.Negotiated:
+    end = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < end:
+        if proc.popen.poll() is not None:
+            break
+        try:
+            return mc.negotiate(address, timeout=5.0)
+        except (OSError, mc.ProtocolError) as exc:
+            last = exc
+            time.sleep(0.2)
+    tail = proc.logfile.read_text(errors="replace")[-3000:]
+    raise RuntimeError(f"{proc.name} did not come up on {address}: {last}\n--- {proc.logfile}:\n{tail}")
+
+
+# -- keys, DNS data, messages -------------------------------------------------------------
+
+
+def make_key(keydir: Path) -> tuple[Path, str]:
+    """A fresh RSA-2048 key (PKCS#1 PEM, mode 0600) and its DKIM p= value."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    keydir.mkdir(mode=0o700)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = keydir / f"{SELECTOR}.private"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                   serialization.NoEncryption()))
+    pub = key.public_key().public_bytes(serialization.Encoding.DER,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    return path, base64.b64encode(pub).decode()
+
+
+def _txt(value: str) -> str:
+    chunks = [value[i:i + 250] for i in range(0, len(value), 250)]
+    return "( " + " ".join(f'"{c}"' for c in chunks) + " )"
+
+
+def zones(dns_ip: str, pubkey: str) -> dict[str, str]:
+    """Zone files. The inbound sender's SPF takes a few lookups, as real records do."""
+    dkim = _txt(f"v=DKIM1; k=rsa; p={pubkey}")
+    head = "$TTL 3600\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A {ip}\n"
+    return {
+        OUT_DOMAIN: head.format(ip=dns_ip) + (
+            '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"\n'
+            f"{SELECTOR}._domainkey TXT {dkim}\n"
+            '_dmarc TXT "v=DMARC1; p=reject"\n'),
+        IN_DOMAIN: head.format(ip=dns_ip) + (
+            '@ TXT "v=spf1 mx include:_spf.example.net -all"\n'
+            "@ MX 10 mx\n"
+            "mx A 198.51.100.25\n"
+            '_spf TXT "v=spf1 ip4:198.51.100.0/24 ip4:192.0.2.0/24 -all"\n'
+            "mail A 192.0.2.10\n"
+            'mail TXT "v=spf1 a -all"\n'
+            f"{SELECTOR}._domainkey TXT {dkim}\n"
+            '_dmarc TXT "v=DMARC1; p=reject; rua=mailto:dmarc@example.net"\n'),
+    }
+
+
+def make_message(i: int, size: int, direction: str) -> bytes:
+    """A plain-text message of about `size` bytes; `i` varies Message-ID and text."""
+    if direction == "out":
+        frm, to, rcvd = f"Alice <alice@{OUT_DOMAIN}>", "bob@example.org", (
+            f"Received: from client.{OUT_DOMAIN} (client.{OUT_DOMAIN} [127.0.0.1])\n"
+            f"\tby mx.bench.test (Postfix) with ESMTPSA id 4BENCH{i:04d}\n\tfor <bob@example.org>; "
+            f"{email.utils.formatdate(1767225600 + i)}\n")
+    else:
+        frm, to, rcvd = f"Sender <sender@{IN_DOMAIN}>", f"user@{OUT_DOMAIN}", (
+            f"Received: from mail.{IN_DOMAIN} (mail.{IN_DOMAIN} [{INBOUND_IP}])\n"
+            f"\tby mx.bench.test (Postfix) with ESMTPS id 4BENCH{i:04d}\n\tfor <user@{OUT_DOMAIN}>; "
+            f"{email.utils.formatdate(1767225600 + i)}\n")
+    head = (rcvd +
+            f"From: {frm}\nTo: {to}\nSubject: benchmark message {i}\n"
+            f"Date: {email.utils.formatdate(1767225600 + i)}\n"
+            f"Message-ID: <bench.{direction}.{size}.{i}@bench.test>\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n")
+    words = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua"]
+    lines, n, k = [], len(head), i
+    while n < size:
+        line = " ".join(words[(k + j) % len(words)] for j in range(11))
+        lines.append(line)
+        n += len(line) + 1
+        k += 1
+    return (head + "\n".join(lines) + "\n").replace("\n", "\r\n").encode()
+
+
+def presign(raw: bytes, keyfile: Path) -> bytes:
+    """Sign an inbound message once with the shared key (dkimpy, relaxed/relaxed)."""
+    import dkim
+
+    sig = dkim.sign(raw, SELECTOR.encode(), IN_DOMAIN.encode(), keyfile.read_bytes(),
+                    canonicalize=(b"relaxed", b"relaxed"),
+                    include_headers=[b"from", b"to", b"subject", b"date", b"message-id",
+                                     b"mime-version", b"content-type"])
+    return sig + raw
+
+
+# -- configs ------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Setup:
+    work: Path
+    dns_ip: str
+    dns_port: int
+    keyfile: Path
+    pubkey: str
+
+
+def write_tables(s: Setup) -> tuple[Path, Path]:
+    kt = s.work / "KeyTable"
+    st = s.work / "SigningTable"
+    kt.write_text(f"{SELECTOR}._domainkey.{OUT_DOMAIN} {OUT_DOMAIN}:{SELECTOR}:{s.keyfile}\n")
+    st.write_text(f"*@{OUT_DOMAIN} {SELECTOR}._domainkey.{OUT_DOMAIN}\n")
+    return kt, st
+
+
+def knot_conf(s: Setup) -> Path:
+    zdir = s.work / "zones"
+    zdir.mkdir()
+    for name, text in zones(s.dns_ip, s.pubkey).items():
+        (zdir / f"{name}.zone").write_text(f"$ORIGIN {name}.\n" + text)
+    (s.work / "knot").mkdir()
+    conf = s.work / "knot.conf"
+    conf.write_text(
+        "server:\n"
+        f'    rundir: "{s.work}/knot"\n'
+        f"    listen: {s.dns_ip}@{s.dns_port}\n"
+        "log:\n  - target: stderr\n    any: warning\n"
+        f'database:\n    storage: "{s.work}/knot"\n'
+        "template:\n  - id: default\n"
+        f'    storage: "{zdir}"\n'
+        "    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n"
+        "zone:\n" + "".join(f"  - domain: {n}\n    file: {n}.zone\n" for n in (OUT_DOMAIN, IN_DOMAIN)))
+    return conf
+
+
+def opendkim_conf(s: Setup, mode: str, sock: Path) -> Path:
+    """OpenDKIM 2.11 as Debian ships it, minus chroot/user, plus our key and DNS.
+
+    Its resolver is libunbound: ``Nameservers`` makes it forward to our DNS server
+    (port 53, hence the spare loopback address), and unbound keeps its own cache.
+    No TrustAnchorFile: the bench zones are unsigned, and DNSSEC validation through a
+    forwarder would only add work the other side does not do.
+    """
+    kt, st = s.work / "KeyTable", s.work / "SigningTable"
+    conf = s.work / f"opendkim-{mode}.conf"
+    lines = [
+        f"Mode {mode}", f"Socket local:{sock}", "Background no", f"PidFile {s.work}/opendkim-{mode}.pid",
+        "Syslog yes", "UMask 007", "Canonicalization relaxed/relaxed",
+        "OversignHeaders From,To,Subject,Date,Reply-To,Cc",
+        f"InternalHosts {OUTBOUND_IP},::1", f"AuthservID {AUTHSERV_ID}",
+    ]
+    if s.dns_port == 53:
+        lines.append(f"Nameservers {s.dns_ip}")
+    else:
+        unbound = s.work / "unbound.conf"
+        unbound.write_text("server:\n    do-not-query-localhost: no\n"
+                           f'forward-zone:\n    name: "."\n    forward-addr: {s.dns_ip}@{s.dns_port}\n')
+        lines.append(f"ResolverConfiguration {unbound}")
+    if mode == "s":
+        lines += [f"KeyTable file:{kt}", f"SigningTable refile:{st}"]
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def opendmarc_conf(s: Setup, sock: Path) -> Path:
+    conf = s.work / "opendmarc.conf"
+    psl = "/usr/share/publicsuffix/public_suffix_list.dat"
+    conf.write_text("\n".join([
+        f"Socket local:{sock}", f"PidFile {s.work}/opendmarc.pid", "Syslog true", "UMask 0002",
+        f"AuthservID {AUTHSERV_ID}", f"TrustedAuthservIDs {AUTHSERV_ID}",
+        "SPFSelfValidate true", "SPFIgnoreResults true", "RejectFailures true",
+        "IgnoreAuthenticatedClients true", "FailureReports false",
+        *( [f"PublicSuffixList {psl}"] if os.path.exists(psl) else []),
+    ]) + "\n")
+    return conf
+
+
+def authmilter_conf(s: Setup, sock: Path, workers: int) -> Path:
+    conf = s.work / "authmilter.toml"
+    conf.write_text(
+        f'socket = "unix:{sock}"\n'
+        'socket_mode = "0660"\n'
+        f'authserv_id = "{AUTHSERV_ID}"\n'
+        f"workers = {workers}\n"
+        'log_level = "info"\n'
+        "[dns]\n"
+        f'servers = ["{s.dns_ip}:{s.dns_port}"]\n'
+        "timeout_s = 5.0\n"
+        "[signing]\n"
+        f'key_table = "{s.work}/KeyTable"\n'
+        f'signing_table = "refile:{s.work}/SigningTable"\n'
+        f'internal_hosts = ["{OUTBOUND_IP}", "::1"]\n'
+        "[policy]\n"
+        f'own_domains = ["{OUT_DOMAIN}"]\n')
+    return conf
+
+
+# -- checks of what each milter answered --------------------------------------------------
+
+
+def check_signed(r: mc.SessionResult) -> bool:
+    return r.action in ("c", "a") and any(n.lower() == "dkim-signature" for n, _ in r.headers_added())
+
+
+def _ar_values(r: mc.SessionResult) -> str:
+    return " ".join(v.lower() for n, v in r.headers_added() if n.lower() == "authentication-results")
+
+
+def check_inbound(r: mc.SessionResult) -> bool:
+    ar = _ar_values(r)
+    return r.action in ("c", "a") and all(k in ar for k in ("spf=pass", "dkim=pass", "dmarc=pass"))
+
+
+def verify_sample(raw: bytes, r: mc.SessionResult, pubkey: str) -> bool:
+    """dkimpy-verify the message as the MTA would deliver it, with the added signature."""
+    import dkim
+
+    sigs = [f"{n}:{v}" for n, v in r.headers_added() if n.lower() == "dkim-signature"]
+    if not sigs:
+        return False
+    record = f"v=DKIM1; k=rsa; p={pubkey}".encode()
+    ok = True
+    for sig in sigs:
+        # the MTA re-folds LF inside a value as CRLF when writing the message
+        msg = sig.replace("\r\n", "\n").replace("\n", "\r\n").encode() + b"\r\n" + raw
+        ok &= dkim.verify(msg, dnsfunc=lambda name, timeout=5: record)
+    return ok
+
+
+# -- the matrix -----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Side:
+    label: str
+    hops: list[str]                   # milter addresses, in order
+    procs: list[Proc]                 # whose CPU counts for this side
+
+
+@dataclasses.dataclass
+class Cell:
+    kind: str                         # "sign" or "inbound"
+    size: int
+    concurrency: int
+
+
+def measure(side: Side, preps: list[mc.Prepared], cell: Cell, count: int, duration_s: float,
+            check: Callable[[mc.SessionResult], bool], client_procs: int, dns: Proc) -> dict:
+    cpu0 = [p.cpu_s() for p in side.procs]
+    dns0 = dns.cpu_s()
+    res = mc.run_load_procs(preps, cell.concurrency, count, duration_s, procs=client_procs, check=check)
+    summary = res.summary()
+    milter_cpu = sum(p.cpu_s() for p in side.procs) - sum(cpu0)
+    summary["milter_cpu_pct"] = round(100.0 * milter_cpu / res.wall_s, 1) if res.wall_s else 0.0
+    summary["milter_cpu_ms_per_msg"] = round(1e3 * milter_cpu / res.completed, 3) if res.completed else None
+    summary["dns_cpu_pct"] = round(100.0 * (dns.cpu_s() - dns0) / res.wall_s, 1) if res.wall_s else 0.0
+    summary["samples"] = res.samples
+    return summary
+
+
+def median(xs: list[float]) -> float:
+    xs = [x for x in xs if not math.isnan(x)]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def run_matrix(args: argparse.Namespace) -> dict:
+    # Not under /tmp: OpenDKIM refuses keys below a group/world-writable directory
+    # (RequireSafeKeys walks the whole path), and so should authmilter.
+    base = HERE / "results"
+    base.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
+    os.chmod(work, 0o700)
+    procs: list[Proc] = []
+    try:
+        return _run_matrix(args, work, procs)
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if args.keep:
+            log(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict:
+    dns_ip, dns_port = pick_dns_address()
+    keyfile, pubkey = make_key(work / "keys")
+    s = Setup(work, dns_ip, dns_port, keyfile, pubkey)
+    write_tables(s)
+
+    # DNS
+    knotd = shutil.which("knotd") or "/usr/sbin/knotd"
+    dns = start("knotd", [knotd, "-c", str(knot_conf(s))], work)
+    procs.append(dns)
+    _wait_dns(s, dns)
+    log(f"knotd serving on {dns_ip}:{dns_port}")
+
+    sides_sign: list[Side] = []
+    sides_in: list[Side] = []
+    notes: list[str] = []
+
+    # authmilter (if `authmilter run` exists yet)
+    am_sock = work / "authmilter.sock"
+    am_bin = REPO / ".venv" / "bin" / "authmilter"
+    if not args.skip_authmilter:
+        try:
+            am = start("authmilter", [str(am_bin), "run", "-c", str(authmilter_conf(s, am_sock, args.workers))],
+                       work)
+            procs.append(am)
+            neg = wait_milter(am, f"unix:{am_sock}")
+            log(f"authmilter up: protocol={neg.protocol:#x} actions={neg.actions:#x}")
+            sides_sign.append(Side("authmilter", [f"unix:{am_sock}"], [am]))
+            sides_in.append(Side("authmilter", [f"unix:{am_sock}"], [am]))
+        except RuntimeError as exc:
+            notes.append(f"authmilter did not start: {str(exc).splitlines()[0]}")
+            log(str(exc))
+
+    opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
+    ods_sock, odv_sock, odm_sock = work / "opendkim-s.sock", work / "opendkim-v.sock", work / "opendmarc.sock"
+    ods = start("opendkim-sign", [opendkim, "-f", "-x", str(opendkim_conf(s, "s", ods_sock))], work)
+    procs.append(ods)
+    wait_milter(ods, f"unix:{ods_sock}")
+    sides_sign.append(Side("opendkim", [f"unix:{ods_sock}"], [ods]))
+
+    odv = start("opendkim-verify", [opendkim, "-f", "-x", str(opendkim_conf(s, "v", odv_sock))], work)
+    procs.append(odv)
+    wait_milter(odv, f"unix:{odv_sock}")
+    chain = [f"unix:{odv_sock}"]
+    chain_procs = [odv]
+    dmarc_conf = opendmarc_conf(s, odm_sock)
+    opendmarc = shutil.which("opendmarc") or "/usr/sbin/opendmarc"
+    if dns_port == 53 and shutil.which("unshare"):
+        # a private mount namespace whose /etc/resolv.conf names our DNS server
+        resolv = work / "resolv.conf"
+        resolv.write_text(f"nameserver {dns_ip}\noptions timeout:5 attempts:1\n")
+        argv = ["unshare", "-m", "sh", "-c",
+                f'mount --bind "{resolv}" /etc/resolv.conf && exec "{opendmarc}" -f -c "{dmarc_conf}"']
+        odm = start("opendmarc", argv, work)
+        procs.append(odm)
+        wait_milter(odm, f"unix:{odm_sock}")
+        chain.append(f"unix:{odm_sock}")
+        chain_procs.append(odm)
+        sides_in.append(Side("opendkim+opendmarc", chain, chain_procs))
+    else:
+        notes.append("OpenDMARC not run: it needs a DNS server on port 53 (run as root)")
+        sides_in.append(Side("opendkim(verify only)", chain, chain_procs))
+
+    # messages
+    nvar = args.variants
+    out_msgs = {size: [make_message(i, size, "out") for i in range(nvar)] for size in args.sizes}
+    in_msgs = {size: [presign(make_message(i, size, "in"), keyfile) for i in range(nvar)]
+               for size in args.inbound_sizes}
+    env_out = mc.default_envelope(OUTBOUND_IP, f"<alice@{OUT_DOMAIN}>", ("<bob@example.org>",),
+                                  helo=f"client.{OUT_DOMAIN}")
+    env_in = mc.default_envelope(INBOUND_IP, f"<sender@{IN_DOMAIN}>", (f"<user@{OUT_DOMAIN}>",),
+                                 helo=f"mail.{IN_DOMAIN}")
+
+    def prepared(side: Side, msgs: list[bytes], env: mc.Envelope) -> list[mc.Prepared]:
+        return mc.prepare(side.hops, msgs, env)
+
+    cells: list[dict] = []
+    plan: list[tuple[str, list[Side], dict[int, list[bytes]], mc.Envelope, Callable]] = []
+    if "sign" in args.kinds:
+        plan.append(("sign", sides_sign, out_msgs, env_out, check_signed))
+    if "inbound" in args.kinds:
+        plan.append(("inbound", sides_in, in_msgs, env_in, check_inbound))
+
+    negotiation: dict[str, str] = {}
+    for kind, sides, msgs_by_size, env, check in plan:
+        for size, msgs in msgs_by_size.items():
+            preps = {sd.label: prepared(sd, msgs, env) for sd in sides}
+            for sd in sides:
+                hop_flags = ", ".join(f"{h.address.rsplit('/', 1)[-1]}: protocol={h.neg.protocol:#x}"
+                                      for h in preps[sd.label][0].hops)
+                negotiation[sd.label + "/" + kind] = hop_flags
+                # correctness first: one message, blocking, and a full dkimpy check when signing
+                one = mc.run_one(preps[sd.label][0])
+                ok = check(one)
+                if kind == "sign" and ok:
+                    ok = verify_sample(msgs[0], one, pubkey)
+                added = [f"{n}: {v[:90]}" for n, v in one.headers_added()]
+                log(f"{kind} {size}B {sd.label}: action={one.action} ok={ok} added={added}")
+                if not ok:
+                    notes.append(f"{kind} {size}B {sd.label}: sample check FAILED "
+                                 f"(action={one.action}, added={added})")
+                # warm-up: fills DNS caches on every side, spins up workers/threads
+                mc.run_load_procs(preps[sd.label], 8, args.warmup, 30.0, procs=1)
+            for conc in args.concurrency:
+                cell = Cell(kind, size, conc)
+                runs: dict[str, list[dict]] = {sd.label: [] for sd in sides}
+                for rnd in range(args.rounds):
+                    order = sides if rnd % 2 == 0 else list(reversed(sides))
+                    for sd in order:
+                        r = measure(sd, preps[sd.label], cell, args.count, args.duration, check,
+                                    args.client_procs, dns)
+                        r.pop("samples")
+                        runs[sd.label].append(r)
+                        log(f"{kind} {size}B c={conc} {sd.label} round {rnd + 1}: {r['msg_per_s']} msg/s "
+                            f"p50={r['p50_ms']}ms p99={r['p99_ms']}ms errors={r['errors']} "
+                            f"bad={r['check_failures']} client_cpu={r['client_cpu_pct']}% "
+                            f"milter_cpu={r['milter_cpu_pct']}% dns_cpu={r['dns_cpu_pct']}%")
+                entry = {"kind": kind, "size": size, "concurrency": conc, "sides": {}}
+                for label, rs in runs.items():
+                    entry["sides"][label] = {
+                        "msg_per_s": median([r["msg_per_s"] for r in rs]),
+                        "p50_ms": median([r["p50_ms"] for r in rs]),
+                        "p90_ms": median([r["p90_ms"] for r in rs]),
+                        "p99_ms": median([r["p99_ms"] for r in rs]),
+                        "client_cpu_pct": median([r["client_cpu_pct"] for r in rs]),
+                        "milter_cpu_pct": median([r["milter_cpu_pct"] for r in rs]),
+                        "milter_cpu_ms_per_msg": median([r["milter_cpu_ms_per_msg"] or float("nan") for r in rs]),
+                        "dns_cpu_pct": median([r["dns_cpu_pct"] for r in rs]),
+                        "errors": sum(r["errors"] for r in rs),
+                        "check_failures": sum(r["check_failures"] for r in rs),
+                        "completed": sum(r["completed"] for r in rs),
+                        "rounds": rs,
+                    }
+                cells.append(entry)
+    return {
+        "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "opendkim": _version([opendkim, "-V"]), "opendmarc": _version([opendmarc, "-V"]),
+                    "knotd": _version([knotd, "-V"]), "authmilter": _git_rev()},
+        "settings": {"count": args.count, "duration_s": args.duration, "rounds": args.rounds,
+                     "warmup": args.warmup, "variants": args.variants, "client_procs": args.client_procs,
+                     "authmilter_workers": args.workers, "dns": f"knotd {dns_ip}:{dns_port}"},
+        "negotiation": negotiation,
+        "notes": notes,
+        "cells": cells,
+    }
+
+
+def _wait_dns(s: Setup, proc: Proc) -> None:
+    import dns.message
+    import dns.query
+
+    q = dns.message.make_query(f"{SELECTOR}._domainkey.{OUT_DOMAIN}", "TXT")
+    end = time.monotonic() + 20
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            ans = dns.query.udp(q, s.dns_ip, port=s.dns_port, timeout=0.5)
+            if ans.answer:
+                return
+        if proc.popen.poll() is not None:
+            break
+        time.sleep(0.2)
+    raise RuntimeError(f"knotd did not answer:\n{proc.logfile.read_text(errors='replace')[-2000:]}")
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).splitlines()[0].strip()
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def _git_rev() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def render(result: dict) -> str:
+    lines = [f"# authmilter benchmark — {result['when']}", ""]
+    m = result["machine"]
+    st = result["settings"]
+    lines += [f"- machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}",
+              f"- {m['opendkim']}; {m['opendmarc']}; {m['knotd']}; authmilter at {m['authmilter']}",
+              (f"- per cell: {st['rounds']} rounds per side (alternating order), each up to {st['count']} messages "
+              f"or {st['duration_s']} s; medians shown; {st['variants']} message variants; "
+              f"client processes: {st['client_procs']}; DNS: {st['dns']}"), ""]
+    for kind, title in (("sign", "Signing (RSA-2048, relaxed/relaxed)"),
+                        ("inbound", "Inbound SPF + DKIM + DMARC")):
+        rows = [c for c in result["cells"] if c["kind"] == kind]
+        if not rows:
+            continue
+        labels = list(rows[0]["sides"])
+        lines += [f"## {title}", ""]
+        hdr = ["size", "C"]
+        for lb in labels:
+            hdr += [f"{lb} msg/s", "p50 ms", "p99 ms", "cpu ms/msg"]
+        if len(labels) == 2:
+            hdr += [f"ratio {labels[0]}/{labels[1]}"]
+        hdr += ["client CPU %", "errors/bad"]
+        lines.append("| " + " | ".join(hdr) + " |")
+        lines.append("|" + "---|" * len(hdr))
+        for c in rows:
+            row = [_size(c["size"]), str(c["concurrency"])]
+            for lb in labels:
+                sd = c["sides"][lb]
+                row += [f"{sd['msg_per_s']:.0f}", f"{sd['p50_ms']:.1f}", f"{sd['p99_ms']:.1f}",
+                        f"{sd['milter_cpu_ms_per_msg']:.2f}"]
+            if len(labels) == 2:
+                a, b = (c["sides"][lb]["msg_per_s"] for lb in labels)
+                row.append(f"{a / b:.2f}x" if b else "-")
+            row.append(" / ".join(f"{c['sides'][lb]['client_cpu_pct']:.0f}" for lb in labels))
+            row.append(" / ".join(f"{c['sides'][lb]['errors']}/{c['sides'][lb]['check_failures']}"
+                                  for lb in labels))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    if result["negotiation"]:
+        lines += ["## Negotiated protocol flags", ""]
+        lines += [f"- {k}: {v}" for k, v in result["negotiation"].items()]
+        lines.append("")
+    if result["notes"]:
+        lines += ["## Notes", ""] + [f"- {n}" for n in result["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def _size(n: int) -> str:
+    return f"{n // 1024} KB" if n >= 1024 else f"{n} B"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="authmilter vs OpenDKIM/OpenDMARC benchmark")
+    ap.add_argument("--kinds", default="sign,inbound", help="sign,inbound")
+    ap.add_argument("--concurrency", default="1,8,32")
+    ap.add_argument("--sizes", default="2048,102400", help="signing message sizes, bytes")
+    ap.add_argument("--inbound-sizes", default="2048", help="inbound message sizes, bytes")
+    ap.add_argument("-n", "--count", type=int, default=3000, help="messages per run (upper bound)")
+    ap.add_argument("-t", "--duration", type=float, default=10.0, help="seconds per run (upper bound)")
+    ap.add_argument("-r", "--rounds", type=int, default=3, help="runs per side per cell")
+    ap.add_argument("--warmup", type=int, default=200, help="warm-up messages per side per message set")
+    ap.add_argument("--variants", type=int, default=16, help="distinct messages cycled through")
+    ap.add_argument("-P", "--client-procs", type=int, default=1, help="load-client processes")
+    ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = one per CPU)")
+    ap.add_argument("--skip-authmilter", action="store_true", help="only the OpenDKIM/OpenDMARC side")
+    ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 300 messages, 3 s")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    ap.add_argument("-o", "--output", default=str(HERE / "results" / "latest"), help="results path, no suffix")
+    args = ap.parse_args(argv)
+    args.kinds = args.kinds.split(",")
+    args.concurrency = [int(x) for x in args.concurrency.split(",")]
+    args.sizes = [int(x) for x in args.sizes.split(",")]
+    args.inbound_sizes = [int(x) for x in args.inbound_sizes.split(",")]
+    if args.quick:
+        args.rounds, args.count, args.duration, args.warmup = 1, 300, 3.0, 50
+    result = run_matrix(args)
+    text = render(result)
+    print(text)
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    log(f"wrote {out.with_suffix('.md')} and .json")
+    bad = [c for c in result["cells"] if any(sd["errors"] or sd["check_failures"] for sd in c["sides"].values())]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""bench/client.py speaks the milter protocol as an MTA does.
+
+A tiny milter server inside the test records every packet and answers only where the
+negotiated flags say it must; if the client waited for a reply the milter promised not
+to send, the session would hang until the client's I/O timeout and count as an error.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+
+import client as mc
+
+ALL_NR = (mc.SMFIP_NR_CONN | mc.SMFIP_NR_HELO | mc.SMFIP_NR_MAIL | mc.SMFIP_NR_RCPT | mc.SMFIP_NR_DATA
+          | mc.SMFIP_NR_HDR | mc.SMFIP_NR_EOH | mc.SMFIP_NR_BODY)
+NR_FOR = {b"C": mc.SMFIP_NR_CONN, b"H": mc.SMFIP_NR_HELO, b"M": mc.SMFIP_NR_MAIL, b"R": mc.SMFIP_NR_RCPT,
+          b"T": mc.SMFIP_NR_DATA, b"L": mc.SMFIP_NR_HDR, b"N": mc.SMFIP_NR_EOH, b"B": mc.SMFIP_NR_BODY}
+
+MESSAGE = (b"From: Alice <alice@example.com>\r\nSubject: hi\r\nX-Folded: one\r\n\ttwo\r\n\r\n"
+           + b"line\r\n" * 20000)          # 120 KB: two body chunks
+
+
+class FakeMilter:
+    """Answers OPTNEG with `protocol` (+ optional macro list), then per command only
+    when no NR flag covers it; at EOM inserts `insert` at index 0 and continues."""
+
+    def __init__(self, path: Path, protocol: int, insert: tuple[bytes, bytes] = (b"X-Seen", b"yes"),
+                 skip_body: bool = False, symlists: bytes = b"") -> None:
+        self.path, self.protocol, self.insert = str(path), protocol, insert
+        self.skip_body, self.symlists = skip_body, symlists
+        self.sessions: list[list[tuple[bytes, bytes]]] = []
+        self.workers: list[threading.Thread] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"unix:{self.path}"
+
+    def close(self) -> None:
+        """Stop accepting and wait for every session to end (so its record is complete)."""
+        self.sock.shutdown(socket.SHUT_RDWR)     # wakes the blocked accept()
+        self.sock.close()
+        self.thread.join(5)
+        for t in self.workers:
+            t.join(5)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            t = threading.Thread(target=self._session, args=(conn,), daemon=True)
+            self.workers.append(t)
+            t.start()
+
+    def _session(self, conn: socket.socket) -> None:
+        got: list[tuple[bytes, bytes]] = []
+        self.sessions.append(got)
+        buf = bytearray()
+        with conn:
+            while True:
+                try:
+                    pkt = mc._read_packet(conn, buf)
+                except (mc.ProtocolError, OSError):
+                    return
+                cmd, data = pkt[:1], pkt[1:]
+                got.append((cmd, data))
+                if cmd == b"O":
+                    conn.sendall(mc.packet(b"O", struct.pack("!III", 6, 0x1FF, self.protocol) + self.symlists))
+                elif cmd == b"Q":
+                    return
+                elif cmd == b"E":
+                    name, value = self.insert
+                    conn.sendall(mc.packet(b"i", struct.pack("!I", 0) + mc.cstr(name, value)) + mc.packet(b"c"))
+                elif cmd == b"B" and self.skip_body:
+                    conn.sendall(mc.packet(b"s"))
+                elif cmd in NR_FOR and not self.protocol & NR_FOR[cmd]:
+                    conn.sendall(mc.packet(b"c"))
+
+
+@pytest.fixture
+def sockdir(tmp_path_factory):
+    # unix socket paths must stay short
+    import tempfile
+
+    d = Path(tempfile.mkdtemp(prefix="bc-"))
+    yield d
+    import shutil
+
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _prep(addresses: list[str]) -> list[mc.Prepared]:
+    env = mc.default_envelope("192.0.2.10", "<sender@example.net>", ("<user@example.com>",))
+    return mc.prepare(addresses, [MESSAGE], env)
+
+
+def test_no_reply_flags_are_honoured_and_every_step_is_sent(sockdir):
+    m = FakeMilter(sockdir / "m.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC)
+    try:
+        res = mc.run_load(_prep([m.address]), concurrency=2, count=4, duration_s=60, io_timeout_s=10)
+    finally:
+        m.close()
+    assert res.errors == 0 and res.completed == 4, res.error_texts
+    assert res.actions == {"c": 4}
+    session = m.sessions[-1]
+    cmds = b"".join(c for c, _ in session)
+    # probe sessions are OPTNEG+QUIT; a message session is the full MTA sequence
+    assert cmds == b"ODCHDMDRDTLLLDNBBDEQ"  # no HELO macros configured: no D packet
+    headers = [d for c, d in session if c == b"L"]
+    # HDR_LEADSPC: the space after the colon is kept; a fold travels as LF
+    assert headers[0] == b"From\0 Alice <alice@example.com>\0"
+    assert headers[2] == b"X-Folded\0 one\n\ttwo\0"
+    body = b"".join(d for c, d in session if c == b"B")
+    assert body == b"line\r\n" * 20000
+    assert max(len(d) for c, d in session if c == b"B") <= mc.CHUNK
+    connect = next(d for c, d in session if c == b"C")
+    assert connect == b"mail.sender.example\x004" + struct.pack("!H", 40000) + b"192.0.2.10\0"
+
+
+def test_replies_awaited_without_nr_flags_and_leading_space_stripped(sockdir):
+    m = FakeMilter(sockdir / "m.sock", 0)
+    try:
+        one = mc.run_one(_prep([m.address])[0], timeout=10)
+    finally:
+        m.close()
+    assert one.action == "c"
+    assert one.headers_added() == [("X-Seen", "yes")]
+    headers = [d for c, d in m.sessions[-1] if c == b"L"]
+    assert headers[0] == b"From\0Alice <alice@example.com>\0"
+
+
+def test_skipped_steps_and_their_macros_are_not_sent(sockdir):
+    proto = ALL_NR | mc.SMFIP_NOHELO | mc.SMFIP_NORCPT | mc.SMFIP_NODATA | mc.SMFIP_NOBODY
+    m = FakeMilter(sockdir / "m.sock", proto)
+    try:
+        res = mc.run_load(_prep([m.address]), concurrency=1, count=2, duration_s=60, io_timeout_s=10)
+    finally:
+        m.close()
+    assert res.errors == 0 and res.completed == 2, res.error_texts
+    macro_stages = [d[:1] for c, d in m.sessions[-1] if c == b"D"]
+    assert b"".join(c for c, _ in m.sessions[-1]) == b"ODCDMLLLDNDEQ"
+    assert macro_stages == [b"C", b"M", b"N", b"E"]
+
+
+def test_symlist_restricts_macros(sockdir):
+    # SMFIR_SETSYMLIST data in the OPTNEG reply: only {i} at end of message
+    m = FakeMilter(sockdir / "m.sock", ALL_NR, symlists=struct.pack("!I", 5) + b"{i}\0")
+    try:
+        mc.run_one(_prep([m.address])[0], timeout=10)
+    finally:
+        m.close()
+    eom_macros = next(d for c, d in m.sessions[-1] if c == b"D" and d[:1] == b"E")
+    assert eom_macros == b"Ei\x004BENCH0QID\0"
+
+
+def test_skip_reply_jumps_to_end_of_message(sockdir):
+    m = FakeMilter(sockdir / "m.sock", mc.SMFIP_SKIP, skip_body=True)
+    try:
+        one = mc.run_one(_prep([m.address])[0], timeout=10)
+        res = mc.run_load(_prep([m.address]), concurrency=1, count=1, duration_s=60, io_timeout_s=10)
+    finally:
+        m.close()
+    assert one.action == "c" and res.completed == 1 and res.errors == 0
+    cmds = b"".join(c for c, _ in m.sessions[-1])
+    assert cmds.count(b"B") == 1 and cmds.endswith(b"BDEQ")
+
+
+def test_chain_presents_headers_inserted_by_the_first_milter(sockdir):
+    first = FakeMilter(sockdir / "a.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC,
+                       insert=(b"Authentication-Results", b"mx; dkim=pass"))
+    second = FakeMilter(sockdir / "b.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC, insert=(b"X-Second", b"1"))
+    try:
+        res = mc.run_load(_prep([first.address, second.address]), concurrency=2, count=3, duration_s=60,
+                          io_timeout_s=10, check=lambda r: len(r.hops) == 2)
+    finally:
+        first.close()
+        second.close()
+    assert res.errors == 0 and res.completed == 3 and res.check_failures == 0
+    headers = [d for c, d in second.sessions[-1] if c == b"L"]
+    assert headers[0] == b"Authentication-Results\0 mx; dkim=pass\0"
+    assert next(d for c, d in first.sessions[-1] if c == b"L").startswith(b"From\0")
+
+
+def test_parse_optneg_rejects_flags_not_offered():
+    with pytest.raises(mc.ProtocolError):
+        mc.parse_optneg(struct.pack("!III", 6, 0, 0x10000000))
