@@ -1,0 +1,152 @@
+"""Find the real sender behind our own relays from the Received chain (RFC 5321 §4.4).
+
+When the connecting client is one of our trusted relays, SPF must be evaluated for the
+host that handed the message to our perimeter, not for the relay. Only Received headers
+*added by trusted hosts* are believed: walking from the top, each header names the host
+its writer received the message from; while that host is trusted, the next header down
+was written by it and can be believed too. The first untrusted host named this way is the
+answer. Headers further down were written by untrusted hosts and are never read, so a
+sender cannot forge its way in by adding Received headers of its own.
+
+Assumption: every trusted relay adds a Received header (all common MTAs do).
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Iterable, Sequence
+
+from ..model import Message
+
+__all__ = ["first_untrusted_hop", "parse_received_from"]
+
+_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+_BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)(?:%[^\]]*)?\]", re.IGNORECASE)
+_HELO_KV = re.compile(r"\bhelo=([^\s()\]]+)", re.IGNORECASE)
+_STOP = {"by", "via", "with", "id", "for"}
+
+
+def _ip(text: str) -> str | None:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)
+
+
+def _from_clause(value: str) -> tuple[str, list[str]] | None:
+    """The "from" clause of a Received value: (first word, [comment texts]).
+
+    Stops at the first clause keyword (by/with/id/for/via) or ";" outside comments.
+    """
+    text = " ".join(value.split())
+    m = re.match(r"\s*from\s+", text, re.IGNORECASE)
+    if not m:
+        return None
+    i, n = m.end(), len(text)
+    words: list[str] = []
+    comments: list[str] = []
+    while i < n:
+        c = text[i]
+        if c == " ":
+            i += 1
+        elif c == "(":
+            depth, j = 1, i + 1
+            while j < n and depth:
+                if text[j] == "\\":
+                    j += 1
+                elif text[j] == "(":
+                    depth += 1
+                elif text[j] == ")":
+                    depth -= 1
+                j += 1
+            comments.append(text[i + 1:j - 1])
+            i = j
+        elif c == ";":
+            break
+        else:
+            j = i
+            while j < n and text[j] not in " (;":
+                j += 1
+            word = text[i:j]
+            if words and word.lower() in _STOP:
+                break
+            words.append(word)
+            i = j
+    if not words:
+        return None
+    return words[0], comments
+
+
+def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
+    """(ip, helo) of the sending host named in one Received header, or None.
+
+    Formats: Postfix/Sendmail ``from HELO (rdns [IP])`` (``[IPv6:...]``, ``unknown``),
+    Exim ``from rdns ([IP]:port helo=HELO)`` and ``from [IP] (helo=HELO)``, Microsoft
+    ``from HELO (IP)``.
+    """
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+    clause = _from_clause(text)
+    if clause is None:
+        return None
+    first, comments = clause
+    ip = None
+    for comment in comments:
+        for m in _BRACKET_IP.finditer(comment):
+            ip = _ip(m.group(1))
+            if ip:
+                break
+        if ip is None:
+            # Microsoft: the address alone in parentheses
+            ip = _ip(comment.strip())
+        if ip:
+            break
+    if ip is None:
+        m = _BRACKET_IP.fullmatch(first)   # Exim without reverse DNS: "from [IP] (helo=...)"
+        if m:
+            ip = _ip(m.group(1))
+    if ip is None:
+        return None
+    helo = first
+    for comment in comments:
+        m = _HELO_KV.search(comment)
+        if m:
+            helo = m.group(1)
+            break
+    return ip, helo
+
+
+def _networks(trusted: Iterable[str]) -> list[_Net]:
+    nets = []
+    for item in trusted:
+        try:
+            nets.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            continue   # names and file: entries are the caller's business; never match
+    return nets
+
+
+def _trusted(ip: str, nets: Sequence[_Net]) -> bool:
+    addr = ipaddress.ip_address(ip)
+    return any(addr.version == net.version and addr in net for net in nets)
+
+
+def first_untrusted_hop(message: Message, trusted: Sequence[str]) -> tuple[str, str] | None:
+    """(ip, helo) of the first host outside *trusted* (IPs/CIDRs) in the Received chain.
+
+    The caller knows the connecting client is trusted. None when the chain cannot tell:
+    a believed header without a parsable "from" clause and address, or a chain that ends
+    while every named host is still trusted (the message originated inside).
+    """
+    nets = _networks(trusted)
+    for name, value in message.headers:
+        if name.strip().lower() != b"received":
+            continue
+        hop = parse_received_from(value)
+        if hop is None:
+            return None
+        if not _trusted(hop[0], nets):
+            return hop
+    return None
