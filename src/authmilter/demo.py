@@ -46,6 +46,9 @@ def prepare(directory: Path, socket: str | None = None) -> Path:
     keys = directory / "keys"
     run = directory / "run"
     keys.mkdir(exist_ok=True)
+    # Key loading refuses a world-readable key directory (as the issue asks): a fresh
+    # clone has keys/ at 0755, so tighten it before the demo key goes in.
+    keys.chmod(0o750)
     run.mkdir(exist_ok=True)
     private = keys / f"{DEMO_SELECTOR}.private"
     if not private.exists():
