@@ -12,11 +12,11 @@ start with our id, since a downstream reader might accept what we cannot parse.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .checks.types import ResInfo
 
-__all__ = ["render", "authserv_id_of", "forged_indices", "received_spf_indices"]
+__all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
 
 # RFC 2045 token: no SPACE, CTLs or tspecials. Non-ASCII is allowed (RFC 6532).
 _TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+')

@@ -6,7 +6,11 @@ import pytest
 from authmilter.checks.dmarc import check_dmarc
 from authmilter.checks.fromhdr import parse_from
 from authmilter.checks.orgdomain import (
-    OrgTempError, discover_policy_rfc9989, org_domain_psl, org_domain_rfc9989, walk_targets,
+    OrgTempError,
+    discover_policy_rfc9989,
+    org_domain_psl,
+    org_domain_rfc9989,
+    walk_targets,
 )
 from authmilter.checks.types import DkimResult, FromResult, Result, SpfResult
 from authmilter.errors import AuthmilterError

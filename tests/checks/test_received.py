@@ -31,22 +31,22 @@ def _msg(*received: bytes) -> Message:
      ("2001:db8:ff::25", "mail6.sender.example")),
     (b" from [198.51.100.25] (unknown [198.51.100.25]) by mx (Postfix)", ("198.51.100.25", "[198.51.100.25]")),
     # Sendmail
-    (b" from helo.sender.example (rdns.sender.example [198.51.100.25] (may be forged))\r\n"
-     b"\t(authenticated bits=0)\r\n\tby mx.example.com (8.17.1/8.17.1) with ESMTPSA id 51A9",
+    ((b" from helo.sender.example (rdns.sender.example [198.51.100.25] (may be forged))\r\n"
+     b"\t(authenticated bits=0)\r\n\tby mx.example.com (8.17.1/8.17.1) with ESMTPSA id 51A9"),
      ("198.51.100.25", "helo.sender.example")),
     # Exim
-    (b" from rdns.sender.example ([198.51.100.25]:51234 helo=helo.sender.example)\r\n"
-     b"\tby mx.example.com with esmtps (TLS1.3) (Exim 4.96)", ("198.51.100.25", "helo.sender.example")),
+    ((b" from rdns.sender.example ([198.51.100.25]:51234 helo=helo.sender.example)\r\n"
+     b"\tby mx.example.com with esmtps (TLS1.3) (Exim 4.96)"), ("198.51.100.25", "helo.sender.example")),
     (b" from [198.51.100.25] (helo=helo.sender.example) by mx.example.com with esmtp (Exim 4.96)",
      ("198.51.100.25", "helo.sender.example")),
     (b" from mail.sender.example ([198.51.100.25]) by mx with esmtp (Exim 4.96)",
      ("198.51.100.25", "mail.sender.example")),
     # Microsoft
-    (b" from AM0PR02MB1234.eurprd02.prod.outlook.com (2603:10a6:208:1::12) by\r\n"
-     b" AM0PR02MB5678.eurprd02.prod.outlook.com (2603:10a6:208:2::34) with Microsoft SMTP Server",
+    ((b" from AM0PR02MB1234.eurprd02.prod.outlook.com (2603:10a6:208:1::12) by\r\n"
+     b" AM0PR02MB5678.eurprd02.prod.outlook.com (2603:10a6:208:2::34) with Microsoft SMTP Server"),
      ("2603:10a6:208:1::12", "AM0PR02MB1234.eurprd02.prod.outlook.com")),
-    (b" from EUR05-DB8-obe.outbound.protection.outlook.com (mail-db8eur05on2101.outbound.protection.outlook.com\r\n"
-     b" [40.107.20.101]) by mx.example.com (Postfix)",
+    ((b" from EUR05-DB8-obe.outbound.protection.outlook.com (mail-db8eur05on2101.outbound.protection.outlook.com\r\n"
+     b" [40.107.20.101]) by mx.example.com (Postfix)"),
      ("40.107.20.101", "EUR05-DB8-obe.outbound.protection.outlook.com")),
     # IPv4-mapped IPv6 is the IPv4 host
     (b" from h.example (h.example [IPv6:::ffff:198.51.100.25]) by mx", ("198.51.100.25", "h.example")),

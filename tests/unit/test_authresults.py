@@ -4,7 +4,12 @@ from __future__ import annotations
 import authres
 import pytest
 
-from authmilter.authresults import authserv_id_of, forged_indices, received_spf_indices, render
+from authmilter.authresults import (
+    authserv_id_of,
+    forged_indices,
+    received_spf_indices,
+    render,
+)
 from authmilter.checks.types import DkimResult, DmarcResult, ResInfo, Result, SpfResult
 
 
@@ -158,8 +163,8 @@ def test_authserv_id_of(value, aid):
 
 def test_received_spf_headers_are_removed_unless_from_a_trusted_receiver():
     headers = [
-        (b"Received-SPF", b" pass (mx.upstream.example: domain of a@b.example designates 192.0.2.1 as permitted"
-                          b" sender) receiver=mx.upstream.example; client-ip=192.0.2.1; identity=mailfrom"),
+        (b"Received-SPF", (b" pass (mx.upstream.example: domain of a@b.example designates 192.0.2.1 as permitted"
+                          b" sender) receiver=mx.upstream.example; client-ip=192.0.2.1; identity=mailfrom")),
         (b"Subject", b" x"),
         (b"Received-SPF", b' pass receiver="relay.upstream.example"; client-ip=192.0.2.1'),
         (b"received-spf", b" pass (forged) client-ip=192.0.2.1"),

@@ -13,13 +13,18 @@ the outcome failed temporarily (§5.3.6).
 from __future__ import annotations
 
 import random
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..domain import DomainError, normalize_domain
 from ..errors import AuthmilterError
 from ..resolver import Answer, DnsLookup, DnsStatus
 from .orgdomain import (
-    OrgTempError, PolicyLookup, discover_policy_rfc7489, discover_policy_rfc9989, org_domain_psl,
+    OrgTempError,
+    PolicyLookup,
+    discover_policy_rfc7489,
+    discover_policy_rfc9989,
+    org_domain_psl,
     org_domain_rfc9989,
 )
 from .types import DkimResult, DmarcResult, FromResult, Result, SpfResult
@@ -72,8 +77,8 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
         found = discover_policy_rfc9989(author, res)
     else:
         found = discover_policy_rfc7489(author, res, psl)
-    base: dict[str, Any] = dict(from_domain=author, mode=mode, policy_domain=found.policy_domain,
-                                org_domain=found.org_domain)
+    base: dict[str, Any] = {"from_domain": author, "mode": mode, "policy_domain": found.policy_domain,
+                            "org_domain": found.org_domain}
     if found.status == "temperror":
         return DmarcResult(Result.TEMPERROR, reason=f"DNS: {found.reason}", **base)
     if found.status == "none":

@@ -127,7 +127,7 @@ def _addr_spec(tokens: list[tuple[str, str]]) -> tuple[str, str]:
         domain = normalize_domain(name)
     except DomainError as exc:
         raise _Syntax(f"invalid domain: {exc}") from None
-    return "".join('"%s"' % t[1] if t[0] == "qs" else t[1] for t in local), domain
+    return "".join(f'"{t[1]}"' if t[0] == "qs" else t[1] for t in local), domain
 
 
 def _mailbox(tokens: list[tuple[str, str]]) -> tuple[str, str]:

@@ -23,9 +23,16 @@ from typing import Any
 from ..resolver import DnsLookup, DnsStatus
 
 __all__ = [
-    "DmarcRecord", "PolicyLookup", "OrgTempError", "parse_record", "walk_targets",
-    "discover_policy_rfc9989", "discover_policy_rfc7489", "org_domain_rfc9989", "org_domain_psl",
+    "DmarcRecord",
+    "OrgTempError",
+    "PolicyLookup",
     "default_psl",
+    "discover_policy_rfc7489",
+    "discover_policy_rfc9989",
+    "org_domain_psl",
+    "org_domain_rfc9989",
+    "parse_record",
+    "walk_targets",
 ]
 
 _POLICIES = ("none", "quarantine", "reject")

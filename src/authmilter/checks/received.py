@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from ..model import Message
 
@@ -104,16 +104,16 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
         if ip:
             break
     if ip is None:
-        m = _BRACKET_IP.fullmatch(first)   # Exim without reverse DNS: "from [IP] (helo=...)"
-        if m:
-            ip = _ip(m.group(1))
+        literal = _BRACKET_IP.fullmatch(first)   # Exim without reverse DNS: "from [IP] (helo=...)"
+        if literal:
+            ip = _ip(literal.group(1))
     if ip is None:
         return None
     helo = first
     for comment in comments:
-        m = _HELO_KV.search(comment)
-        if m:
-            helo = m.group(1)
+        kv = _HELO_KV.search(comment)
+        if kv:
+            helo = kv.group(1)
             break
     return ip, helo
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import ipaddress
 import re
 
-import spf as pyspf
+import spf as pyspf  # type: ignore[import-untyped]
 
 from .. import resolver as _resolver
 from ..domain import DomainError, normalize_domain
 from ..errors import AuthmilterError
 from .types import Result, SpfResult
 
-__all__ = ["check_spf", "check_helo", "received_spf_value"]
+__all__ = ["check_helo", "check_spf", "received_spf_value"]
 
 # pyspf returns the default explanation when no (usable) exp= exists; a sentinel lets us
 # tell "no explanation" apart from a published one (RFC 7208 §6.2).
@@ -72,7 +72,7 @@ def _ascii_domain(domain: str) -> str:
 def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
          local: str, domain: str, identity: str, receiver: str, timeout_s: float) -> SpfResult:
     addr = _client_ip(ip)
-    base = dict(scope=scope, identity=identity, domain=domain, helo=helo)
+    base = {"scope": scope, "identity": identity, "domain": domain, "helo": helo}
     if addr is None:
         return SpfResult(Result.NONE, client_ip=ip, reason="no valid client IP address", **base)
     _resolver.install_spf_adapter()
