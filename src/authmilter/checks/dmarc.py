@@ -88,12 +88,12 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
     if found.status == "invalid":
         return DmarcResult(Result.PERMERROR, reason=found.reason, **base)
 
+    orgs: dict[str, str | OrgTempError] = {author: found.org_domain} if found.org_domain else {}
+
     def org_of(domain: str) -> str | OrgTempError:
-        if mode == "rfc7489":
-            return org_domain_psl(domain, psl)
-        if domain == author and found.org_domain:
-            return found.org_domain
-        return org_domain_rfc9989(domain, res)
+        if domain not in orgs:
+            orgs[domain] = org_domain_psl(domain, psl) if mode == "rfc7489" else org_domain_rfc9989(domain, res)
+        return orgs[domain]
 
     temperrors: list[str] = []
 
@@ -128,8 +128,10 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
             dkim_domain = d
             break
     dkim_aligned = bool(dkim_domain)
+    author_org = orgs.get(author)
     base.update(spf_aligned=spf_aligned, dkim_aligned=dkim_aligned, dkim_domain=dkim_domain,
-                spf_domain=spf_domain, testing=rec.testing)
+                spf_domain=spf_domain, testing=rec.testing,
+                org_domain=author_org if isinstance(author_org, str) else found.org_domain)
 
     if spf_aligned or dkim_aligned:
         via = ", ".join(w for w, ok in (("spf", spf_aligned), ("dkim", dkim_aligned)) if ok)
