@@ -119,6 +119,15 @@ def test_rfc7208_6_2_exp_explanation_on_fail(dns_server, resolver):
     assert check_spf("192.0.2.10", "a@example.com", "h.example", resolver).explanation == ""
 
 
+def test_rfc7208_5_5_ptr_name_whose_address_lookup_fails_is_skipped(dns_server, resolver):
+    dns_server.add_txt("example.com", "v=spf1 ptr -all")
+    dns_server.add("10.2.0.192.in-addr.arpa", "PTR", "broken.example.com.")
+    dns_server.add("10.2.0.192.in-addr.arpa", "PTR", "mail.example.com.")
+    dns_server.set_fault("broken.example.com", "servfail")
+    dns_server.add("mail.example.com", "A", "192.0.2.10")
+    assert check_spf("192.0.2.10", "a@example.com", "h.example", resolver).result is Result.PASS
+
+
 def test_quoted_local_part_with_at_sign_uses_the_last_at(dns_server, resolver):
     dns_server.add_txt("example.com", "v=spf1 ip4:192.0.2.10 -all")
     got = check_spf("192.0.2.10", '"a@b"@example.com', "h.example", resolver)

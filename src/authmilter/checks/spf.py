@@ -78,8 +78,7 @@ def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scop
     _resolver.install_spf_adapter()
     try:
         with _resolver.using(resolver):
-            q = _Query(i=addr, s=sender, h=helo, receiver=receiver or None, strict=True,
-                            querytime=timeout_s)
+            q = _Query(i=addr, s=sender, h=helo, receiver=receiver or None, strict=True, querytime=timeout_s)
             # pyspf splits the sender at the first "@"; RFC 5321 local parts may be quoted
             # and contain "@", so the domain is what follows the last one (set here).
             q.l, q.o, q.d = local, domain, domain
