@@ -287,3 +287,19 @@ def test_internal_hosts_match_opendkim(keydir: Path, tmp_path: Path) -> None:
             verdicts[(ip, name)] = status == "signed"
             assert verdicts[(ip, name)] == signer.internal_hosts.contains(ip, name), (ip, name)
     assert verdicts[("10.1.2.3", "unknown")] and not verdicts[("10.1.9.9", "unknown")]
+
+
+def test_refile_internal_hosts_match_opendkim(keydir: Path, tmp_path: Path) -> None:
+    """A refile: host list is asked the same strings, including "ADDR/BITS" networks."""
+    kt = render("KeyTable", keydir, tmp_path)
+    hosts = tmp_path / "InternalHosts.re"
+    hosts.write_text("198.51.100.*\n*.example.com\n")
+    st = "csl:*=k-star"
+    signer = Signer.from_settings(SigningSettings(key_table=f"file:{kt}", signing_table=st,
+                                                  internal_hosts=(f"refile:{hosts}",)))
+    cases = [("198.51.100.9", "unknown"), ("198.51.101.1", "unknown"), ("198.51.99.1", "unknown"),
+             ("203.0.113.1", "mx.example.com"), ("203.0.113.1", "example.com")]
+    with OpenDKIM(tmp_path, KeyTable=f"file:{kt}", SigningTable=st, InternalHosts=f"refile:{hosts}") as od:
+        got = {(ip, name): od.send("someone@example.net", ip=ip, hostname=name)[0] == "signed" for ip, name in cases}
+    assert got == {(ip, name): signer.internal_hosts.contains(ip, name) for ip, name in cases}
+    assert got[("198.51.101.1", "unknown")] and not got[("198.51.99.1", "unknown")]
