@@ -165,6 +165,11 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     ar_value = authresults.render(authserv_id, infos)
 
     edits = list(deletions)
+    if v.add_received_spf:
+        # Downstream filters will read our Received-SPF: upstream ones not written by a
+        # trusted authserv-id go first, highest index down (CVE-2019-20790).
+        stale = authresults.received_spf_indices(msg.headers, v.trusted_authserv_ids)
+        edits.extend(HeaderEdit("delete", "Received-SPF", index=i) for i in sorted(stale, reverse=True))
     edits.append(HeaderEdit("insert", "Authentication-Results", ar_value, index=0))
     if v.add_received_spf and spf_result is not None:
         edits.append(HeaderEdit("insert", "Received-SPF", spf.received_spf_value(spf_result, authserv_id), 0))

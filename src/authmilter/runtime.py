@@ -81,7 +81,7 @@ class Runtime:
         if settings.signing.enabled and settings.signing.key_table:
             from .signing import Signer
 
-            signer = Signer.from_settings(settings.signing)
+            signer = Signer.from_settings(settings.signing, source=file)
         relays = parse_networks(settings.verify.trusted_relays, file, "verify.trusted_relays")
         nets, names = [], set()
         for item in settings.policy.trusted_forwarders:
