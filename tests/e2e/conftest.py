@@ -22,10 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
 from conftest import require  # tests/conftest.py (tests/ is on sys.path)
-from .harness import (KNOTD, MX_NAME, POSTFIX, POSTQUEUE, POSTSUPER, SENDMAIL, Authmilter, Knot,
-                     Postfix, TestKey, Zone, copy_logs, generate_key, run, write_private)
+
+from .harness import (
+    KNOTD,
+    MX_NAME,
+    POSTFIX,
+    POSTQUEUE,
+    POSTSUPER,
+    SENDMAIL,
+    Authmilter,
+    Knot,
+    Postfix,
+    TestKey,
+    Zone,
+    copy_logs,
+    generate_key,
+    run,
+    write_private,
+)
 
 SENDER_IP = "192.0.2.10"
 SENDER_IP6 = "2001:db8::25"
@@ -71,6 +86,9 @@ def _outbound_key(exe: str, keydir: Path, domain: str, selector: str, algorithm:
 def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
     rsa, ed = keys["rsa"], keys["ed25519"]
     com, net, org, test = Zone("example.com"), Zone("example.net"), Zone("example.org"), Zone("test")
+    # The root zone answers NXDOMAIN for every other name (as the real DNS would for
+    # _dmarc.com during a DMARC tree walk), instead of REFUSED (which is a temperror).
+    root = Zone(".")
     com.txt("example.com", "v=spf1 ip4:203.0.113.0/24 -all")     # our own outbound servers
     net.txt("example.net", "v=spf1 ip4:203.0.113.0/24 -all")
     org.add("mail.example.org", "A", SENDER_IP)
@@ -125,7 +143,7 @@ def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
     spf("verify.test", "v=spf1 -all")                                   # authmilter verify
     dmarc("verify.test", "v=DMARC1; p=reject")
     dkimkey("verify.test", rsa)
-    return {"com": com, "net": net, "org": org, "test": test}
+    return {"root": root, "com": com, "net": net, "org": org, "test": test}
 
 
 @pytest.fixture(scope="session")
