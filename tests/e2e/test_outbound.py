@@ -72,3 +72,13 @@ def test_unauthenticated_external_mail_is_not_signed(e2e, token):
     delivered = e2e.postfix.wait_delivered(token)
     assert header_values(delivered, "DKIM-Signature") == []
     assert header_values(delivered, "Authentication-Results"), "inbound mail gets Authentication-Results"
+
+
+def test_authenticated_is_not_authorised(e2e, token):
+    """A SASL user gets signatures only for domains the SigningTable maps its own address
+    to (authenticated_must_match, default on): mallory may relay, but not as example.com."""
+    raw = make_message(token, from_="ceo@example.com", subject="not yours")
+    reply = e2e.postfix.smtp(raw, mail_from="mallory@spfpass.test", client_ip=EXTERNAL_IP,
+                             client_name="laptop.example.org", helo="laptop", login="mallory@spfpass.test")
+    assert reply.accepted, reply
+    assert header_values(e2e.postfix.wait_delivered(token), "DKIM-Signature") == []
