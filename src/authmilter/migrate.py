@@ -27,27 +27,7 @@ from .errors import AuthmilterError, ConfigError
 MAX_INCLUDE = 5          # config.c MAXLEVEL
 
 # Options OpenDKIM 2.11 knows (opendkim.conf(5) and the Debian binary's table).
-KNOWN = {n.lower(): n for n in """
-AllowSHA1Only AlwaysAddARHeader ATPSDomains ATPSHashAlgorithm AuthservID AuthservIDWithJobID AutoRestart
-AutoRestartCount AutoRestartRate Background BaseDirectory BodyLengthDB BogusKey CaptureUnknownErrors
-Canonicalization ChangeRootDirectory ClockDrift Diagnostics DiagnosticDirectory DisableCryptoInit DNSConnect
-DNSTimeout Domain DomainKeysCompat DontSignMailTo EnableCoredumps ExemptDomains ExternalIgnoreList
-FinalPolicyScript FixCRLF IdentityHeader IdentityHeaderRemove IgnoreMalformedMail Include InternalHosts
-KeepAuthResults KeepTemporaryFiles KeyFile KeyTable LDAPAuthMechanism LDAPAuthName LDAPAuthRealm LDAPAuthUser
-LDAPBindPassword LDAPBindUser LDAPDisableCache LDAPKeepaliveIdle LDAPKeepaliveInterval LDAPKeepaliveProbes
-LDAPTimeout LDAPUseTLS LogResults LogWhy MacroList MaximumHeaders MaximumSignaturesToVerify MaximumSignedBytes
-MilterDebug Minimum MinimumKeyBits Mode MTA MTACommand MultipleSignatures MustBeSigned Nameservers NoHeaderB
-OmitHeaders On-BadSignature On-Default On-DNSError On-InternalError On-KeyNotFound On-NoSignature
-On-PolicyError On-Security On-SignatureError OversignHeaders PeerList PidFile POPDBFile Quarantine QueryCache
-RedirectFailuresTo RemoveARAll RemoveARFrom RemoveOldSignatures ReplaceHeaders ReplaceRules ReportAddress
-ReportBccAddress RequestReports RequiredHeaders RequireSafeKeys ResignAll ResignMailTo ResolverConfiguration
-ResolverTracing ScreenPolicyScript SelectCanonicalizationHeader Selector SenderHeaders SenderMacro SendReports
-SetupPolicyScript SignatureAlgorithm SignatureTTL SignHeaders SigningTable SMTPURI Socket SoftStart
-SoftwareHeader Statistics StatisticsName StatisticsPolicyScript StatisticsPrefix StrictHeaders StrictTestMode
-SubDomains Syslog SyslogFacility SyslogName SyslogSuccess TemporaryDirectory TestDNSData TestPublicKeys
-TrustAnchorFile TrustSignaturesFrom UMask UnprotectedKey UserID VBR-Certifiers VBR-PurgeFields
-VBR-TrustedCertifiers VBR-TrustedCertifiersOnly VBR-Type WeakSyntaxChecks
-""".split()}
+KNOWN = {n.lower(): n for n in ["AllowSHA1Only", "AlwaysAddARHeader", "ATPSDomains", "ATPSHashAlgorithm", "AuthservID", "AuthservIDWithJobID", "AutoRestart", "AutoRestartCount", "AutoRestartRate", "Background", "BaseDirectory", "BodyLengthDB", "BogusKey", "CaptureUnknownErrors", "Canonicalization", "ChangeRootDirectory", "ClockDrift", "Diagnostics", "DiagnosticDirectory", "DisableCryptoInit", "DNSConnect", "DNSTimeout", "Domain", "DomainKeysCompat", "DontSignMailTo", "EnableCoredumps", "ExemptDomains", "ExternalIgnoreList", "FinalPolicyScript", "FixCRLF", "IdentityHeader", "IdentityHeaderRemove", "IgnoreMalformedMail", "Include", "InternalHosts", "KeepAuthResults", "KeepTemporaryFiles", "KeyFile", "KeyTable", "LDAPAuthMechanism", "LDAPAuthName", "LDAPAuthRealm", "LDAPAuthUser", "LDAPBindPassword", "LDAPBindUser", "LDAPDisableCache", "LDAPKeepaliveIdle", "LDAPKeepaliveInterval", "LDAPKeepaliveProbes", "LDAPTimeout", "LDAPUseTLS", "LogResults", "LogWhy", "MacroList", "MaximumHeaders", "MaximumSignaturesToVerify", "MaximumSignedBytes", "MilterDebug", "Minimum", "MinimumKeyBits", "Mode", "MTA", "MTACommand", "MultipleSignatures", "MustBeSigned", "Nameservers", "NoHeaderB", "OmitHeaders", "On-BadSignature", "On-Default", "On-DNSError", "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-PolicyError", "On-Security", "On-SignatureError", "OversignHeaders", "PeerList", "PidFile", "POPDBFile", "Quarantine", "QueryCache", "RedirectFailuresTo", "RemoveARAll", "RemoveARFrom", "RemoveOldSignatures", "ReplaceHeaders", "ReplaceRules", "ReportAddress", "ReportBccAddress", "RequestReports", "RequiredHeaders", "RequireSafeKeys", "ResignAll", "ResignMailTo", "ResolverConfiguration", "ResolverTracing", "ScreenPolicyScript", "SelectCanonicalizationHeader", "Selector", "SenderHeaders", "SenderMacro", "SendReports", "SetupPolicyScript", "SignatureAlgorithm", "SignatureTTL", "SignHeaders", "SigningTable", "SMTPURI", "Socket", "SoftStart", "SoftwareHeader", "Statistics", "StatisticsName", "StatisticsPolicyScript", "StatisticsPrefix", "StrictHeaders", "StrictTestMode", "SubDomains", "Syslog", "SyslogFacility", "SyslogName", "SyslogSuccess", "TemporaryDirectory", "TestDNSData", "TestPublicKeys", "TrustAnchorFile", "TrustSignaturesFrom", "UMask", "UnprotectedKey", "UserID", "VBR-Certifiers", "VBR-PurgeFields", "VBR-TrustedCertifiers", "VBR-TrustedCertifiersOnly", "VBR-Type", "WeakSyntaxChecks"]}
 
 # Why an option is not carried over, for the ones an admin is likely to have set.
 WHY_NOT = {
@@ -326,18 +306,18 @@ def convert(conf: OpendkimConf) -> Import:
     if v is None:
         imp.set("signing.internal_hosts", ["127.0.0.1"], "OpenDKIM's default InternalHosts")
     else:
-        items = _host_items(v)
-        if items is None:
+        hosts = _host_items(v)
+        if hosts is None:
             imp.drop(conf, "internalhosts", "host names or ! entries in an inline list: move them into a "
                      "file and set internal_hosts = [\"file:/path\"]")
         else:
-            imp.set("signing.internal_hosts", items, "reused (OpenDKIM InternalHosts)")
+            imp.set("signing.internal_hosts", hosts, "reused (OpenDKIM InternalHosts)")
     if (v := take("ExternalIgnoreList")) is not None and v.lower().startswith("refile:"):
         imp.drop(conf, "externalignorelist", "patterns have no equivalent; list the hosts in [policy] "
                  "trusted_forwarders")
     elif v is not None:
-        items, skipped = _forwarder_items(v)
-        imp.set("policy.trusted_forwarders", items,
+        forwarders, skipped = _forwarder_items(v)
+        imp.set("policy.trusted_forwarders", forwarders,
                 f"from ExternalIgnoreList {v}: hosts that send as our domains without signing; "
                 "they are exempt from reject_own_domain_spoof and DMARC rejects")
         if skipped:
@@ -434,9 +414,8 @@ def render(imp: Import, source: str) -> str:
 
 def _check_tables(imp: Import, source: str) -> None:
     """Parse the tables (not the keys' contents) as authmilter will, and check key files."""
-    from .keys import check_key_permissions
-
     from .config.opendkim import HostList
+    from .keys import check_key_permissions
 
     signing = imp.data.get("signing", {})
     try:

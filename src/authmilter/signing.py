@@ -17,7 +17,14 @@ import time
 from dataclasses import dataclass
 
 from . import dkimcore, keys, model
-from .config.opendkim import HostList, KeyTable, KeyTableEntry, SigningMatch, SigningTable, expand_keyname
+from .config.opendkim import (
+    HostList,
+    KeyTable,
+    KeyTableEntry,
+    SigningMatch,
+    SigningTable,
+    expand_keyname,
+)
 from .config.schema import SigningSettings
 from .domain import is_subdomain, normalize_domain
 from .errors import ConfigError, DomainError, KeyError_
@@ -105,7 +112,7 @@ class Signer:
     # -- loading ----------------------------------------------------------------
 
     @classmethod
-    def from_settings(cls, s: SigningSettings, *, source: str = "<config>") -> "Signer":
+    def from_settings(cls, s: SigningSettings, *, source: str = "<config>") -> Signer:
         """Load both tables and parse every key once; ConfigError / KeyError_ name file and reason.
 
         Like OpenDKIM at start-up, a SigningTable naming a key that is not in the KeyTable

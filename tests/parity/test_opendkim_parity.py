@@ -19,12 +19,12 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
+from typing import Self
 
 import pytest
+from conftest import require
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-
-from conftest import require
 from milterclient import MilterClient, split_message
 
 from authmilter.config.opendkim import expand_keyname
@@ -74,7 +74,7 @@ class OpenDKIM:
                     "InternalHosts": "127.0.0.1", **conf}
         path = workdir / f"opendkim-{self.port}.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
-        self.log = open(workdir / f"opendkim-{self.port}.log", "wb")
+        self.log = open(workdir / f"opendkim-{self.port}.log", "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(["opendkim", "-f", "-x", str(path)], stdout=self.log, stderr=subprocess.STDOUT)
         while True:   # ready when the socket accepts; a process that exits is a failure
             if self.proc.poll() is not None:
@@ -96,7 +96,7 @@ class OpenDKIM:
         self.proc.wait()
         self.log.close()
 
-    def __enter__(self) -> "OpenDKIM":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from authmilter.config.opendkim import (Dataset, HostList, KeyTable, KeyTableEntry, SigningTable,
-                                        expand_keyname, glob_to_regex, ntop, split_spec)
+from authmilter.config.opendkim import (
+    Dataset,
+    HostList,
+    KeyTable,
+    KeyTableEntry,
+    SigningTable,
+    expand_keyname,
+    glob_to_regex,
+    ntop,
+    split_spec,
+)
 from authmilter.errors import ConfigError, DomainError
 
 

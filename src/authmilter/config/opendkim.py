@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 from ..domain import normalize_domain
 from ..errors import ConfigError, DomainError
@@ -183,7 +183,7 @@ class Dataset:
     _patterns: tuple[tuple[re.Pattern[str], Record], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def open(cls, spec: str, *, icase: bool, source: str = "<config>", setting: str = "") -> "Dataset":
+    def open(cls, spec: str, *, icase: bool, source: str = "<config>", setting: str = "") -> Dataset:
         kind, rest = split_spec(spec, source, setting)
         if kind == "file":
             records = _parse_file(rest)
@@ -212,9 +212,9 @@ class Dataset:
                 if rx.search(query):
                     yield rec
             return
-        rec = self._exact.get(_lower(query) if self.icase else query)
-        if rec is not None:
-            yield rec
+        hit = self._exact.get(_lower(query) if self.icase else query)
+        if hit is not None:
+            yield hit
 
 
 # ---------------------------------------------------------------------------
@@ -301,7 +301,7 @@ class KeyTable:
         self.entries = entries
 
     @classmethod
-    def load(cls, spec: str, *, source: str = "<config>", setting: str = "signing.key_table") -> "KeyTable":
+    def load(cls, spec: str, *, source: str = "<config>", setting: str = "signing.key_table") -> KeyTable:
         ds = Dataset.open(spec, icase=False, source=source, setting=setting)
         entries: dict[str, KeyTableEntry] = {}
         for rec in ds.records:
@@ -345,7 +345,7 @@ class SigningTable:
         self.dataset = dataset
 
     @classmethod
-    def load(cls, spec: str, *, source: str = "<config>", setting: str = "signing.signing_table") -> "SigningTable":
+    def load(cls, spec: str, *, source: str = "<config>", setting: str = "signing.signing_table") -> SigningTable:
         ds = Dataset.open(spec, icase=True, source=source, setting=setting)
         for rec in ds.records:
             file = rec.file if rec.kind != "csl" else "SigningTable csl:"
@@ -410,8 +410,8 @@ class SigningTable:
         for query, step in steps:
             if not query.isascii():
                 continue
-            rec = self.dataset.get(query)
-            if rec is not None and take(rec, step):
+            hit = self.dataset.get(query)
+            if hit is not None and take(hit, step):
                 break
         return out
 
@@ -450,7 +450,7 @@ def _check_host_entry(entry: str, file: str, line: int | None, key: str = "") ->
     def bad(reason: str) -> ConfigError:
         return ConfigError(file, key, f"{entry!r}: {reason}", line)
 
-    body = entry[1:] if entry.startswith("!") else entry
+    body = entry.removeprefix("!")
     if not body:
         raise bad("empty entry")
     addr_part, slash, bits = body.partition("/")
@@ -498,7 +498,7 @@ class HostList:
 
     @classmethod
     def load(cls, items: Sequence[str], *, source: str = "<config>",
-             setting: str = "signing.internal_hosts") -> "HostList":
+             setting: str = "signing.internal_hosts") -> HostList:
         """*items* are entries, or datasets ``file:/path``, ``refile:/path``, ``csl:a,b`` or ``/path``."""
         exact: set[str] = set()
         patterns: list[re.Pattern[str]] = []
