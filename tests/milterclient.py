@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Self
 
-from miltertest import MilterConnection, constants as C
+from miltertest import MilterConnection
+from miltertest import constants as C
 
 # Which macro stage a command's macros belong to (the SMFIC_MACRO cmdcode).
 _NR_BIT = {
@@ -142,7 +144,7 @@ class MilterClient:
         self.conn = MilterConnection(self.sock)
         self.neg: Negotiated | None = None
 
-    def __enter__(self) -> "MilterClient":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -13,10 +13,12 @@ Process model (one master, N workers, optionally one metrics exporter)::
               SIGCHLD         reap; restart a worker that died (with backoff)
     worker  runs libmilter's smfi_main() on the inherited listening socket. libmilter
             owns SIGTERM/SIGHUP/SIGINT through its own sigwait thread; Python signal
-            handlers would never run while the main thread sits in smfi_main(), so
-            SIGUSR1 is taken by a dedicated sigwait thread that re-loads the runtime
-            and swaps runtime.HOLDER (open connections keep the runtime they started
-            with).
+            handlers would never run while the main thread sits in smfi_main(), so a
+            dedicated sigwait thread takes the master's requests:
+              SIGUSR1  re-load the runtime and swap runtime.HOLDER (open connections
+                       keep the runtime they started with)
+              SIGUSR2  drain: accept nothing new, finish open connections, exit
+            (under systemd use KillMode=mixed, so that only the master gets SIGTERM).
 
 libmilter deletes a unix socket's path when a non-root process's listener stops
 (mi_closener). With several workers sharing one socket, a single worker exiting would
@@ -50,7 +52,10 @@ from .sockets import SocketSpec, parse_socket
 log = ops_logging.get_logger("server")
 
 MASTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGCHLD}
-STOP_GRACE_S = 30.0          # a stopping worker waits this long for open connections to finish
+WORKER_SIGNALS = {signal.SIGUSR1, signal.SIGUSR2}          # reload, drain: our thread
+LIBMILTER_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # libmilter's thread
+STOP_GRACE_S = 30.0          # a draining worker waits this long for open connections to finish
+LIBMILTER_STOP_GRACE_S = 5.0
 KILL_AFTER_S = STOP_GRACE_S + 15.0
 EXIT_CONFIG = 78             # sysexits EX_CONFIG: systemd does not restart-loop on it by default
 EXIT_FAILURE = 1
@@ -117,7 +122,8 @@ class Listener:
         self.spec = spec
         self.path = spec.path if spec.family == "unix" else ""
         self.inode: tuple[int, int] | None = None
-        self.sock: socket.socket | None = None   # our view of libmilter's fd
+        self.fd = -1                              # libmilter's listening fd (same number in workers)
+        self.sock: socket.socket | None = None   # our own dup of it
 
     # -- before binding ----------------------------------------------------------------
     def check_path(self) -> None:
@@ -155,7 +161,7 @@ class Listener:
 
     # -- binding -------------------------------------------------------------------------
     def open(self, mode: int, owner: tuple[int, int] | None, backlog: int = 0) -> None:
-        import milter
+        import milter  # type: ignore[import-not-found]
 
         if self.path:
             self.check_path()
@@ -207,7 +213,7 @@ class Listener:
                     match = name == bound
                 if match and sock.type == socket.SOCK_STREAM:
                     sock.setblocking(False)
-                    self.sock = sock
+                    self.sock, self.fd = sock, fd
                     return
             except OSError:
                 pass
@@ -215,8 +221,8 @@ class Listener:
         log.warning("could not find the listening socket; stopping may take a few seconds longer")
 
     def wake(self) -> None:
-        """Stop accepting: shut the listening socket down so every worker's select()
-        returns at once (instead of after libmilter's 5 s poll) and new connects fail."""
+        """Refuse new connections: the MTA gets "connection refused" at once instead of
+        waiting in a backlog nobody accepts from any more."""
         if self.sock is not None:
             try:
                 self.sock.shutdown(socket.SHUT_RDWR)
@@ -273,8 +279,8 @@ def drop_privileges(uid: int, gid: int, name: str) -> None:
 
 
 def register_milter(settings: Settings) -> None:
-    import Milter
-    import milter
+    import Milter  # type: ignore[import-untyped]
+    import milter  # type: ignore[import-not-found]
 
     from .handler import ACTIONS, Handler
 
@@ -323,55 +329,115 @@ def _install_dns_metrics(runtime: object) -> None:
 # worker
 
 
-def _reload_thread(config: str, overrides: Overrides) -> None:
-    from ..runtime import HOLDER, Runtime
+def _wait_idle(grace_s: float) -> None:
+    """Until every open connection closed; after *grace_s*, only while a message is in
+    flight; after twice that, give up (the MTA applies its milter_default_action)."""
+    from .handler import ACTIVE
 
-    pid = os.getpid()
-    while True:
-        signal.sigwait({signal.SIGUSR1})
+    deadline = time.monotonic() + grace_s
+    while ACTIVE.connections > 0:
+        now = time.monotonic()
+        if now > deadline and ACTIVE.messages == 0:
+            break
+        if now > deadline + grace_s:
+            log.warning("worker pid=%d: giving up on %d open connection(s)", os.getpid(), ACTIVE.connections)
+            break
+        time.sleep(0.05)
+
+
+def _exit_worker(code: int) -> None:
+    log.info("worker pid=%d stopped", os.getpid())
+    for handler in ops_logging.get_logger().handlers:
+        handler.flush()
+    os._exit(code)
+
+
+class Worker:
+    """One worker process: libmilter in the main thread, our signals in another.
+
+    Graceful stop (SIGUSR2 from the master) must not go through libmilter's own stop:
+    Debian builds libmilter with its worker pool (_FFR_WORKERS_POOL), whose controller
+    stops serving open sessions as soon as smfi_stop()/SIGTERM sets the stop flag, so an
+    in-flight message would hang. Instead the worker "parks" libmilter's listener on a
+    listening socket nobody can reach (dup2 over the listening fd): libmilter keeps
+    serving its open sessions but accepts nothing new; when they are done the process
+    exits.
+    """
+
+    def __init__(self, config: str, overrides: Overrides, slot: int, listen_fd: int, master: int) -> None:
+        self.config = config
+        self.overrides = overrides
+        self.slot = slot
+        self.listen_fd = listen_fd
+        self.master = master
+        self.pid = os.getpid()
+        self._parked: socket.socket | None = None
+
+    def run(self) -> int:
+        import milter  # type: ignore[import-not-found]
+
+        # The inherited mask blocks TERM/INT/HUP/USR1/USR2 in this thread; threads created
+        # from now on inherit it, so only libmilter's sigwait thread takes TERM/INT/HUP and
+        # only ours USR1/USR2.
+        signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS | LIBMILTER_SIGNALS)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
+        threading.Thread(target=self._signals, name="signals", daemon=True).start()
+        log.info("worker %d started pid=%d", self.slot, self.pid)
         try:
-            settings = load(config, overrides)
+            milter.main()
+        except milter.error as exc:
+            log.error("worker pid=%d: libmilter failed: %s", self.pid, exc)
+            return EXIT_FAILURE
+        # libmilter stopped on its own (SIGTERM/SIGHUP/SIGINT sent to this process, not via
+        # the master). Its pool no longer serves open sessions; a thread-per-connection
+        # build still might, so give them a moment.
+        _wait_idle(LIBMILTER_STOP_GRACE_S)
+        _exit_worker(0)
+        return 0
+
+    def _signals(self) -> None:
+        while True:
+            info = signal.sigtimedwait(WORKER_SIGNALS, 1.0)
+            if info is None:
+                if os.getppid() != self.master:   # orphaned: the master died
+                    log.warning("worker pid=%d: master gone, stopping", self.pid)
+                    self._drain()
+                continue
+            if info.si_signo == signal.SIGUSR1:
+                self._reload()
+            elif info.si_signo == signal.SIGUSR2:
+                self._drain()
+
+    def _drain(self) -> None:
+        self._park_listener()
+        _wait_idle(STOP_GRACE_S)
+        _exit_worker(0)
+
+    def _park_listener(self) -> None:
+        if self.listen_fd < 0 or self._parked is not None:
+            return
+        parked = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        parked.bind("")                   # Linux autobind: a random abstract name, no file
+        parked.listen(1)
+        parked.setblocking(False)         # a stray wake-up gets EAGAIN, not a hang
+        os.dup2(parked.fileno(), self.listen_fd, inheritable=False)
+        self._parked = parked
+
+    def _reload(self) -> None:
+        from ..runtime import HOLDER, Runtime
+
+        try:
+            settings = load(self.config, self.overrides)
             runtime = Runtime.load(settings)
         except Exception as exc:  # keep serving with what we have
             log.error("worker pid=%d: reload failed, keeping the running configuration: %s",
-                      pid, _one_line(exc))
+                      self.pid, _one_line(exc))
             log.debug("reload traceback", exc_info=exc)
-            continue
+            return
         _install_dns_metrics(runtime)
         HOLDER.swap(runtime)
         ops_logging.set_level(settings.log_level)
-        log.info("worker pid=%d reloaded (generation %d)", pid, HOLDER.generation)
-
-
-def worker_main(config: str, overrides: Overrides, slot: int) -> int:
-    """Run one worker until libmilter stops; return the exit code."""
-    import milter
-
-    from .handler import ACTIVE
-
-    pid = os.getpid()
-    # The inherited mask blocks TERM/INT/HUP/USR1 in this thread; threads created from now
-    # on inherit it, so only libmilter's sigwait thread sees TERM/INT/HUP and only ours USR1.
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1})
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGCHLD})
-    threading.Thread(target=_reload_thread, args=(config, overrides), name="reload", daemon=True).start()
-    log.info("worker %d started pid=%d", slot, pid)
-    try:
-        milter.main()
-    except milter.error as exc:
-        log.error("worker pid=%d: libmilter failed: %s", pid, exc)
-        return EXIT_FAILURE
-    # libmilter stopped accepting; let open connections finish their messages.
-    deadline = time.monotonic() + STOP_GRACE_S
-    while ACTIVE.connections > 0:
-        if time.monotonic() > deadline and ACTIVE.messages == 0:
-            break
-        if time.monotonic() > deadline + STOP_GRACE_S:
-            log.warning("worker pid=%d: giving up on %d open connection(s)", pid, ACTIVE.connections)
-            break
-        time.sleep(0.05)
-    log.info("worker pid=%d stopped", pid)
-    return 0
+        log.info("worker pid=%d reloaded (generation %d)", self.pid, HOLDER.generation)
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,6 +463,7 @@ class Master:
         self.stopping = False
         self.stop_deadline = 0.0
         self.pid_file = ""
+        self.master_pid = os.getpid()
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -443,8 +510,9 @@ class Master:
                     serve_forever(self.settings.metrics.listen, METRICS.directory)
                     code = 0
                 else:
-                    code = worker_main(self.config, self.overrides, slot)
-            except BaseException as exc:  # noqa: BLE001 - the child must reach os._exit
+                    listen_fd = self.listener.fd if self.listener is not None else -1
+                    code = Worker(self.config, self.overrides, slot, listen_fd, self.master_pid).run()
+            except BaseException as exc:
                 log.error("%s %d crashed: %s: %s", kind, slot, type(exc).__name__, sanitize(str(exc)))
                 log.debug("traceback", exc_info=exc)
             finally:
@@ -478,9 +546,8 @@ class Master:
                 self._kill_all(signal.SIGKILL, "second stop signal")
             else:
                 self.stop()
-        elif sig in (signal.SIGUSR1, signal.SIGHUP):
-            if not self.stopping:
-                self.reload()
+        elif sig in (signal.SIGUSR1, signal.SIGHUP) and not self.stopping:
+            self.reload()
 
     def _reap(self) -> None:
         while True:
@@ -534,9 +601,9 @@ class Master:
         self.stop_deadline = time.monotonic() + KILL_AFTER_S
         sdnotify.stopping()
         log.info("stopping: waiting for in-flight messages")
-        for pid in list(self.children):
+        for pid, child in list(self.children.items()):
             try:
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGUSR2 if child.kind == "worker" else signal.SIGTERM)
             except ProcessLookupError:
                 pass
         if self.listener is not None:
@@ -549,7 +616,7 @@ class Master:
         try:
             settings = load(self.config, self.overrides)
             runtime = Runtime.load(settings)
-        except Exception as exc:  # a bad file must never take the running daemon down
+        except Exception as exc:
             METRICS.reload(False)
             log.error("reload failed, keeping the running configuration: %s", _one_line(exc))
             if not isinstance(exc, AuthmilterError):
@@ -599,8 +666,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     ops_logging.setup(settings.log_level, settings.log_target)
     # Block the signals before any fork: the master takes them with sigtimedwait() and
-    # the children start with them blocked (see worker_main).
-    signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS)
+    # the children start with them blocked (see Worker.run).
+    signal.pthread_sigmask(signal.SIG_BLOCK, MASTER_SIGNALS | WORKER_SIGNALS)
     master = Master(args.config, overrides, settings)
     try:
         master.start()

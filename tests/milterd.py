@@ -1,0 +1,196 @@
+"""Run the real ``authmilter run`` as a subprocess for tests (and bench/).
+
+`Daemon(directory, config)` writes the config as TOML, starts
+``.venv/bin/authmilter run -c CONFIG`` with its log in a file, waits until the socket
+accepts connections, and offers the milter client, log polling and signals.
+The pytest fixtures that use it live in tests/milter/conftest.py.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+from milterclient import MilterClient
+
+
+def _root_conftest():  # type: ignore[no-untyped-def]
+    """tests/conftest.py under its own name: both files are called "conftest"."""
+    spec = importlib.util.spec_from_file_location("authmilter_tests_root_conftest", TESTS / "conftest.py")
+    assert spec is not None and spec.loader is not None
+    module = sys.modules.get(spec.name)
+    if module is None:
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    return module
+
+
+require = _root_conftest().require   # skip locally, fail under CI=true
+
+AUTHMILTER = REPO / ".venv" / "bin" / "authmilter"
+WAIT_S = 60.0   # safety net against hangs, never an assertion about speed
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def toml(data: dict[str, Any]) -> str:
+    """Just enough TOML for our config: scalars and lists first, then tables."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
+    return "\n".join(lines) + "\n"
+
+
+def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = {**out[k], **v}
+        else:
+            out[k] = v
+    return out
+
+
+class Daemon:
+    """One `authmilter run` process and what a test needs to talk to it."""
+
+    def __init__(self, directory: Path, config: dict[str, Any], env: dict[str, str] | None = None,
+                 args: tuple[str, ...] = ()) -> None:
+        self.dir = directory
+        self.config = config
+        self.config_path = directory / "authmilter.toml"
+        self.log_path = directory / "authmilter.log"
+        self.env = {**os.environ, **(env or {})}
+        for var in ("NOTIFY_SOCKET", "JOURNAL_STREAM", "INVOCATION_ID"):
+            if env is None or var not in env:
+                self.env.pop(var, None)
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+        spec = config["socket"]
+        if spec.startswith(("unix:", "local:")):
+            self.address: str | tuple[str, int] = spec.split(":", 1)[1]
+        else:
+            port, _, host = spec.split(":", 1)[1].partition("@")
+            self.address = (host.strip("[]"), int(port))
+
+    def write_config(self, config: dict[str, Any] | None = None) -> None:
+        if config is not None:
+            self.config = config
+        self.config_path.write_text(toml(self.config))
+
+    def start(self, wait: bool = True) -> Daemon:
+        self.write_config()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([str(AUTHMILTER), "run", "-c", str(self.config_path), *self.args],
+                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"authmilter exited with {self.proc.returncode}:\n{self.log()}")
+            if self.wait_log(r"listening on ", timeout=0) and self._connectable():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"authmilter did not start:\n{self.log()}")
+
+    def _connectable(self) -> bool:
+        try:
+            with MilterClient(self.address, timeout=5):
+                return True
+        except OSError:
+            return False
+
+    def client(self) -> MilterClient:
+        return MilterClient(self.address)
+
+    # -- logs ------------------------------------------------------------------------------
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern: str, count: int = 1, timeout: float = WAIT_S) -> list[re.Match[str]]:
+        """Poll the log until *pattern* matched *count* times; [] on timeout."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = list(rx.finditer(self.log()))
+            if len(found) >= count:
+                return found
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(0.05)
+
+    def worker_pids(self) -> set[int]:
+        """Workers started and not yet reported dead, from the master's log lines."""
+        text = self.log()
+        started = {int(m) for m in re.findall(r"worker \d+ started pid=(\d+)", text)}
+        gone = {int(m) for m in re.findall(r"worker \d+ pid=(\d+) (?:killed|exited)", text)}
+        return started - gone
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout: float = WAIT_S) -> int:
+        """Wait for a daemon that is expected to exit on its own; returns the status."""
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        self.proc = None
+        return code
+
+    def stop(self) -> int:
+        """SIGTERM and wait; returns the exit status."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError(f"authmilter did not stop on SIGTERM:\n{self.log()}")
+        self._log.close()
+        code = self.proc.returncode
+        self.proc = None
+        return code
