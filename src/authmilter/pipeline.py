@@ -31,7 +31,9 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
     if daemon and daemon in s.sign_daemon_names:
         return Direction.OUTBOUND, f"daemon {daemon}"
     ip = session.client.ip
-    if ip is None:
+    if ip is None or (session.client.port == 0 and _loopback(ip)):
+        # Postfix presents sendmail(1) mail to non_smtpd_milters as a connect from
+        # localhost [127.0.0.1] port 0 (no TCP peer); a real SMTP client has a port.
         return Direction.OUTBOUND, "local submission"
     signer = runtime.signer
     if signer is not None:
@@ -40,6 +42,15 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
     elif ip_in(ip, _networks(s.internal_hosts)):
         return Direction.OUTBOUND, "internal host"
     return Direction.INBOUND, ""
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
 
 
 def _networks(items: tuple[str, ...]) -> tuple:  # only used when signing is off

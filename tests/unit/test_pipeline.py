@@ -53,8 +53,9 @@ RAW = (b"From: Alice <alice@example.com>\r\nTo: bob@example.org\r\nSubject: hi\r
        b"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@example.com>\r\n\r\nHello.\r\n")
 
 
-def session(raw=RAW, ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com", **macros):
-    return Session(client=Client(ip=ip, hostname="mail.example.com", helo=helo),
+def session(raw=RAW, ip="192.0.2.10", helo="mail.example.com", mail_from="alice@example.com", port=40000,
+            **macros):
+    return Session(client=Client(ip=ip, hostname="mail.example.com", helo=helo, port=port),
                    envelope=Envelope(mail_from=mail_from, rcpts=("bob@example.org",)),
                    message=Message.from_bytes(raw), macros=MappingProxyType(macros), queue_id="QID1")
 
@@ -123,9 +124,10 @@ def test_outbound_from_internal_host_is_signed_and_verifies(dns_server, keydir):
     ({"auth_authen": "alice@example.com"}, "198.51.100.7", "authenticated"),
     ({"daemon_name": "ORIGINATING"}, "198.51.100.7", "daemon ORIGINATING"),
     ({}, None, "local submission"),
+    ({"port": 0}, "127.0.0.1", "local submission"),  # Postfix non_smtpd_milters: sendmail(1)
 ])
 def test_outbound_classification(dns_server, keydir, macros, ip, why):
-    rt = runtime_for(dns_server, keydir)
+    rt = runtime_for(dns_server, keydir, signing={"internal_hosts": []})
     out = process(session(ip=ip, **macros), rt)
     assert out.direction is Direction.OUTBOUND and ("via", why) in out.log
     assert any(e.name == "DKIM-Signature" for e in out.edits)
