@@ -14,7 +14,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Iterator, Protocol, Sequence
+from typing import Callable, Iterator, Protocol, Sequence
 
 import dns.exception
 import dns.flags
@@ -145,6 +145,9 @@ class Resolver:
         self.negative_ttl_s = negative_ttl_s
         self._cache = _Cache(cache_entries)
         self.log: QueryLog | None = None
+        # Called with (rdtype, seconds, status) after every lookup that went to the network
+        # (ops/metrics.py: DNS latency histogram); None = off.
+        self.observer: Callable[[str, float, str], None] | None = None
 
     @classmethod
     def from_settings(cls, dns_settings: object) -> "Resolver":
@@ -170,7 +173,10 @@ class Resolver:
             return cached
         if self.log is not None:
             self.log.entries.append(key)
+        started = time.monotonic()
         answer = self._lookup(key[0], rdtype, lifetime if lifetime is not None else self.timeout_s)
+        if self.observer is not None:
+            self.observer(rdtype, time.monotonic() - started, answer.status.value)
         if answer.status in (DnsStatus.OK,):
             ttl = min(answer.ttl, self.max_ttl_s)
         elif answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
