@@ -252,7 +252,7 @@ class Signer:
         edits = []
         for i, key in enumerate(choice.keys):
             ident = choice.identities[i] if i < len(choice.identities) else None
-            if ident and not is_subdomain(ident.rpartition("@")[2].lower(), key.domain):
+            if ident and ("@" not in ident or not is_subdomain(ident.rpartition("@")[2].lower(), key.domain)):
                 ident = None
             value = dkimcore.sign(message, key, header_canon=self.header_canon, body_canon=self.body_canon,
                                   sign_headers=s.sign_headers, oversign=over, identity=ident,

@@ -125,11 +125,14 @@ class OpenDKIM:
             c.body(body)
             result = c.eom()
         sigs = []
+        self.identities = []
         for value in result.headers_named("DKIM-Signature"):
             d = re.search(r"(?:^|;)\s*d=([^;\s]+)", value)
             s = re.search(r"(?:^|;)\s*s=([^;\s]+)", value)
+            i = re.search(r"(?:^|;)\s*i=([^;\s]+)", value)
             assert d and s, value
             sigs.append((d[1].lower(), s[1]))
+            self.identities.append(i[1] if i else "@" + d[1].lower())   # no i= means i=@d
         if result.action == "tempfail":
             return "tempfail", []
         return ("signed" if sigs else "unsigned"), sigs
@@ -303,3 +306,21 @@ def test_refile_internal_hosts_match_opendkim(keydir: Path, tmp_path: Path) -> N
         got = {(ip, name): od.send("someone@example.net", ip=ip, hostname=name)[0] == "signed" for ip, name in cases}
     assert got == {(ip, name): signer.internal_hosts.contains(ip, name) for ip, name in cases}
     assert got[("198.51.101.1", "unknown")] and not got[("198.51.99.1", "unknown")]
+
+
+def test_signer_field_becomes_i_like_opendkim(keydir: Path, tmp_path: Path) -> None:
+    """"keyname:signer" sets i= ("%" is the From domain); a signer outside d= is dropped."""
+    from authmilter import model
+
+    kt = render("KeyTable", keydir, tmp_path)
+    st = tmp_path / "SigningTable.signer"
+    st.write_text("*@sub.example.com k-full:@%\n*@example.org k-org:postmaster@%\n"
+                  "*@example.net k-star:alice@example.net\n* k-host:someone@elsewhere.test\n")
+    signer = signer_for(kt, f"refile:{st}", False)
+    message = model.Message.from_bytes(b"From: <x@example.org>\r\nSubject: i\r\n\r\nbody\r\n")
+    with OpenDKIM(tmp_path, KeyTable=f"file:{kt}", SigningTable=f"refile:{st}") as od:
+        for address in ("a@sub.example.com", "a@example.org", "a@example.net", "a@other.test"):
+            assert od.send(address)[0] == "signed"
+            edits = signer.sign(message, signer.choose(address), timestamp=0)
+            ours_i = [re.search(r"(?:^|;)\s*i=([^;\s]+)", e.value)[1] for e in edits]  # type: ignore[index]
+            assert ours_i == od.identities, address

@@ -255,6 +255,12 @@ def test_wildcards_in_a_file_table_are_errors(tmp_path, line):
     assert str(exc.value).startswith(f"{p}:2: ") and "wildcards need refile:" in str(exc.value)
 
 
+def test_signer_field_must_be_an_address(tmp_path):
+    p = write(tmp_path, "st", "*@example.com k1:%\n")
+    with pytest.raises(ConfigError, match=rf"{p}:1: .*i= signer '%' after ':' is not an address"):
+        SigningTable.load(f"refile:{p}")
+
+
 def test_pattern_without_key_name_is_an_error(tmp_path):
     p = write(tmp_path, "st", "*@example.com\n")
     with pytest.raises(ConfigError, match=rf"{p}:1: .*no KeyTable name"):

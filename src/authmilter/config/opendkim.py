@@ -351,6 +351,10 @@ class SigningTable:
             file = rec.file if rec.kind != "csl" else "SigningTable csl:"
             if rec.value is None or not rec.value.partition(":")[0]:
                 raise ConfigError(file, "", f"{rec.key!r}: no KeyTable name after the pattern", rec.line)
+            signer = rec.value.partition(":")[2]
+            if signer and "@" not in signer:
+                raise ConfigError(file, "", f"{rec.key!r}: the i= signer {signer!r} after ':' is not an address "
+                                  "(OpenDKIM does not sign such messages)", rec.line)
             if ds.kind != "refile" and not _file_key_can_match(rec.key):
                 raise ConfigError(file, "", f"{rec.key!r} can never match in a {ds.kind}: table (OpenDKIM looks up "
                                   "user@host, host, user@.parent, .parent, user@*, *); wildcards need refile:",
