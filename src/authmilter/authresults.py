@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from .checks.rfc5322 import comment_end
 from .checks.types import ResInfo
 
 __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
@@ -113,16 +114,8 @@ def authserv_id_of(value: bytes | str) -> str | None:
         if c in " \t\r\n":
             i += 1
         elif c == "(":
-            depth, i = 1, i + 1
-            while i < n and depth:
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "(":
-                    depth += 1
-                elif text[i] == ")":
-                    depth -= 1
-                i += 1
-            if depth:
+            i = comment_end(text, i)
+            if i < 0:
                 return None
         else:
             break

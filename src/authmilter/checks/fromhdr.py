@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ..domain import DomainError, normalize_domain
 from ..model import Message
+from .rfc5322 import comment_end
 from .types import FromResult
 
 __all__ = ["parse_from"]
@@ -43,16 +44,8 @@ def _tokens(text: str) -> list[tuple[str, str]]:
         if c in _WSP:
             i += 1
         elif c == "(":
-            depth, i = 1, i + 1
-            while i < n and depth:
-                if text[i] == "\\":
-                    i += 1
-                elif text[i] == "(":
-                    depth += 1
-                elif text[i] == ")":
-                    depth -= 1
-                i += 1
-            if depth:
+            i = comment_end(text, i)
+            if i < 0:
                 raise _Syntax("unterminated comment")
         elif c == '"':
             j, buf = i + 1, []

@@ -17,6 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from ..model import Message
+from .rfc5322 import comment_end
 
 __all__ = ["first_untrusted_hop", "parse_received_from"]
 
@@ -53,15 +54,9 @@ def _from_clause(value: str) -> tuple[str, list[str]] | None:
         if c == " ":
             i += 1
         elif c == "(":
-            depth, j = 1, i + 1
-            while j < n and depth:
-                if text[j] == "\\":
-                    j += 1
-                elif text[j] == "(":
-                    depth += 1
-                elif text[j] == ")":
-                    depth -= 1
-                j += 1
+            j = comment_end(text, i)
+            if j < 0:  # unterminated: the rest of the line is the comment
+                j = n
             comments.append(text[i + 1:j - 1])
             i = j
         elif c == ";":

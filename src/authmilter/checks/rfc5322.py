@@ -1,0 +1,18 @@
+"""Small RFC 5322 lexical helpers shared by the header parsers."""
+from __future__ import annotations
+
+
+def comment_end(text: str, i: int) -> int:
+    """Index just past the comment opening at ``text[i] == "("`` (RFC 5322 §3.2.2:
+    comments nest, backslash quotes the next character); -1 when it is unterminated."""
+    depth, j, n = 1, i + 1, len(text)
+    while j < n and depth:
+        c = text[j]
+        if c == "\\":
+            j += 1
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        j += 1
+    return -1 if depth else j
