@@ -115,9 +115,11 @@ class Signer:
     def from_settings(cls, s: SigningSettings, *, source: str = "<config>") -> Signer:
         """Load both tables and parse every key once; ConfigError / KeyError_ name file and reason.
 
-        Like OpenDKIM at start-up, a SigningTable naming a key that is not in the KeyTable
-        stops start-up. Keys whose file name contains ``%`` depend on the From domain and
-        are parsed on first use (then kept for the lifetime of this Signer).
+        A SigningTable line naming a key that is not in the KeyTable stops start-up (OpenDKIM
+        2.11 starts and tempfails every message that reaches the line). A key that cannot be
+        used stops start-up too, so check-config reports it. Keys whose file name contains
+        ``%`` depend on the From domain and are parsed on first use, then kept for the
+        lifetime of this Signer; if one fails, Choice.missing says so.
         """
         kt = KeyTable.load(s.key_table, source=source)
         st = SigningTable.load(s.signing_table, source=source)
