@@ -51,6 +51,7 @@ SYMLISTS = (
 )
 SPOOL_BYTES = 1 << 20      # body kept in memory up to this, then in a temporary file
 _LINE_BREAK = re.compile(rb"\r?\n")
+_CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _TEST_FAULT = os.environ.get("AUTHMILTER_TEST_FAULT", "").strip().lower().encode()
 
 
@@ -69,6 +70,11 @@ class _Counters:
 
 
 ACTIVE = _Counters()
+
+
+def _queue_id(value: str | None) -> str:
+    """The MTA's queue id, safe to start a log line with (no control characters)."""
+    return _CTRL.sub("?", value or "")[:64]
 
 
 def _strip_brackets(addr: str) -> str:
@@ -187,7 +193,7 @@ class Handler(Milter.Base):
         try:
             self.mail_from = _strip_brackets(mailfrom.decode("utf-8", "surrogateescape"))
             self._record_macros(SYMLISTS[1][1], self.msg_macros)
-            self.queue_id = self.msg_macros.get("i", "")
+            self.queue_id = _queue_id(self.msg_macros.get("i"))
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("envfrom", exc)
         return Milter.CONTINUE
@@ -230,7 +236,7 @@ class Handler(Milter.Base):
         started = time.monotonic()
         runtime = self.runtime
         try:
-            qid = self.getsymval("i") or self.queue_id
+            qid = _queue_id(self.getsymval("i")) or self.queue_id
         except Exception:  # noqa: BLE001 - the MAIL-stage queue id stands
             qid = self.queue_id
         self.queue_id = qid
