@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
-import Milter
+import Milter  # type: ignore[import-untyped]
 
 from ..outcome import Action, HeaderEdit, Outcome
 

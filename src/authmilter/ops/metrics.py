@@ -84,7 +84,7 @@ class Metrics:
             self.directory = ""
 
     # -- recording (workers) ----------------------------------------------------------
-    def observe_outcome(self, outcome: "Outcome", seconds: float) -> None:
+    def observe_outcome(self, outcome: Outcome, seconds: float) -> None:
         if not self.enabled:
             return
         m = self._m
