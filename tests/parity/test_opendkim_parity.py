@@ -68,21 +68,32 @@ class OpenDKIM:
     """One opendkim process in the foreground on 127.0.0.1:PORT; stopped by close()."""
 
     def __init__(self, workdir: Path, **conf: str) -> None:
+        # A free port can be taken by someone else before opendkim binds it: try another.
+        for _attempt in range(5):
+            if self._start(workdir, conf):
+                return
+        raise AssertionError(f"opendkim could not bind a port: {self.logfile.read_text()}")
+
+    def _start(self, workdir: Path, conf: dict[str, str]) -> bool:
         self.port = free_port()
         settings = {"Syslog": "no", "Mode": "s", "Socket": f"inet:{self.port}@127.0.0.1",
                     "RequireSafeKeys": "false", "Canonicalization": "relaxed/relaxed",
                     "InternalHosts": "127.0.0.1", **conf}
         path = workdir / f"opendkim-{self.port}.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
-        self.log = open(workdir / f"opendkim-{self.port}.log", "wb")  # noqa: SIM115 - closed in close()
+        self.logfile = workdir / f"opendkim-{self.port}.log"
+        self.log = open(self.logfile, "wb")  # noqa: SIM115 - closed in close()
         self.proc = subprocess.Popen(["opendkim", "-f", "-x", str(path)], stdout=self.log, stderr=subprocess.STDOUT)
         while True:   # ready when the socket accepts; a process that exits is a failure
             if self.proc.poll() is not None:
-                self.log.flush()
-                raise AssertionError("opendkim exited: " + (workdir / f"opendkim-{self.port}.log").read_text())
+                self.log.close()
+                text = self.logfile.read_text()
+                if "in use" in text:
+                    return False
+                raise AssertionError("opendkim exited: " + text)
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
-                break
+                return True
             except OSError:
                 try:
                     self.proc.wait(timeout=0.05)

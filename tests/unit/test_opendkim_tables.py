@@ -340,3 +340,20 @@ def test_ntop_matches_glibc_text_forms():
     assert ntop(ipaddress.ip_address("::192.0.2.1")) == "::192.0.2.1"
     assert ntop(ipaddress.ip_address("::1")) == "::1"
     assert ntop(ipaddress.ip_address("2001:DB8:0:0:1::1")) == "2001:db8::1:0:0:1"
+
+
+def test_integer_address_walk_agrees_with_opendkims_string_walk(tmp_path):
+    """Exact lists use an integer walk; with a refile pattern present the string walk runs."""
+    import random
+
+    never = write(tmp_path, "never", "no-such-host.invalid\n")
+    fast = HostList.load(HOSTS)
+    slow = HostList.load([*HOSTS, f"refile:{never}"])
+    rng = random.Random(6376)
+    candidates = ["127.0.0.1", "::1", "10.1.2.3", "192.0.2.7", "2001:db8:1::1", "::ffff:10.1.0.1"]
+    candidates += [f"10.1.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(50)]
+    candidates += [f"10.{rng.randrange(256)}.0.1" for _ in range(30)]
+    candidates += [f"2001:db8:{rng.randrange(4):x}::{rng.randrange(65536):x}" for _ in range(50)]
+    assert slow._patterns and not fast._patterns
+    for ip in candidates:
+        assert fast.contains_ip(ip) == slow.contains_ip(ip), ip

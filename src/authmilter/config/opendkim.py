@@ -499,6 +499,30 @@ class HostList:
         self._exact = exact
         self._patterns = patterns
         self.items = items
+        self._ipmap = self._index(exact)
+
+    @staticmethod
+    def _index(exact: frozenset[str]) -> dict[tuple[int, int | None, int], bool]:
+        """(IP version, prefix or None, network as int) -> verdict, for the address check.
+
+        Exact entries are validated as inet_ntop() text, so a string lookup of OpenDKIM's
+        query "NET/BITS" equals this integer lookup. Where several entries share a key,
+        the one OpenDKIM asks first wins: "!x", "x", "![x]", "[x]".
+        """
+        best: dict[tuple[int, int | None, int], tuple[int, bool]] = {}
+        for entry in exact:
+            neg = entry.startswith("!")
+            addr, slash, bits = entry.removeprefix("!").partition("/")
+            bracketed = addr.startswith("[") and addr.endswith("]")
+            try:
+                ip = ipaddress.ip_address(addr[1:-1] if bracketed else addr)
+            except ValueError:
+                continue            # a host name
+            key = (ip.version, int(bits) if slash else None, int(ip))
+            rank = (2 if bracketed else 0) + (0 if neg else 1)
+            if key not in best or rank < best[key][0]:
+                best[key] = (rank, not neg)
+        return {k: v for k, (_, v) in best.items()}
 
     @classmethod
     def load(cls, items: Sequence[str], *, source: str = "<config>",
@@ -554,12 +578,24 @@ class HostList:
             return False
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
+        maxbits = addr.max_prefixlen
+        if not self._patterns:
+            # The same walk with integers: exact address, then every prefix, longest first.
+            value, version = int(addr), addr.version
+            hit = self._ipmap.get((version, None, value))
+            if hit is not None:
+                return hit
+            full = (1 << maxbits) - 1
+            for bits in range(maxbits, -1, -1):
+                hit = self._ipmap.get((version, bits, value & (full ^ ((1 << (maxbits - bits)) - 1))))
+                if hit is not None:
+                    return hit
+            return False
         text = ntop(addr)
         for key in (text, f"[{text}]"):
             hit = self._check(key)
             if hit is not None:
                 return hit
-        maxbits = addr.max_prefixlen
         for bits in range(maxbits, -1, -1):
             net = ipaddress.ip_network(f"{addr}/{bits}", strict=False)
             naddr = ntop(net.network_address)
