@@ -15,6 +15,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +196,41 @@ class Daemon:
         code = self.proc.returncode
         self.proc = None
         return code
+
+
+# -- Prometheus scraping (metrics tests) ---------------------------------------------------
+
+
+def scrape(port: int) -> str:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                return resp.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith(name):
+            continue
+        metric, _, value = line.rpartition(" ")
+        found = dict(re.findall(r'(\w+)="([^"]*)"', metric))
+        if metric.split("{", 1)[0] == name and all(found.get(k) == v for k, v in labels.items()):
+            return float(value)
+    return None
+
+
+def wait_sample(port: int, name: str, at_least: float, **labels: str) -> str:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        text = scrape(port)
+        value = sample(text, name, **labels)
+        if value is not None and value >= at_least:
+            return text
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name}{labels} never reached {at_least}:\n{text}")
+        time.sleep(0.1)

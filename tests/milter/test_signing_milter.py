@@ -7,6 +7,7 @@ internal host, a signing daemon name) are signed; unauthenticated external mail 
 """
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import dkim
 import pytest
 from milterclient import MilterResult, split_message
-from milterd import AUTHMILTER, WAIT_S, Daemon
+from milterd import AUTHMILTER, WAIT_S, Daemon, free_port, sample, wait_sample
 
 from authmilter import keys
 from authmilter.resolver import dkim_dnsfunc
@@ -134,11 +135,16 @@ def test_ed25519_signature_verifies(milterd, keyset, resolver):
     assert verify_all(stored_message(raw, result), resolver) == [("example.com", "ed25519-sha256", True)]
 
 
-def test_dual_rsa_and_ed25519_signatures_verify(milterd, keyset, resolver):
-    daemon = milterd(workers=2, signing=keyset)
+def test_dual_rsa_and_ed25519_signatures_verify_and_are_counted(milterd, keyset, resolver):
+    port = free_port()
+    daemon = milterd(workers=2, signing=keyset, metrics={"listen": f"127.0.0.1:{port}"})
     raw, result = run_session(daemon, "dave@example.net", "10.9.9.9", "4DUAL")
     verified = verify_all(stored_message(raw, result), resolver)
     assert sorted(verified) == [("example.net", "ed25519-sha256", True), ("example.net", "rsa-sha256", True)]
+    if importlib.util.find_spec("prometheus_client") is not None:
+        text = wait_sample(port, "authmilter_signatures_total", 1, algorithm="ed25519-sha256")
+        assert sample(text, "authmilter_signatures_total", algorithm="rsa-sha256") == 1
+        assert sample(text, "authmilter_messages_total", direction="outbound", action="accept") == 1
 
 
 def test_simple_canonicalization_sees_header_bytes_exactly(milterd, keyset, resolver):
