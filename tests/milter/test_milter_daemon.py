@@ -73,6 +73,12 @@ def test_regular_file_at_socket_path_is_refused(milterd, tmp_path):
     assert path.read_text() == "precious\n", "a regular file must never be removed"
 
 
+def test_missing_socket_directory_is_named(milterd, tmp_path):
+    daemon = milterd(socket=f"unix:{tmp_path}/nonexistent/m.sock", wait=False)
+    assert daemon.wait_exit() != 0
+    assert f"socket directory {tmp_path}/nonexistent does not exist" in daemon.log()
+
+
 def test_live_socket_of_another_process_is_refused(milterd, tmp_path):
     first = milterd(workers=1)
     second = milterd(workers=1, wait=False)

@@ -132,6 +132,8 @@ class Listener:
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
             raise StartupError(f"socket directory {directory} does not exist")
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise StartupError(f"cannot create the socket in {directory}: permission denied")
         try:
             st = os.lstat(path)
         except FileNotFoundError:
