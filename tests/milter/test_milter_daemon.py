@@ -112,6 +112,18 @@ def test_bad_config_stops_startup_with_file_and_key(tmp_path, base_config):
     assert str(cfg) in proc.stderr and "policy.on_internal_error" in proc.stderr
 
 
+def test_unusable_key_stops_startup_and_leaves_no_socket(milterd, tmp_path):
+    ktab = tmp_path / "KeyTable"
+    ktab.write_text("k1 example.org:sel:/nonexistent/sel.private\n")
+    stab = tmp_path / "SigningTable"
+    stab.write_text("*@example.org k1\n")
+    daemon = milterd(wait=False, signing={"enabled": True, "key_table": str(ktab),
+                                          "signing_table": f"refile:{stab}"})
+    assert daemon.wait_exit() != 0
+    assert daemon.wait_log(r"cannot start: .*/nonexistent/sel\.private")
+    assert not Path(daemon.address).exists()
+
+
 # -- signals ----------------------------------------------------------------------------------
 
 

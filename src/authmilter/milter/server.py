@@ -673,16 +673,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     master = Master(args.config, overrides, settings)
     try:
         master.start()
-    except AuthmilterError as exc:
-        log.error("cannot start: %s", exc)
+    except Exception as exc:  # our errors name file/key/reason; anything else is a bug
+        log.error("cannot start: %s", _one_line(exc))
+        if not isinstance(exc, (AuthmilterError, OSError)):
+            log.debug("start-up traceback", exc_info=exc)
         master.stopping = True
         master._kill_all(signal.SIGTERM, "start-up failed")
         master.cleanup()
         return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_FAILURE
-    except OSError as exc:
-        log.error("cannot start: %s", exc)
-        master.cleanup()
-        return EXIT_FAILURE
     try:
         return master.run()
     finally:
