@@ -101,7 +101,15 @@ def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[Hea
     else:
         sasl = session.macro("auth_authen")
         choice = signer.choose(from_.address, sasl)
-        if choice.refused:
+        if choice.missing:
+            missing = "; ".join(choice.missing)
+            log.append(("signed", f"no (key unavailable: {missing})"))
+            if runtime.settings.signing.on_missing_key == "tempfail":
+                log[0] = ("action", "tempfail")
+                return Outcome(Action.TEMPFAIL, Direction.OUTBOUND, "451", "4.3.0",
+                               "signing key unavailable; try again later", log=tuple(log),
+                               reasons=(f"signing key unavailable: {missing}",))
+        elif choice.refused:
             log.append(("signed", f"no ({choice.refused})"))
         elif not choice.keys:
             log.append(("signed", "no (no SigningTable entry)"))

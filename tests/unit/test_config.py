@@ -83,3 +83,8 @@ def test_check_config_cli_exit_codes(tmp_path):
     out = subprocess.run(AUTHMILTER + ["check-config", "-c", str(bad)], capture_output=True, text=True)
     assert out.returncode != 0
     assert f"{bad}: dns.timeout: unknown key" in out.stderr
+
+
+def test_internal_hosts_accept_opendkim_host_grammar():
+    s = settings_from_dict({"signing": {"internal_hosts": ["10.0.0.0/8", "!10.1.0.0/16", "relay.example.com"]}})
+    assert "!10.1.0.0/16" in s.signing.internal_hosts

@@ -167,3 +167,21 @@ def test_received_spf_option_replaces_untrusted_upstream_ones(dns_server, keydir
     assert [e.index for e in out.edits if e.op == "delete" and e.name == "Received-SPF"] == [1]
     (ours,) = [e for e in out.edits if e.op == "insert" and e.name == "Received-SPF"]
     assert ours.value.lstrip().startswith("pass")
+
+
+def test_missing_per_domain_key_tempfails_or_goes_unsigned(dns_server, tmp_path):
+    # "%" keys: the key file for this From domain does not exist.
+    kdir = tmp_path / "k"
+    kdir.mkdir(mode=0o700)
+    (kdir / "KeyTable").write_text(f"shared %:sel:{kdir}/%.private\n")
+    (kdir / "SigningTable").write_text("*@* shared\n")
+    base = {"authserv_id": AUTHSERV, "dns": {"servers": [dns_server.address], "cache_entries": 0},
+            "signing": {"key_table": str(kdir / "KeyTable"), "signing_table": "refile:" + str(kdir / "SigningTable")}}
+    rt = Runtime.load(settings_from_dict(base, "test"))
+    out = process(session(ip=None), rt)
+    assert out.action is Action.TEMPFAIL and out.smtp_code == "451"
+    base["signing"]["on_missing_key"] = "accept"
+    rt = Runtime.load(settings_from_dict(base, "test"))
+    out = process(session(ip=None), rt)
+    assert out.action is Action.ACCEPT and not any(e.name == "DKIM-Signature" for e in out.edits)
+    assert "key unavailable" in dict(out.log)["signed"]

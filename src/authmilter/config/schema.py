@@ -208,10 +208,13 @@ def _closest(key: str, known: dict[str, Any]) -> str:
     return match[0] if match else ""
 
 
-def _parse_addr_list(file: str, key: str, items: tuple[str, ...], allow_names: bool = False) -> None:
+def _parse_addr_list(file: str, key: str, items: tuple[str, ...], allow_names: bool = False,
+                     allow_negation: bool = False) -> None:
     for item in items:
         if item.startswith("file:") or item.startswith("refile:"):
             continue
+        if allow_negation and item.startswith("!"):
+            item = item[1:]
         try:
             ipaddress.ip_network(item, strict=False)
         except ValueError:
@@ -265,7 +268,9 @@ def validate(settings: Settings) -> Settings:
             _parse_dns_server(server)
         except ValueError as exc:
             raise ConfigError(file, "dns.servers", f"bad server {server!r}: {exc}") from None
-    _parse_addr_list(file, "signing.internal_hosts", settings.signing.internal_hosts)
+    # OpenDKIM host-list grammar: IPs, CIDRs, host names, "!" negation (config/opendkim.HostList).
+    _parse_addr_list(file, "signing.internal_hosts", settings.signing.internal_hosts, allow_names=True,
+                     allow_negation=True)
     _parse_addr_list(file, "verify.trusted_relays", settings.verify.trusted_relays)
     _parse_addr_list(file, "policy.trusted_forwarders", settings.policy.trusted_forwarders, allow_names=True)
     canon = settings.signing.canonicalization.split("/")
