@@ -35,11 +35,7 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
         # Postfix presents sendmail(1) mail to non_smtpd_milters as a connect from
         # localhost [127.0.0.1] port 0 (no TCP peer); a real SMTP client has a port.
         return Direction.OUTBOUND, "local submission"
-    signer = runtime.signer
-    if signer is not None:
-        if signer.internal_hosts.contains(ip, session.client.hostname):
-            return Direction.OUTBOUND, "internal host"
-    elif ip_in(ip, _networks(s.internal_hosts)):
+    if runtime.internal_hosts.contains(ip, session.client.hostname):
         return Direction.OUTBOUND, "internal host"
     return Direction.INBOUND, ""
 
@@ -51,18 +47,6 @@ def _loopback(ip: str) -> bool:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
         return False
-
-
-def _networks(items: tuple[str, ...]) -> tuple:  # only used when signing is off
-    import ipaddress
-
-    nets = []
-    for item in items:
-        try:
-            nets.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            continue
-    return tuple(nets)
 
 
 def process(session: Session, runtime: Runtime, *, now: float | None = None,

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .config.opendkim import HostList
 from .config.schema import Settings
 from .domain import normalize_domain
 from .errors import ConfigError, DomainError
@@ -67,6 +68,7 @@ class Runtime:
     trusted_relays: tuple[Network, ...]
     forwarders: Forwarders
     own_domains: frozenset[str]
+    internal_hosts: HostList
     psl: Any = None
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
@@ -82,6 +84,8 @@ class Runtime:
             from .signing import Signer
 
             signer = Signer.from_settings(settings.signing, source=file)
+        internal = signer.internal_hosts if signer is not None else \
+            HostList.load(settings.signing.internal_hosts, source=file, setting="signing.internal_hosts")
         relays = parse_networks(settings.verify.trusted_relays, file, "verify.trusted_relays")
         nets, names = [], set()
         for item in settings.policy.trusted_forwarders:
@@ -102,7 +106,8 @@ class Runtime:
         if settings.verify.dmarc_mode == "rfc7489":
             psl = load_psl(settings.verify.public_suffix_list, file)
         return cls(settings=settings, resolver=resolver, signer=signer, trusted_relays=relays,
-                   forwarders=Forwarders(tuple(nets), frozenset(names)), own_domains=frozenset(own), psl=psl)
+                   forwarders=Forwarders(tuple(nets), frozenset(names)), own_domains=frozenset(own),
+                   internal_hosts=internal, psl=psl)
 
     def authserv_id(self, mta_j: str = "") -> str:
         return self.settings.authserv_id or mta_j or self.hostname
