@@ -80,8 +80,6 @@ class VerifySettings:
     spf_helo: bool = _f(True, "check the HELO identity too (RFC 7208 §2.3)")
     add_received_spf: bool = _f(False, "add a Received-SPF header (RFC 7208 §9.1)")
     arc: bool = _f(True, "validate ARC chains and report arc= in Authentication-Results")
-    max_header_bytes: int = _f(1048576, "more header data than this is not parsed (permerror)")
-    max_body_bytes: int = _f(67108864, "body bytes kept for DKIM body hashes; larger bodies fail DKIM as permerror")
 
 
 @dataclass(frozen=True)
