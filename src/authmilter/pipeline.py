@@ -64,6 +64,11 @@ def process(session: Session, runtime: Runtime, *, now: float | None = None,
         direction, why = classify(session, runtime)
     if direction is Direction.OUTBOUND:
         return _outbound(session, runtime, why, deletions, now)
+    if not runtime.settings.verify.enabled:
+        # Signing-only deployment (OpenDKIM Mode s): forged headers still go.
+        return Outcome(Action.ACCEPT, Direction.INBOUND, edits=deletions,
+                       log=(("action", "accept"), ("dir", "inbound"), ("checks", "off")),
+                       reasons=("inbound checks disabled (verify.enabled = false)",))
     return _inbound(session, runtime, authserv_id, deletions)
 
 

@@ -185,3 +185,11 @@ def test_missing_per_domain_key_tempfails_or_goes_unsigned(dns_server, tmp_path)
     out = process(session(ip=None), rt)
     assert out.action is Action.ACCEPT and not any(e.name == "DKIM-Signature" for e in out.edits)
     assert "key unavailable" in dict(out.log)["signed"]
+
+
+def test_verify_disabled_accepts_without_lookups_but_still_removes_forgeries(dns_server, keydir):
+    rt = runtime_for(dns_server, keydir, verify={"enabled": False})
+    raw = b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n" + RAW
+    out = process(session(raw), rt)
+    assert out.action is Action.ACCEPT and dns_server.queries == []
+    assert [(e.op, e.index) for e in out.edits] == [("delete", 1)]
