@@ -538,6 +538,16 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
     if "inbound" in args.kinds:
         plan.append(("inbound", sides_in, in_msgs, env_in, check_inbound))
 
+    if args.floor:
+        nm_sock = work / "null.sock"
+        nm = start("null-milter", [sys.executable, str(HERE / "null_milter.py"), f"unix:{nm_sock}"], work)
+        procs.append(nm)
+        wait_milter(nm, f"unix:{nm_sock}")
+        sides_floor = [Side("pymilter null milter", [f"unix:{nm_sock}"], [nm])]
+        plan.append(("floor", sides_floor, {2048: out_msgs.get(2048) or [make_message(i, 2048, "out")
+                                                                           for i in range(nvar)]},
+                     env_out, lambda r: r.action in ("c", "a")))
+
     negotiation: dict[str, str] = {}
     for kind, sides, msgs_by_size, env, check in plan:
         for size, msgs in msgs_by_size.items():
@@ -561,7 +571,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             for conc in args.concurrency:
                 cell = Cell(kind, size, conc)
                 runs: dict[str, list[dict]] = {sd.label: [] for sd in sides}
-                for rnd in range(args.rounds):
+                for rnd in range(args.rounds if kind != "floor" else 1):
                     order = sides if rnd % 2 == 0 else list(reversed(sides))
                     for sd in order:
                         idle = wait_idle(args.wait_idle) if args.wait_idle else float("nan")
@@ -654,7 +664,8 @@ def render(result: dict) -> str:
               f"or {st['duration_s']} s; medians shown; {st['variants']} message variants; "
               f"client processes: {st['client_procs']}; DNS: {st['dns']}"), ""]
     for kind, title in (("sign", "Signing (RSA-2048, relaxed/relaxed)"),
-                        ("inbound", "Inbound SPF + DKIM + DMARC")):
+                        ("inbound", "Inbound SPF + DKIM + DMARC"),
+                        ("floor", "Transport floor: a pymilter milter that does nothing (one process, one round)")):
         rows = [c for c in result["cells"] if c["kind"] == kind]
         if not rows:
             continue
@@ -713,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = one per CPU)")
     ap.add_argument("--wait-idle", type=float, default=60.0,
                     help="before each run wait up to this many seconds for the machine to be idle (0 = no)")
+    ap.add_argument("--no-floor", dest="floor", action="store_false",
+                    help="skip the pymilter null-milter reference runs")
     ap.add_argument("--skip-authmilter", action="store_true", help="only the OpenDKIM/OpenDMARC side")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 300 messages, 3 s")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
