@@ -1,7 +1,6 @@
 """Shared fixtures: a loopback DNS server and resolvers pointed at it."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -11,8 +10,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from dnsserver import DNSServer  # noqa: E402
 
+from support import IN_CI, require  # noqa: E402,F401  (re-exported for old imports)
+
 REPO = Path(__file__).resolve().parent.parent
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="session")
@@ -39,12 +39,3 @@ def resolver(dns_server):
     from authmilter.resolver import Resolver
 
     return Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=1.0, cache_entries=0)
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip when a prerequisite is missing — except under CI, where it is a failure."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"prerequisite missing under CI: {reason}")
-    pytest.skip(reason)

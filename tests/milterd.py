@@ -7,7 +7,6 @@ The pytest fixtures that use it live in tests/milter/conftest.py.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import signal
@@ -27,19 +26,7 @@ sys.path.insert(0, str(TESTS))
 from milterclient import MilterClient
 
 
-def _root_conftest():  # type: ignore[no-untyped-def]
-    """tests/conftest.py under its own name: both files are called "conftest"."""
-    spec = importlib.util.spec_from_file_location("authmilter_tests_root_conftest", TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-require = _root_conftest().require   # skip locally, fail under CI=true
+from support import require  # noqa: E402,F401  (skip locally, fail under CI=true)
 
 AUTHMILTER = REPO / ".venv" / "bin" / "authmilter"
 WAIT_S = 60.0   # safety net against hangs, never an assertion about speed

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require  # tests/conftest.py (tests/ is on sys.path)
+from support import require  # tests/support.py (tests/ is on sys.path)
 
 from .harness import (
     KNOTD,

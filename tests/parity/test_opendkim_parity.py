@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from conftest import require
+from support import require
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from milterclient import MilterClient, split_message

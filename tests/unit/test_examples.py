@@ -3,7 +3,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from conftest import require
+from support import require
 
 from authmilter.config.opendkim import KeyTable, SigningTable  # noqa: F401  (grammar check below)
 

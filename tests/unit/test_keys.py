@@ -15,7 +15,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from conftest import require
+from support import require
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
