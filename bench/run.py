@@ -721,7 +721,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=200, help="warm-up messages per side per message set")
     ap.add_argument("--variants", type=int, default=16, help="distinct messages cycled through")
     ap.add_argument("-P", "--client-procs", type=int, default=1, help="load-client processes")
-    ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = one per CPU)")
+    ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = two per CPU)")
     ap.add_argument("--wait-idle", type=float, default=60.0,
                     help="before each run wait up to this many seconds for the machine to be idle (0 = no)")
     ap.add_argument("--no-floor", dest="floor", action="store_false",

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -308,10 +309,13 @@ def _split_list(value: bytes, sep: bytes = b":") -> tuple[str, ...]:
     return tuple(p.strip(_FWS).decode("ascii", "replace").lower() for p in value.split(sep) if p.strip(_FWS))
 
 
+@lru_cache(maxsize=1024)
 def parse_key_record(txt: bytes) -> KeyRecord:
     """Parse a DKIM key TXT record; TagListError when it is not one we can use.
 
-    A record with empty p= parses (revoked); its key is None.
+    A record with empty p= parses (revoked); its key is None. Memoised on the record
+    bytes: the result is immutable, and loading the public key is the costly part of
+    every verification of a busy sender's mail (errors are not cached).
     """
     tags = parse_tag_list(txt)
     if "v" in tags:

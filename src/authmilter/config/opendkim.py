@@ -500,6 +500,7 @@ class HostList:
         self._patterns = patterns
         self.items = items
         self._ipmap = self._index(exact)
+        self._memo: dict[tuple[str | None, str], bool] = {}
 
     @staticmethod
     def _index(exact: frozenset[str]) -> dict[tuple[int, int | None, int], bool]:
@@ -606,5 +607,16 @@ class HostList:
         return False
 
     def contains(self, ip: str | None, hostname: str = "") -> bool:
-        """Is the client (address, MTA-verified host name) on the list? Host name first."""
-        return self.contains_host(hostname) or self.contains_ip(ip)
+        """Is the client (address, MTA-verified host name) on the list? Host name first.
+
+        Verdicts are memoised per client (the list never changes after load; an IPv6
+        miss walks 129 prefixes), in a bounded dict: plain dict operations are atomic
+        under the GIL, so worker threads may share it."""
+        key = (ip, hostname)
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self.contains_host(hostname) or self.contains_ip(ip)
+            if len(self._memo) >= 4096:
+                self._memo.clear()
+            self._memo[key] = hit
+        return hit
