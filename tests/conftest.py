@@ -8,9 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dnsserver import DNSServer  # noqa: E402
-
-from support import IN_CI, require  # noqa: E402,F401  (re-exported for old imports)
+from dnsserver import DNSServer
+from support import IN_CI, require  # noqa: F401  (re-exported for old imports)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
-from typing import Iterable
+from collections.abc import Iterable
 
 import dns.exception
 import dns.flags
@@ -174,7 +174,7 @@ class DNSServer:
             return response
 
     # -- serving ------------------------------------------------------------
-    def start(self) -> "DNSServer":
+    def start(self) -> DNSServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         for _ in range(50):
             udp = socket.socket(family, socket.SOCK_DGRAM)
@@ -214,7 +214,7 @@ class DNSServer:
             t.join(timeout=2)
         self._threads.clear()
 
-    def __enter__(self) -> "DNSServer":
+    def __enter__(self) -> DNSServer:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -226,7 +226,7 @@ class DNSServer:
         while self._running:
             try:
                 wire, peer = sock.recvfrom(65535)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return
@@ -256,7 +256,7 @@ class DNSServer:
         while self._running:
             try:
                 conn, _ = self._tcp.accept()
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

@@ -24,9 +24,7 @@ REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
 from milterclient import MilterClient
-
-
-from support import require  # noqa: E402,F401  (skip locally, fail under CI=true)
+from support import require  # noqa: F401  (skip locally, fail under CI=true)
 
 AUTHMILTER = REPO / ".venv" / "bin" / "authmilter"
 WAIT_S = 60.0   # safety net against hangs, never an assertion about speed
@@ -100,7 +98,7 @@ class Daemon:
 
     def start(self, wait: bool = True) -> Daemon:
         self.write_config()
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([str(AUTHMILTER), "run", "-c", str(self.config_path), *self.args],
                                      stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
                                      start_new_session=True)
@@ -178,7 +176,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
-                raise AssertionError(f"authmilter did not stop on SIGTERM:\n{self.log()}")
+                raise AssertionError(f"authmilter did not stop on SIGTERM:\n{self.log()}") from None
         self._log.close()
         code = self.proc.returncode
         self.proc = None

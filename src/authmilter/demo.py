@@ -67,8 +67,8 @@ def prepare(directory: Path, socket: str | None = None) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .config.schema import load_settings
     from .checkconfig import mta_lines
+    from .config.schema import load_settings
 
     directory = Path(args.dir).resolve()
     config = prepare(directory, args.socket)

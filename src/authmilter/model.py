@@ -5,9 +5,9 @@ and never on pymilter objects, so the pipeline runs the same offline (`authmilte
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,7 @@ class Message:
         return value.decode("utf-8", "surrogateescape")
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> "Message":
+    def from_bytes(cls, raw: bytes) -> Message:
         """Parse an RFC 5322 message (LF or CRLF line ends) into a Message.
 
         Used by `authmilter verify` and tests; the milter builds Message from callbacks.

@@ -13,7 +13,7 @@ from . import authresults
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
 from .checks import fromhdr, received, spf
-from .checks.types import Result, ResInfo
+from .checks.types import ResInfo, Result
 from .model import Session
 from .outcome import Action, Direction, HeaderEdit, Outcome
 from .policy import Decision, Evidence, decide

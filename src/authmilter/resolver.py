@@ -11,10 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Protocol
 
 import dns.exception
 import dns.flags
@@ -150,7 +151,7 @@ class Resolver:
         self.observer: Callable[[str, float, str], None] | None = None
 
     @classmethod
-    def from_settings(cls, dns_settings: object) -> "Resolver":
+    def from_settings(cls, dns_settings: object) -> Resolver:
         from .config.schema import parse_dns_server
 
         return cls(
@@ -224,7 +225,7 @@ class Resolver:
     def txt(self, name: str) -> Answer:
         return self.query(name, "TXT")
 
-    def budget(self, seconds: float) -> "BudgetResolver":
+    def budget(self, seconds: float) -> BudgetResolver:
         """A per-message view: same cache, but lookups stop at the deadline."""
         return BudgetResolver(self, seconds)
 

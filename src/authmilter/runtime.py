@@ -64,7 +64,7 @@ class Forwarders:
 class Runtime:
     settings: Settings
     resolver: Resolver
-    signer: "Signer | None"
+    signer: Signer | None
     trusted_relays: tuple[Network, ...]
     forwarders: Forwarders
     own_domains: frozenset[str]
@@ -74,7 +74,7 @@ class Runtime:
     loaded_at: float = field(default_factory=time.time)
 
     @classmethod
-    def load(cls, settings: Settings) -> "Runtime":
+    def load(cls, settings: Settings) -> Runtime:
         """Build everything once; raises ConfigError / KeyError_ naming file, key and reason."""
         file = settings.source
         install_spf_adapter()

@@ -68,7 +68,7 @@ def test_authmilter_killed_with_mail_in_flight(e2e, token):
         reply_open = session.data(raw_open)
         session.close()
         reply_new = _send(e2e, raw_new, "bob@crash.test")
-        for t, raw in raw_cron.items():
+        for raw in raw_cron.values():
             e2e.postfix.sendmail(raw, "alice@example.com")
         # pickup hands both to cleanup, which cannot reach the milter: they stay in maildrop.
         wait_for(lambda: e2e.postfix.log_text().count(local_reject) >= log_before + 2,

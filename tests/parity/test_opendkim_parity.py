@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Self
 
 import pytest
-from support import require
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from milterclient import MilterClient, split_message
+from support import require
 
 from authmilter.config.opendkim import expand_keyname
 from authmilter.config.schema import SigningSettings
@@ -82,7 +82,7 @@ class OpenDKIM:
         path = workdir / f"opendkim-{self.port}.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
         self.logfile = workdir / f"opendkim-{self.port}.log"
-        self.log = open(self.logfile, "wb")  # noqa: SIM115 - closed in close()
+        self.log = open(self.logfile, "wb")
         self.proc = subprocess.Popen(["opendkim", "-f", "-x", str(path)], stdout=self.log, stderr=subprocess.STDOUT)
         while True:   # ready when the socket accepts; a process that exits is a failure
             if self.proc.poll() is not None:

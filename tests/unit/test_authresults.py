@@ -126,7 +126,7 @@ def test_forged_headers_among_foreign_ones_keep_their_occurrence_index():
     headers = []
     expected = []
     n = 0
-    for ours, foreign in zip(FORGED + UNPARSABLE_BUT_OURS, FOREIGN * 3):
+    for ours, foreign in zip(FORGED + UNPARSABLE_BUT_OURS, FOREIGN * 3, strict=False):
         for value, mine in ((foreign, False), (ours, True)):
             headers.append((b"authentication-results" if mine else b"Authentication-Results", value))
             n += 1

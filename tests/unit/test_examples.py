@@ -5,7 +5,7 @@ from pathlib import Path
 
 from support import require
 
-from authmilter.config.opendkim import KeyTable, SigningTable  # noqa: F401  (grammar check below)
+from authmilter.config.opendkim import KeyTable, SigningTable
 
 REPO = Path(__file__).resolve().parents[2]
 EX = REPO / "examples"

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import dkim
 import pytest
-from support import require
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from support import require
 
 from authmilter import dkimcore, keys, model
 from authmilter.errors import KeyError_

@@ -225,7 +225,7 @@ class Handler(Milter.Base):
     def body(self, chunk: bytes) -> int:
         try:
             if self._body is None:
-                self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115 - closed in _end_message
+                self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
             self._body.write(chunk)
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("body", exc)
