@@ -186,7 +186,7 @@ def _build(cls: type, data: dict[str, Any], file: str, prefix: str) -> Any:
             hint = f" (did you mean {prefix}{suggestion}?)" if suggestion else ""
             raise ConfigError(file, dotted, f"unknown key{hint}")
         tp = hints[key]
-        if is_dataclass(tp):
+        if isinstance(tp, type) and is_dataclass(tp):
             if not isinstance(value, dict):
                 raise ConfigError(file, dotted, "expected a table [" + dotted + "]")
             kwargs[key] = _build(tp, value, file, dotted + ".")
