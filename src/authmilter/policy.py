@@ -85,8 +85,10 @@ def _reject(text: str, reason: str, xcode: str = "5.7.1") -> Decision:
     return Decision(Action.REJECT, "550", xcode, text, reasons=(reason,))
 
 
-def _tempfail(reason: str) -> Decision:
-    return Decision(Action.TEMPFAIL, "451", "4.4.3", f"temporary DNS failure: {reason}; try again later",
+def _tempfail(reason: str, spf_cause: bool) -> Decision:
+    # RFC 7372: X.7.24 "SPF validation error"; otherwise X.7.0 (security status, undefined).
+    xcode = "4.7.24" if spf_cause else "4.7.0"
+    return Decision(Action.TEMPFAIL, "451", xcode, f"temporary DNS failure: {reason}; try again later",
                     reasons=(reason,))
 
 
@@ -147,7 +149,7 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
         if could_change:
             reason = "; ".join(temp)
             if s.on_dns_error == "tempfail":
-                return _tempfail(reason)
+                return _tempfail(reason, ev.spf is not None and ev.spf.result is Result.TEMPERROR)
             return Decision(Action.ACCEPT, reasons=(reason + " (accepted: on_dns_error = accept)",))
 
     # 3. Mail claiming to be from us that did not come through us.
