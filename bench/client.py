@@ -157,19 +157,10 @@ def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     A folded header keeps its line breaks as LF inside the value, as Sendmail and
     Postfix pass them to milters.
     """
-    text = raw.replace(b"\r\n", b"\n")
-    head, sep, body = text.partition(b"\n\n")
-    if not sep:
-        head, body = text, b""
-    headers: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\n"):
-        if line[:1] in (b" ", b"\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + b"\n" + line)
-        elif line:
-            name, _, value = line.partition(b":")
-            headers.append((name, value))
-    return headers, body.replace(b"\n", b"\r\n")
+    from authmilter.model import Message
+
+    msg = Message.from_bytes(raw)
+    return msg.milter_headers(), msg.body
 
 
 @dataclass

@@ -28,6 +28,8 @@ from typing import Self
 from miltertest import MilterConnection
 from miltertest import constants as C
 
+from authmilter.model import Message
+
 # Which macro stage a command's macros belong to (the SMFIC_MACRO cmdcode).
 _NR_BIT = {
     C.SMFIC_CONNECT: C.SMFIP_NR_CONN,
@@ -115,21 +117,8 @@ class MilterResult:
 
 def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers as (name, value-with-leading-space, LF folding) and the CRLF body."""
-    data = raw.replace(b"\r\n", b"\n")
-    head, sep, body = data.partition(b"\n\n")
-    if not sep:
-        head, body = data, b""
-    headers: list[tuple[bytes, bytes]] = []
-    for line in head.split(b"\n"):
-        if not line:
-            continue
-        if line[:1] in (b" ", b"\t") and headers:
-            n, v = headers[-1]
-            headers[-1] = (n, v + b"\n" + line)
-            continue
-        name, _, value = line.partition(b":")
-        headers.append((name, value))
-    return headers, body.replace(b"\n", b"\r\n")
+    msg = Message.from_bytes(raw)
+    return msg.milter_headers(), msg.body
 
 
 class MilterClient:

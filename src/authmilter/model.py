@@ -74,6 +74,10 @@ class Message:
         body_crlf = body.replace(b"\n", b"\r\n")
         return cls(headers=tuple(headers), body=body_crlf)
 
+    def milter_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers as an MTA hands them to a milter: folds as bare LF inside the value."""
+        return [(n, v.replace(b"\r\n", b"\n")) for n, v in self.headers]
+
     def as_bytes(self) -> bytes:
         out = b"".join(n + b":" + v + b"\r\n" for n, v in self.headers)
         return out + b"\r\n" + self.body
