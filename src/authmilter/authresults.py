@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .checks.rfc5322 import comment_end
+from .checks.rfc5322 import comment_end, quoted_string
 from .checks.types import ResInfo
 
 __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
@@ -122,15 +122,8 @@ def authserv_id_of(value: bytes | str) -> str | None:
     if i >= n:
         return None
     if text[i] == '"':
-        out, j = [], i + 1
-        while j < n and text[j] != '"':
-            if text[j] == "\\" and j + 1 < n:
-                j += 1
-            out.append(text[j])
-            j += 1
-        if j >= n:
-            return None
-        return "".join(out) or None
+        end, content = quoted_string(text, i)
+        return content if end > 0 and content else None
     m = _TOKEN.match(text, i)
     return m.group(0) if m else None
 

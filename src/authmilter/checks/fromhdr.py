@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from ..domain import DomainError, normalize_domain
 from ..model import Message
-from .rfc5322 import comment_end
+from .rfc5322 import comment_end, quoted_string
 from .types import FromResult
 
 __all__ = ["parse_from"]
@@ -48,16 +48,10 @@ def _tokens(text: str) -> list[tuple[str, str]]:
             if i < 0:
                 raise _Syntax("unterminated comment")
         elif c == '"':
-            j, buf = i + 1, []
-            while j < n and text[j] != '"':
-                if text[j] == "\\" and j + 1 < n:
-                    j += 1
-                buf.append(text[j])
-                j += 1
-            if j >= n:
+            i, content = quoted_string(text, i)
+            if i < 0:
                 raise _Syntax("unterminated quoted string")
-            out.append(("qs", "".join(buf)))
-            i = j + 1
+            out.append(("qs", content))
         elif c == "[":
             j = text.find("]", i)
             if j < 0:

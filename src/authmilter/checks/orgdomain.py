@@ -304,20 +304,13 @@ def discover_policy_rfc7489(from_domain: str, resolver: DnsLookup, psl: Any = No
     """Policy discovery per RFC 7489 §6.6.3: the From domain, then (only if it has no
     DMARC record) its Organizational Domain; several records end discovery."""
     org = org_domain_psl(from_domain, psl)
-    own = _fetch(from_domain, resolver, "rfc7489")
-    if own.status == "temperror":
-        return PolicyLookup("temperror", org_domain=org, reason=own.error)
-    if own.status == "multiple":
-        return PolicyLookup("none", org_domain=org, reason=own.error)
-    if own.record is not None:
-        return _applied(own.record, from_domain, org, "", [])
-    if org == from_domain:
-        return PolicyLookup("none", org_domain=org, reason=f"no DMARC record for {from_domain}")
-    up = _fetch(org, resolver, "rfc7489")
-    if up.status == "temperror":
-        return PolicyLookup("temperror", org_domain=org, reason=up.error)
-    if up.status == "multiple":
-        return PolicyLookup("none", org_domain=org, reason=up.error)
-    if up.record is not None:
-        return _applied(up.record, org, org, "", [])
-    return PolicyLookup("none", org_domain=org, reason=f"no DMARC record for {from_domain} or {org}")
+    for domain in dict.fromkeys((from_domain, org)):  # the org domain only if it differs
+        got = _fetch(domain, resolver, "rfc7489")
+        if got.status == "temperror":
+            return PolicyLookup("temperror", org_domain=org, reason=got.error)
+        if got.status == "multiple":
+            return PolicyLookup("none", org_domain=org, reason=got.error)
+        if got.record is not None:
+            return _applied(got.record, domain, org, "", [])
+    names = from_domain if org == from_domain else f"{from_domain} or {org}"
+    return PolicyLookup("none", org_domain=org, reason=f"no DMARC record for {names}")
