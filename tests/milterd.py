@@ -26,6 +26,8 @@ sys.path.insert(0, str(TESTS))
 from milterclient import MilterClient
 from support import require  # noqa: F401  (skip locally, fail under CI=true)
 
+from authmilter.config import tomlwrite
+
 AUTHMILTER = REPO / ".venv" / "bin" / "authmilter"
 WAIT_S = 60.0   # safety net against hangs, never an assertion about speed
 
@@ -37,36 +39,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
-def toml(data: dict[str, Any]) -> str:
-    """Just enough TOML for our config: scalars and lists first, then tables."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, (int, float)):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        raise TypeError(v)
-
-    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
-    for k, v in data.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
-    return "\n".join(lines) + "\n"
-
-
-def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in extra.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = {**out[k], **v}
-        else:
-            out[k] = v
-    return out
+# Config files are written with the package's own TOML writer; merge() overlays tables.
+toml = tomlwrite.dumps
+merge = tomlwrite.merge
 
 
 class Daemon:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import tomlwrite
 from .config.opendkim import Dataset, KeyTable, SigningTable
 from .config.schema import SigningSettings, load_settings, settings_from_dict
 from .errors import AuthmilterError, ConfigError
@@ -371,18 +371,6 @@ def _single_key(imp: Import, keyfile: str, selector: str, domain: str, subdomain
 # ---------------------------------------------------------------------------
 # TOML output
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)   # JSON string escapes are valid TOML
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
 def render(imp: Import, source: str) -> str:
     lines = [f"# authmilter configuration imported from {source} by `authmilter import-opendkim`.",
              "# Tables and keys are reused where they are; check with `authmilter check-config -c FILE`",
@@ -395,21 +383,7 @@ def render(imp: Import, source: str) -> str:
         lines += [f"#   {p}" for p in imp.problems]
     lines.append("")
 
-    def emit(table: dict[str, Any], prefix: str) -> None:
-        for key, value in table.items():
-            if isinstance(value, dict):
-                continue
-            comment = imp.comments.get(prefix + key)
-            if comment:
-                lines.append(f"# {comment}")
-            lines.append(f"{key} = {_toml_value(value)}")
-        for key, value in table.items():
-            if isinstance(value, dict):
-                lines.extend(["", f"[{prefix}{key}]"])
-                emit(value, f"{prefix}{key}.")
-
-    emit(imp.data, "")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + tomlwrite.dumps(imp.data, imp.comments)
 
 
 def _check_tables(imp: Import, source: str) -> None:

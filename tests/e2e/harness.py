@@ -37,6 +37,8 @@ import dns.message
 import dns.query
 import dns.rdatatype
 
+from authmilter.config import tomlwrite
+
 T = TypeVar("T")
 
 POSTFIX = "/usr/sbin/postfix"
@@ -559,7 +561,7 @@ class Authmilter:
         return f"inet:127.0.0.1:{self.port}"
 
     def write_config(self, overrides: dict | None = None) -> None:
-        self.config.write_text(to_toml(deep_merge(self.settings, overrides or {})))
+        self.config.write_text(tomlwrite.dumps(tomlwrite.merge(self.settings, overrides or {})))
 
     def start(self) -> None:
         if not self.config.exists():
@@ -644,35 +646,6 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def deep_merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
-def _toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)        # a JSON string is a valid TOML basic string
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} as TOML")
-
-
-def to_toml(settings: dict) -> str:
-    """Top-level keys, then one [section] per nested dict: all authmilter's config needs."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in settings.items() if not isinstance(v, dict)]
-    for section, items in settings.items():
-        if isinstance(items, dict):
-            lines.append(f"\n[{section}]")
-            lines.extend(f"{k} = {_toml_value(v)}" for k, v in items.items())
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------------------------
