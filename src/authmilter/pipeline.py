@@ -17,7 +17,7 @@ from .checks.types import ResInfo, Result
 from .model import Session
 from .outcome import Action, Direction, HeaderEdit, Outcome
 from .policy import Decision, Evidence, decide
-from .runtime import Runtime, ip_in
+from .runtime import Runtime
 
 
 def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
@@ -127,8 +127,8 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
 
     # SPF for the real sender: behind our own relays, the first untrusted hop.
     ip, helo, via = client.ip, client.helo, ""
-    if ip_in(ip, runtime.trusted_relays):
-        hop = received.first_untrusted_hop(msg, settings.verify.trusted_relays)
+    if runtime.trusted_relays.contains_ip(ip):
+        hop = received.first_untrusted_hop(msg, runtime.trusted_relays)
         if hop is not None:
             via = ip or ""
             ip, helo = hop
@@ -154,7 +154,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
 
     ev = Evidence(from_=from_, spf=spf_result, helo=helo_result, dkim=dkim_results, dmarc=dmarc_result,
                   arc=arc_result,
-                  trusted_forwarder=runtime.forwarders.match(client.ip, client.hostname))
+                  trusted_forwarder=runtime.forwarders.contains(client.ip, client.hostname))
     decision = decide(ev, settings.policy, runtime.own_domains, accept_length_tag=v.dmarc_accept_length_tag)
 
     infos: list[ResInfo] = []

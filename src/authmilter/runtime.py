@@ -5,7 +5,6 @@ runtime it started with, so a reload never changes the rules halfway through a m
 """
 from __future__ import annotations
 
-import ipaddress
 import socket
 import threading
 import time
@@ -21,54 +20,16 @@ from .resolver import Resolver, install_spf_adapter
 if TYPE_CHECKING:  # pragma: no cover
     from .signing import Signer
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_networks(items: tuple[str, ...], file: str, key: str) -> tuple[Network, ...]:
-    out = []
-    for item in items:
-        try:
-            out.append(ipaddress.ip_network(item, strict=False))
-        except ValueError:
-            raise ConfigError(file, key, f"not an IP address or network: {item!r}") from None
-    return tuple(out)
-
-
-def ip_in(ip: str | None, networks: tuple[Network, ...]) -> bool:
-    if not ip or not networks:
-        return False
-    try:
-        addr = ipaddress.ip_address(ip.strip("[]").removeprefix("IPv6:").removeprefix("ipv6:"))
-    except ValueError:
-        return False
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
-        addr = addr.ipv4_mapped
-    return any(addr in net for net in networks)
-
-
-@dataclass(frozen=True)
-class Forwarders:
-    """trusted_forwarders: IPs/CIDRs, or host names (matched against the MTA's verified name)."""
-
-    networks: tuple[Network, ...] = ()
-    names: frozenset[str] = frozenset()
-
-    def match(self, ip: str | None, hostname: str) -> bool:
-        if ip_in(ip, self.networks):
-            return True
-        name = hostname.lower().rstrip(".")
-        return any(name == n or name.endswith("." + n) for n in self.names)
-
-
 @dataclass(frozen=True)
 class Runtime:
     settings: Settings
     resolver: Resolver
     signer: Signer | None
-    trusted_relays: tuple[Network, ...]
-    forwarders: Forwarders
-    own_domains: frozenset[str]
+    # Host lists in OpenDKIM's grammar (IPs, CIDRs, names, ".domain", "!"), parsed once.
     internal_hosts: HostList
+    trusted_relays: HostList
+    forwarders: HostList
+    own_domains: frozenset[str]
     psl: Any = None
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
@@ -86,16 +47,9 @@ class Runtime:
             signer = Signer.from_settings(settings.signing, source=file)
         internal = signer.internal_hosts if signer is not None else \
             HostList.load(settings.signing.internal_hosts, source=file, setting="signing.internal_hosts")
-        relays = parse_networks(settings.verify.trusted_relays, file, "verify.trusted_relays")
-        nets, names = [], set()
-        for item in settings.policy.trusted_forwarders:
-            try:
-                nets.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                try:
-                    names.add(normalize_domain(item))
-                except DomainError as exc:
-                    raise ConfigError(file, "policy.trusted_forwarders", str(exc)) from None
+        relays = HostList.load(settings.verify.trusted_relays, source=file, setting="verify.trusted_relays")
+        forwarders = HostList.load(settings.policy.trusted_forwarders, source=file,
+                                   setting="policy.trusted_forwarders")
         own = set(signer.domains) if signer is not None else set()
         for d in settings.policy.own_domains:
             try:
@@ -105,9 +59,8 @@ class Runtime:
         psl = None
         if settings.verify.dmarc_mode == "rfc7489":
             psl = load_psl(settings.verify.public_suffix_list, file)
-        return cls(settings=settings, resolver=resolver, signer=signer, trusted_relays=relays,
-                   forwarders=Forwarders(tuple(nets), frozenset(names)), own_domains=frozenset(own),
-                   internal_hosts=internal, psl=psl)
+        return cls(settings=settings, resolver=resolver, signer=signer, internal_hosts=internal,
+                   trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl)
 
     def authserv_id(self, mta_j: str = "") -> str:
         return self.settings.authserv_id or mta_j or self.hostname

@@ -193,3 +193,18 @@ def test_verify_disabled_accepts_without_lookups_but_still_removes_forgeries(dns
     out = process(session(raw), rt)
     assert out.action is Action.ACCEPT and dns_server.queries == []
     assert [(e.op, e.index) for e in out.edits] == [("delete", 1)]
+
+
+def test_trusted_forwarder_by_domain_is_not_rejected_on_dmarc(dns_server, keydir):
+    # ".example.com" is OpenDKIM host-list grammar (what import-opendkim writes for an
+    # ExternalIgnoreList); the client's verified name mail.example.com lies under it.
+    dns_server.add_txt("example.org", "v=spf1 -all")
+    dns_server.add_txt("_dmarc.example.org", "v=DMARC1; p=reject")
+    rt = runtime_for(dns_server, keydir, policy={"trusted_forwarders": [".example.com"]})
+    raw = RAW.replace(b"alice@example.com", b"alice@example.org")
+    out = process(session(raw, mail_from="alice@example.org"), rt)
+    assert out.action is Action.ACCEPT and "trusted forwarder" in out.reasons[0]
+    rt = runtime_for(dns_server, keydir, policy={"trusted_forwarders": ["192.0.2.0/24"]})
+    assert process(session(raw, mail_from="alice@example.org"), rt).action is Action.ACCEPT
+    rt = runtime_for(dns_server, keydir)
+    assert process(session(raw, mail_from="alice@example.org"), rt).action is Action.REJECT

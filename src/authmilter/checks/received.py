@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
+from ..config.opendkim import HostList
 from ..model import Message
 from .rfc5322 import comment_end
 
 __all__ = ["first_untrusted_hop", "parse_received_from"]
 
-_Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)(?:%[^\]]*)?\]", re.IGNORECASE)
 _HELO_KV = re.compile(r"\bhelo=([^\s()\]]+)", re.IGNORECASE)
 _STOP = {"by", "via", "with", "id", "for"}
@@ -113,35 +113,21 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
     return ip, helo
 
 
-def _networks(trusted: Iterable[str]) -> list[_Net]:
-    nets = []
-    for item in trusted:
-        try:
-            nets.append(ipaddress.ip_network(item.strip(), strict=False))
-        except ValueError:
-            continue   # names and file: entries are the caller's business; never match
-    return nets
-
-
-def _trusted(ip: str, nets: Sequence[_Net]) -> bool:
-    addr = ipaddress.ip_address(ip)
-    return any(addr.version == net.version and addr in net for net in nets)
-
-
-def first_untrusted_hop(message: Message, trusted: Sequence[str]) -> tuple[str, str] | None:
-    """(ip, helo) of the first host outside *trusted* (IPs/CIDRs) in the Received chain.
+def first_untrusted_hop(message: Message, trusted: HostList | Sequence[str]) -> tuple[str, str] | None:
+    """(ip, helo) of the first host outside *trusted* (a HostList, or IP/CIDR strings) in
+    the Received chain.
 
     The caller knows the connecting client is trusted. None when the chain cannot tell:
     a believed header without a parsable "from" clause and address, or a chain that ends
     while every named host is still trusted (the message originated inside).
     """
-    nets = _networks(trusted)
+    hosts = trusted if isinstance(trusted, HostList) else HostList.load(trusted, setting="verify.trusted_relays")
     for name, value in message.headers:
         if name.strip().lower() != b"received":
             continue
         hop = parse_received_from(value)
         if hop is None:
             return None
-        if not _trusted(hop[0], nets):
+        if not hosts.contains_ip(hop[0]):
             return hop
     return None

@@ -102,7 +102,7 @@ class PolicySettings:
         "reject mail from outside whose From is one of our signing domains without aligned SPF/DKIM pass")
     own_domains: tuple[str, ...] = _f((), "extra domains for reject_own_domain_spoof (the SigningTable's are included)")
     trusted_forwarders: tuple[str, ...] = _f((),
-        "IPs/CIDRs/hostnames whose mail is never rejected on DMARC (decision logged)")
+        'hosts whose mail is never rejected on DMARC (decision logged): IPs, CIDRs, names, ".domain"')
     ignore_authenticated: bool = _f(True, "SASL-authenticated mail counts as outbound (signed, not checked); false: classify by internal_hosts/sign_daemon_names only")
     reject_text: str = _f("5.7.1 rejected by DMARC policy for {domain}: {reason}",
                           "reply text for DMARC rejects; {domain} and {reason} are filled in")
@@ -270,7 +270,8 @@ def validate(settings: Settings) -> Settings:
     _parse_addr_list(file, "signing.internal_hosts", settings.signing.internal_hosts, allow_names=True,
                      allow_negation=True)
     _parse_addr_list(file, "verify.trusted_relays", settings.verify.trusted_relays)
-    _parse_addr_list(file, "policy.trusted_forwarders", settings.policy.trusted_forwarders, allow_names=True)
+    _parse_addr_list(file, "policy.trusted_forwarders", settings.policy.trusted_forwarders, allow_names=True,
+                     allow_negation=True)
     canon = settings.signing.canonicalization.split("/")
     if len(canon) > 2 or any(c not in ("simple", "relaxed") for c in canon):
         raise ConfigError(file, "signing.canonicalization",
