@@ -47,14 +47,6 @@ def normalize_domain(text: str, *, allow_underscore: bool = False) -> str:
     return name
 
 
-def is_valid_domain(text: str) -> bool:
-    try:
-        normalize_domain(text)
-    except DomainError:
-        return False
-    return True
-
-
 def is_subdomain(child: str, parent: str) -> bool:
     """True when *child* equals *parent* or lies below it (label-wise, never substring)."""
     return child == parent or child.endswith("." + parent)

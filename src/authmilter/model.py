@@ -43,9 +43,6 @@ class Message:
         key = name.lower().encode()
         return [v for n, v in self.headers if n.lower() == key]
 
-    def header_text(self, value: bytes) -> str:
-        return value.decode("utf-8", "surrogateescape")
-
     @classmethod
     def from_bytes(cls, raw: bytes) -> Message:
         """Parse an RFC 5322 message (LF or CRLF line ends) into a Message.

@@ -7,12 +7,14 @@ The milter adapter and `authmilter verify` both call `process`; neither decides 
 """
 from __future__ import annotations
 
+import ipaddress
 import time
+from dataclasses import replace
 
 from . import authresults
+from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
-from .checks import fromhdr, received, spf
 from .checks.types import ResInfo, Result
 from .model import Session
 from .outcome import Action, Direction, HeaderEdit, Outcome
@@ -41,8 +43,6 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
 
 
 def _loopback(ip: str) -> bool:
-    import ipaddress
-
     try:
         return ipaddress.ip_address(ip).is_loopback
     except ValueError:
@@ -137,7 +137,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         spf_result = spf.check_spf(ip, session.envelope.mail_from, helo, res, receiver=authserv_id,
                                    timeout_s=settings.dns.message_budget_s)
         if via:
-            spf_result = _with_relay(spf_result, via)
+            spf_result = replace(spf_result, via_relay=via)
         if v.spf_helo and helo and session.envelope.mail_from:
             helo_result = spf.check_helo(ip, helo, res, receiver=authserv_id,
                                          timeout_s=settings.dns.message_budget_s)
@@ -150,7 +150,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
                                                psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
     arc_result = None
     if v.arc:
-        arc_result = _check_arc(msg, res)
+        arc_result = arc.check_arc(msg, res)
 
     ev = Evidence(from_=from_, spf=spf_result, helo=helo_result, dkim=dkim_results, dmarc=dmarc_result,
                   arc=arc_result,
@@ -192,20 +192,6 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         quarantine_reason=decision.quarantine_reason, edits=tuple(edits), log=log,
         auth_results=ar_value, reasons=decision.reasons,
     )
-
-
-def _with_relay(result, via: str):  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    return replace(result, via_relay=via)
-
-
-def _check_arc(msg, res):  # type: ignore[no-untyped-def]
-    try:
-        from .checks import arc
-    except ImportError:
-        return None
-    return arc.check_arc(msg, res)
 
 
 def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float) -> tuple[tuple[str, str], ...]:

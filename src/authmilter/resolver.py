@@ -13,7 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
@@ -110,16 +110,6 @@ class _Cache:
             self._data.clear()
 
 
-@dataclass
-class QueryLog:
-    """Records (name, rdtype) of every lookup that reached the resolver (tests, debug)."""
-
-    entries: list[tuple[str, str]] = field(default_factory=list)
-
-    def count(self, rdtype: str | None = None) -> int:
-        return sum(1 for _, t in self.entries if rdtype is None or t == rdtype)
-
-
 class Resolver:
     """The production resolver: thread-safe, shared by every connection of a runtime."""
 
@@ -145,7 +135,6 @@ class Resolver:
         self.max_ttl_s = max_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._cache = _Cache(cache_entries)
-        self.log: QueryLog | None = None
         # Called with (rdtype, seconds, status) after every lookup that went to the network
         # (ops/metrics.py: DNS latency histogram); None = off.
         self.observer: Callable[[str, float, str], None] | None = None
@@ -172,8 +161,6 @@ class Resolver:
         cached = self._cache.get(key, now)
         if cached is not None:
             return cached
-        if self.log is not None:
-            self.log.entries.append(key)
         started = time.monotonic()
         answer = self._lookup(key[0], rdtype, lifetime if lifetime is not None else self.timeout_s)
         if self.observer is not None:
@@ -222,8 +209,6 @@ class Resolver:
         values = tuple(_rdata_value(rdtype, r) for r in ans.rrset)
         return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl)
 
-    def txt(self, name: str) -> Answer:
-        return self.query(name, "TXT")
 
     def budget(self, seconds: float) -> BudgetResolver:
         """A per-message view: same cache, but lookups stop at the deadline."""
@@ -236,15 +221,11 @@ class BudgetResolver:
     def __init__(self, parent: Resolver, seconds: float) -> None:
         self.parent = parent
         self.deadline = time.monotonic() + seconds
-        self.lookups = 0
 
     def query(self, name: str, rdtype: str) -> Answer:
         remaining = self.deadline - time.monotonic()
-        self.lookups += 1
         return self.parent.query(name, rdtype, lifetime=min(self.parent.timeout_s, remaining))
 
-    def txt(self, name: str) -> Answer:
-        return self.query(name, "TXT")
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
