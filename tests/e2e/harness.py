@@ -196,14 +196,7 @@ zone:
             wait_for(lambda z=zone: self._answers(z.fqdn or ".", "SOA"), f"knot to serve {zone.fqdn or '.'}")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=15)
+        stop_process(self.proc)
 
     @property
     def running(self) -> bool:
@@ -625,19 +618,25 @@ class Authmilter:
         wait_for(lambda: not _port_open(self.port), "the milter port to close")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)   # leftovers of our own process group
-        except ProcessLookupError:
-            pass
-        if self.proc.poll() is None:
-            self.proc.wait(timeout=15)
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM a process started with start_new_session=True, wait, then SIGKILL whatever
+    is left of its process group."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=15)
 
 
 def _port_open(port: int) -> bool:
