@@ -18,7 +18,7 @@ from .checks import dmarc as dmarc_check
 from .checks.types import ResInfo, Result
 from .model import Session
 from .outcome import Action, Direction, HeaderEdit, Outcome
-from .policy import Decision, Evidence, decide
+from .policy import Decision, Evidence, decide, decide_missing_key
 from .runtime import Runtime
 
 
@@ -93,11 +93,11 @@ def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[Hea
         if choice.missing:
             missing = "; ".join(choice.missing)
             log.append(("signed", f"no (key unavailable: {missing})"))
-            if runtime.settings.signing.on_missing_key == "tempfail":
-                log[0] = ("action", "tempfail")
-                return Outcome(Action.TEMPFAIL, Direction.OUTBOUND, "451", "4.3.0",
-                               "signing key unavailable; try again later", log=tuple(log),
-                               reasons=(f"signing key unavailable: {missing}",))
+            decision = decide_missing_key(runtime.settings.signing.on_missing_key, missing)
+            if decision.action is not Action.ACCEPT:
+                log[0] = ("action", decision.action.value)
+                return Outcome(decision.action, Direction.OUTBOUND, decision.code, decision.xcode, decision.text,
+                               log=tuple(log), reasons=decision.reasons)
         elif choice.refused:
             log.append(("signed", f"no ({choice.refused})"))
         elif not choice.keys:

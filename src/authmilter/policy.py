@@ -112,6 +112,16 @@ def _apply_configured(choice: str, settings: PolicySettings, reason: str, domain
     return Decision(Action.ACCEPT, reasons=(reason + " (accepted by configuration)",))
 
 
+def decide_missing_key(on_missing_key: str, missing: str) -> Decision:
+    """Outbound mail whose SigningTable key cannot be used (``signing.on_missing_key``):
+    tempfail so the client retries once the key is back, or deliver unsigned."""
+    reason = f"signing key unavailable: {missing}"
+    if on_missing_key == "tempfail":
+        return Decision(Action.TEMPFAIL, "451", "4.3.0", "signing key unavailable; try again later",
+                        reasons=(reason,))
+    return Decision(Action.ACCEPT, reasons=(reason + " (sent unsigned: on_missing_key = accept)",))
+
+
 def decide(ev: Evidence, settings: PolicySettings, own_domains: frozenset[str] = frozenset(),
            *, accept_length_tag: bool = False) -> Decision:
     decision = _decide(ev, settings, own_domains, accept_length_tag)
