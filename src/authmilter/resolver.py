@@ -11,11 +11,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 import dns.exception
 import dns.flags
@@ -78,14 +78,15 @@ def _rdata_value(rdtype: str, rdata: object) -> object:
 
 
 class _Cache:
-    """A small thread-safe LRU with per-entry expiry."""
+    """A small thread-safe LRU with per-entry expiry (monotonic seconds)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._data: OrderedDict[tuple[str, str], tuple[float, Answer]] = OrderedDict()
+        self._data: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str], now: float) -> Answer | None:
+    def get(self, key: Hashable, now: float) -> tuple[float, Any] | None:
+        """(expires, value) while fresh, else None."""
         with self._lock:
             item = self._data.get(key)
             if item is None:
@@ -94,9 +95,9 @@ class _Cache:
                 del self._data[key]
                 return None
             self._data.move_to_end(key)
-            return item[1]
+            return item
 
-    def put(self, key: tuple[str, str], answer: Answer, expires: float) -> None:
+    def put(self, key: Hashable, answer: Any, expires: float) -> None:
         if self.size <= 0:
             return
         with self._lock:
@@ -120,6 +121,7 @@ class Resolver:
         cache_entries: int = 50000,
         max_ttl_s: int = 3600,
         negative_ttl_s: int = 300,
+        derived_entries: int = 10000,
     ) -> None:
         if servers:
             res = dns.resolver.Resolver(configure=False)
@@ -135,6 +137,9 @@ class Resolver:
         self.max_ttl_s = max_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._cache = _Cache(cache_entries)
+        # Results computed from DNS answers alone (SPF check_host()), kept until the
+        # first of those answers expires from the cache above: see `derived`.
+        self.derived = DerivedCache(derived_entries if cache_entries > 0 else 0)
         # Called with (rdtype, seconds, status) after every lookup that went to the network
         # (ops/metrics.py: DNS latency histogram); None = off.
         self.observer: Callable[[str, float, str], None] | None = None
@@ -149,18 +154,25 @@ class Resolver:
             cache_entries=dns_settings.cache_entries,  # type: ignore[attr-defined]
             max_ttl_s=dns_settings.max_ttl_s,  # type: ignore[attr-defined]
             negative_ttl_s=dns_settings.negative_ttl_s,  # type: ignore[attr-defined]
+            derived_entries=dns_settings.result_cache_entries,  # type: ignore[attr-defined]
         )
 
     def clear_cache(self) -> None:
         self._cache.clear()
+        self.derived.clear()
 
     def query(self, name: str, rdtype: str, *, lifetime: float | None = None) -> Answer:
+        return self.lookup(name, rdtype, lifetime=lifetime)[0]
+
+    def lookup(self, name: str, rdtype: str, *, lifetime: float | None = None) -> tuple[Answer, float]:
+        """The answer and the monotonic time until which the cache holds it (0.0: not
+        cached, e.g. a temporary error, a zero TTL or the cache turned off)."""
         rdtype = rdtype.upper()
         key = (name.lower().rstrip("."), rdtype)
         now = time.monotonic()
         cached = self._cache.get(key, now)
         if cached is not None:
-            return cached
+            return cached[1], cached[0]
         started = time.monotonic()
         answer = self._lookup(key[0], rdtype, lifetime if lifetime is not None else self.timeout_s)
         if self.observer is not None:
@@ -171,9 +183,10 @@ class Resolver:
             ttl = min(answer.ttl or self.negative_ttl_s, self.negative_ttl_s)
         else:
             ttl = 0
-        if ttl > 0:
+        if ttl > 0 and self._cache.size > 0:
             self._cache.put(key, answer, now + ttl)
-        return answer
+            return answer, now + ttl
+        return answer, 0.0
 
     def _lookup(self, name: str, rdtype: str, lifetime: float) -> Answer:
         try:
@@ -222,9 +235,71 @@ class BudgetResolver:
         self.parent = parent
         self.deadline = time.monotonic() + seconds
 
+    @property
+    def derived(self) -> DerivedCache:
+        return self.parent.derived
+
     def query(self, name: str, rdtype: str) -> Answer:
+        return self.lookup(name, rdtype)[0]
+
+    def lookup(self, name: str, rdtype: str) -> tuple[Answer, float]:
         remaining = self.deadline - time.monotonic()
-        return self.parent.query(name, rdtype, lifetime=min(self.parent.timeout_s, remaining))
+        return self.parent.lookup(name, rdtype, lifetime=min(self.parent.timeout_s, remaining))
+
+
+class DerivedCache:
+    """Values computed from DNS answers and nothing else, reused while every answer
+    they read is still in the resolver's cache.
+
+    Recomputing one before then would read the same cached answers and return the same
+    value, so a hit changes nothing but the CPU spent. Use `recording` to compute: it
+    notes the earliest expiry of what was read, and anything the cache did not keep
+    (a temporary error, a zero TTL, the cache turned off) makes the value unstorable.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._cache = _Cache(size)
+
+    @property
+    def enabled(self) -> bool:
+        return self._cache.size > 0
+
+    def get(self, key: Hashable) -> Any | None:
+        item = self._cache.get(key, time.monotonic())
+        return None if item is None else item[1]
+
+    def put(self, key: Hashable, value: Any, recorder: Recording) -> bool:
+        """Store *value* if everything *recorder* saw is cached; True when stored."""
+        if not self.enabled or not recorder.storable or recorder.expires <= time.monotonic():
+            return False
+        self._cache.put(key, value, recorder.expires)
+        return True
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+class Recording:
+    """A `DnsLookup` over a resolver (or budget view) that notes what each lookup
+    returned: the earliest cache expiry, whether any answer was uncached, and whether
+    any TXT record read contains "%" (an SPF macro, whose expansion depends on more
+    than the domain)."""
+
+    def __init__(self, inner: Resolver | BudgetResolver) -> None:
+        self.inner = inner
+        self.expires = float("inf")
+        self.storable = True
+        self.saw_percent = False
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        answer, expires = self.inner.lookup(name, rdtype)
+        if expires <= 0.0:
+            self.storable = False
+        elif expires < self.expires:
+            self.expires = expires
+        if answer.rdtype in ("TXT", "SPF") and any(b"%" in r for r in answer.records):
+            self.saw_percent = True
+        return answer
 
 
 

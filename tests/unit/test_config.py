@@ -31,6 +31,7 @@ def write(tmp_path, text):
     ('socket_mode = "rw"\n', "socket_mode", "octal"),
     ('[signing]\ninternal_hosts = ["10.0.0.0/33"]\n', "signing.internal_hosts", "not an IP"),
     ('dns = 5\n', "dns", "expected a table"),
+    ('[dns]\nresult_cache_entries = -1\n', "dns.result_cache_entries", "must not be negative"),
 ])
 def test_config_error_names_file_key_and_reason(tmp_path, text, key, reason):
     path = write(tmp_path, text)

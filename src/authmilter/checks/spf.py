@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import NamedTuple
 
 import spf as pyspf  # type: ignore[import-untyped]
 
@@ -69,12 +70,18 @@ def _ascii_domain(domain: str) -> str:
         return domain.lower()
 
 
-def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
-         local: str, domain: str, identity: str, receiver: str, timeout_s: float) -> SpfResult:
-    addr = _client_ip(ip)
-    base = {"scope": scope, "identity": identity, "domain": domain, "helo": helo}
-    if addr is None:
-        return SpfResult(Result.NONE, client_ip=ip, reason="no valid client IP address", **base)
+class _Raw(NamedTuple):
+    """What one check_host() evaluation produced, before it becomes an SpfResult."""
+
+    code: str           # pyspf's result name
+    text: str           # explanation (fail) or error text
+    mechanism: str      # the matching mechanism, if any
+    problem: str        # pyspf's description of a permerror/temperror
+    crashed: str = ""   # pyspf raised on remote data: the exception, as text
+
+
+def _evaluate(addr: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, local: str,
+              domain: str, receiver: str, timeout_s: float) -> _Raw:
     _resolver.install_spf_adapter()
     try:
         with _resolver.using(resolver):
@@ -87,20 +94,58 @@ def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scop
     except AuthmilterError:
         raise
     except (pyspf.TempError, pyspf.PermError) as exc:  # raised outside check(), e.g. by set_ip
-        code, text = ("temperror" if isinstance(exc, pyspf.TempError) else "permerror"), str(exc)
-        q = None
+        code = "temperror" if isinstance(exc, pyspf.TempError) else "permerror"
+        return _Raw(code, str(exc), "", "")
     except Exception as exc:  # noqa: BLE001 - pyspf failing on remote data is a result, not a crash
-        return SpfResult(Result.PERMERROR, client_ip=addr,
-                         reason=f"SPF evaluation error: {type(exc).__name__}: {exc}", **base)
-    result = _RESULTS.get(code, Result.PERMERROR)
+        return _Raw("permerror", "", "", "", crashed=f"{type(exc).__name__}: {exc}")
+    return _Raw(code, text, getattr(q, "mechanism", None) or "", getattr(q, "prob", "") or "")
+
+
+def _evaluate_cached(addr: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
+                     local: str, domain: str, receiver: str, timeout_s: float) -> _Raw:
+    """`_evaluate`, reused while the DNS answers it read are cached (resolver.DerivedCache).
+
+    A result depends on the client IP, the domain and the DNS data; the local part, the
+    HELO name and the receiver enter only through macros. So a result whose records hold
+    no "%" is kept per (scope, IP, domain) and serves every sender of that domain; one
+    that read a macro is kept per full (sender, HELO, receiver). Temporary errors and
+    answers the cache did not keep are never stored.
+    """
+    memo = getattr(resolver, "derived", None)
+    if memo is None or not memo.enabled or not hasattr(resolver, "lookup"):
+        return _evaluate(addr, sender, helo, resolver, local=local, domain=domain, receiver=receiver,
+                         timeout_s=timeout_s)
+    wide = ("spf", scope, addr, domain)
+    full = ("spf", scope, addr, domain, local, helo, receiver)
+    raw = memo.get(wide) or memo.get(full)
+    if raw is not None:
+        return raw  # type: ignore[no-any-return]
+    recorder = _resolver.Recording(resolver)  # type: ignore[arg-type]  # has lookup(), checked above
+    raw = _evaluate(addr, sender, helo, recorder, local=local, domain=domain, receiver=receiver,
+                    timeout_s=timeout_s)
+    if _RESULTS.get(raw.code) is not Result.TEMPERROR and not raw.crashed:
+        memo.put(full if recorder.saw_percent else wide, raw, recorder)
+    return raw
+
+
+def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
+         local: str, domain: str, identity: str, receiver: str, timeout_s: float) -> SpfResult:
+    addr = _client_ip(ip)
+    base = {"scope": scope, "identity": identity, "domain": domain, "helo": helo}
+    if addr is None:
+        return SpfResult(Result.NONE, client_ip=ip, reason="no valid client IP address", **base)
+    raw = _evaluate_cached(addr, sender, helo, resolver, scope=scope, local=local, domain=domain,
+                           receiver=receiver, timeout_s=timeout_s)
+    if raw.crashed:
+        return SpfResult(Result.PERMERROR, client_ip=addr, reason=f"SPF evaluation error: {raw.crashed}", **base)
+    result = _RESULTS.get(raw.code, Result.PERMERROR)
     explanation = ""
-    if result is Result.FAIL and text != _NO_EXP:
-        explanation = text
+    if result is Result.FAIL and raw.text != _NO_EXP:
+        explanation = raw.text
     if result in (Result.PASS, Result.FAIL, Result.SOFTFAIL, Result.NEUTRAL):
-        mech = getattr(q, "mechanism", None) if q is not None else None
-        reason = f"matched {mech}" if mech else ""
+        reason = f"matched {raw.mechanism}" if raw.mechanism else ""
     elif result in (Result.PERMERROR, Result.TEMPERROR):
-        reason = (getattr(q, "prob", "") if q is not None else "") or text
+        reason = raw.problem or raw.text
         reason = reason.removeprefix("SPF Permanent Error: ").removeprefix("SPF Temporary Error: ")
     else:
         reason = "no SPF record"

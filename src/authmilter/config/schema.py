@@ -34,6 +34,8 @@ class DnsSettings:
     cache_entries: int = _f(50000, "entries in the shared TTL-honouring cache (0 disables)")
     max_ttl_s: int = _f(3600, "cap on how long an answer is cached")
     negative_ttl_s: int = _f(300, "cap on how long NXDOMAIN/NODATA is cached")
+    result_cache_entries: int = _f(10000,
+        "SPF results kept per (client IP, domain) until the first DNS answer they read expires (0 disables)")
 
 
 @dataclass(frozen=True)
