@@ -29,6 +29,8 @@ _WIDTH = 78
 
 
 def _clean(text: str) -> str:
+    if text.isprintable():  # the common case: no control character to replace
+        return text.strip()
     return _CTL.sub(" ", text).strip()
 
 

@@ -8,6 +8,7 @@ on remote data escapes as an exception.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import NamedTuple
@@ -51,6 +52,7 @@ class _Query(pyspf.query):  # type: ignore[misc]
         return valid
 
 
+@functools.lru_cache(maxsize=4096)
 def _client_ip(ip: str) -> str | None:
     try:
         addr = ipaddress.ip_address(ip.strip())

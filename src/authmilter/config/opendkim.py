@@ -568,8 +568,8 @@ class HostList:
         return False
 
     def contains_ip(self, ip: str | None) -> bool:
-        if not ip:
-            return False
+        if not ip or not (self._exact or self._patterns):
+            return False  # nothing listed (the usual trusted_relays): no address walk
         text = ip.strip().strip("[]")
         if text[:5].lower() == "ipv6:":
             text = text[5:]

@@ -9,7 +9,8 @@ _CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def sanitize(value: object, limit: int = 256) -> str:
     """Strip control characters, quote values with spaces, cap the length."""
     text = value if isinstance(value, str) else str(value)
-    text = _CTRL.sub("?", text)
+    if not text.isprintable():  # printable text has no C0/C1 control character
+        text = _CTRL.sub("?", text)
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     if not text or " " in text or '"' in text:
