@@ -4,7 +4,8 @@ One `Handler` lives for one MTA connection (which may carry several messages). E
 callback before eom only records what the MTA said and is marked ``@noreply`` so the
 MTA does not wait for an answer (milter protocol v6 SMFIP_NR_*): that halves the round
 trips. Header values arrive as bytes with their leading whitespace (SMFIP_HDR_LEADSPC)
-so DKIM ``c=simple`` sees them exactly as sent. At eom the facts become a
+so DKIM ``c=simple`` sees them exactly as sent. RCPT is not asked for (SMFIP_NORCPT):
+no check uses the recipients, and each one would cost the MTA two packets. At eom the facts become a
 `model.Session`, `pipeline.process` turns it into an `Outcome` with the runtime
 captured when the connection started (a reload never changes rules mid-connection),
 and `apply` hands the result to the MTA.
@@ -117,7 +118,6 @@ class Handler(Milter.Base):
         self.in_message = False
         self.msg_macros: dict[str, str] = {}
         self.mail_from = ""
-        self.rcpts: list[str] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
         self.msg_error: BaseException | None = None
@@ -200,16 +200,6 @@ class Handler(Milter.Base):
 
     @Milter.noreply
     @Milter.decode("bytes")
-    def envrcpt(self, to: bytes, *params: bytes) -> int:
-        # Never an answer here: non-SMTP mail (sendmail(1)) must not fail in RCPT.
-        try:
-            self.rcpts.append(_strip_brackets(to.decode("utf-8", "surrogateescape")))
-        except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
-            self._failed("envrcpt", exc)
-        return Milter.CONTINUE
-
-    @Milter.noreply
-    @Milter.decode("bytes")
     def header(self, name: str, value: bytes) -> int:
         try:
             if not self._protocol & Milter.P_HDR_LEADSPC:
@@ -282,7 +272,7 @@ class Handler(Milter.Base):
                 macros[name] = value
         return Session(
             client=self.client,
-            envelope=Envelope(mail_from=self.mail_from, rcpts=tuple(self.rcpts)),
+            envelope=Envelope(mail_from=self.mail_from),
             message=Message(headers=tuple(self.headers), body=body),
             macros=MappingProxyType(macros),
             queue_id=qid,

@@ -294,7 +294,6 @@ def register_milter(settings: Settings) -> None:
     milter.set_connect_callback(Milter.connect_callback)
     milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
     milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
     milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
     milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
