@@ -342,8 +342,9 @@ def opendmarc_conf(s: Setup, sock: Path) -> Path:
     return conf
 
 
-def authmilter_conf(s: Setup, sock: Path, workers: int) -> Path:
-    conf = s.work / "authmilter.toml"
+def authmilter_conf(s: Setup, sock: Path, workers: int, *, name: str = "authmilter.toml",
+                    dns_extra: str = "") -> Path:
+    conf = s.work / name
     conf.write_text(
         f'socket = "unix:{sock}"\n'
         'socket_mode = "0660"\n'
@@ -353,6 +354,7 @@ def authmilter_conf(s: Setup, sock: Path, workers: int) -> Path:
         "[dns]\n"
         f'servers = ["{s.dns_ip}:{s.dns_port}"]\n'
         "timeout_s = 5.0\n"
+        f"{dns_extra}"
         "[signing]\n"
         f'key_table = "{s.work}/KeyTable"\n'
         f'signing_table = "refile:{s.work}/SigningTable"\n'
@@ -487,6 +489,16 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         except RuntimeError as exc:
             notes.append(f"authmilter did not start: {str(exc).splitlines()[0]}")
             log(str(exc))
+        if "inbound" in args.kinds and args.spf_cache_off_side and sides_in:
+            # The same code with the SPF result cache off: what SPF costs when every
+            # message comes from an (IP, domain) pair not seen within the records' TTLs.
+            sock2 = work / "authmilter-nocache.sock"
+            conf2 = authmilter_conf(s, sock2, args.workers, name="authmilter-nocache.toml",
+                                    dns_extra="result_cache_entries = 0\n")
+            am2 = start("authmilter-nocache", [str(am_bin), "run", "-c", str(conf2)], work)
+            procs.append(am2)
+            wait_milter(am2, f"unix:{sock2}")
+            sides_in.append(Side("authmilter (SPF cache off)", [f"unix:{sock2}"], [am2]))
 
     opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
     ods_sock, odv_sock, odm_sock = work / "opendkim-s.sock", work / "opendkim-v.sock", work / "opendmarc.sock"
@@ -674,8 +686,8 @@ def render(result: dict) -> str:
         hdr = ["size", "C"]
         for lb in labels:
             hdr += [f"{lb} msg/s", "p50 ms", "p99 ms", "cpu ms/msg"]
-        if len(labels) == 2:
-            hdr += [f"ratio {labels[0]}/{labels[1]}"]
+        # every side against the last one (the peer: OpenDKIM, or OpenDKIM+OpenDMARC)
+        hdr += [f"ratio {lb}/{labels[-1]}" for lb in labels[:-1]]
         hdr += ["client CPU % (sys)", "DNS CPU %", "foreign CPU %", "errors/bad"]
         lines.append("| " + " | ".join(hdr) + " |")
         lines.append("|" + "---|" * len(hdr))
@@ -685,9 +697,9 @@ def render(result: dict) -> str:
                 sd = c["sides"][lb]
                 row += [f"{sd['msg_per_s']:.0f}", f"{sd['p50_ms']:.1f}", f"{sd['p99_ms']:.1f}",
                         f"{sd['milter_cpu_ms_per_msg']:.2f}"]
-            if len(labels) == 2:
-                a, b = (c["sides"][lb]["msg_per_s"] for lb in labels)
-                row.append(f"{a / b:.2f}x" if b else "-")
+            peer = c["sides"][labels[-1]]["msg_per_s"]
+            for lb in labels[:-1]:
+                row.append(f"{c['sides'][lb]['msg_per_s'] / peer:.2f}x" if peer else "-")
             row.append(" / ".join(f"{c['sides'][lb]['client_cpu_pct']:.0f} ({c['sides'][lb]['client_sys_pct']:.0f})"
                                   for lb in labels))
             row.append(" / ".join(f"{c['sides'][lb]['dns_cpu_pct']:.0f}" for lb in labels))
@@ -724,6 +736,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = two per CPU)")
     ap.add_argument("--wait-idle", type=float, default=60.0,
                     help="before each run wait up to this many seconds for the machine to be idle (0 = no)")
+    ap.add_argument("--no-spf-cache-side", dest="spf_cache_off_side", action="store_false",
+                    help="inbound: leave out the second authmilter run with [dns] result_cache_entries = 0")
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip the pymilter null-milter reference runs")
     ap.add_argument("--skip-authmilter", action="store_true", help="only the OpenDKIM/OpenDMARC side")
