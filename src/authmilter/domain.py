@@ -1,4 +1,5 @@
-"""The one validator through which a string becomes a domain name.
+"""The one validator through which a string becomes a domain name (and the one
+normaliser for an IP address given as text).
 
 OpenDMARC CVE-2020-12272 came from substring parsing of domains; here every domain is
 lower-cased, IDNA-encoded to A-labels and checked for LDH syntax (RFC 5890, RFC 1123)
@@ -6,6 +7,7 @@ before it is compared or looked up.
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from functools import lru_cache
 
@@ -50,3 +52,16 @@ def normalize_domain(text: str, *, allow_underscore: bool = False) -> str:
 def is_subdomain(child: str, parent: str) -> bool:
     """True when *child* equals *parent* or lies below it (label-wise, never substring)."""
     return child == parent or child.endswith("." + parent)
+
+
+@lru_cache(maxsize=4096)
+def normalize_ip(text: str) -> str | None:
+    """The canonical text of an IP address, an IPv4-mapped IPv6 address as its IPv4
+    address (RFC 7208 §5 evaluates that one); None when *text* is not an address."""
+    try:
+        addr = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(addr)

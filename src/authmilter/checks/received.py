@@ -12,11 +12,11 @@ Assumption: every trusted relay adds a Received header (all common MTAs do).
 """
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Sequence
 
 from ..config.opendkim import HostList
+from ..domain import normalize_ip
 from ..model import Message
 from .rfc5322 import comment_end
 
@@ -25,16 +25,6 @@ __all__ = ["first_untrusted_hop", "parse_received_from"]
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)(?:%[^\]]*)?\]", re.IGNORECASE)
 _HELO_KV = re.compile(r"\bhelo=([^\s()\]]+)", re.IGNORECASE)
 _STOP = {"by", "via", "with", "id", "for"}
-
-
-def _ip(text: str) -> str | None:
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)
-    return str(addr)
 
 
 def _from_clause(value: str) -> tuple[str, list[str]] | None:
@@ -90,18 +80,18 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
     ip = None
     for comment in comments:
         for m in _BRACKET_IP.finditer(comment):
-            ip = _ip(m.group(1))
+            ip = normalize_ip(m.group(1))
             if ip:
                 break
         if ip is None:
             # Microsoft: the address alone in parentheses
-            ip = _ip(comment.strip())
+            ip = normalize_ip(comment)
         if ip:
             break
     if ip is None:
         literal = _BRACKET_IP.fullmatch(first)   # Exim without reverse DNS: "from [IP] (helo=...)"
         if literal:
-            ip = _ip(literal.group(1))
+            ip = normalize_ip(literal.group(1))
     if ip is None:
         return None
     helo = first

@@ -8,15 +8,13 @@ on remote data escapes as an exception.
 """
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
 from typing import NamedTuple
 
 import spf as pyspf  # type: ignore[import-untyped]
 
 from .. import resolver as _resolver
-from ..domain import DomainError, normalize_domain
+from ..domain import DomainError, normalize_domain, normalize_ip
 from ..errors import AuthmilterError
 from .types import Result, SpfResult
 
@@ -50,17 +48,6 @@ class _Query(pyspf.query):  # type: ignore[misc]
             except pyspf.TempError:
                 continue
         return valid
-
-
-@functools.lru_cache(maxsize=4096)
-def _client_ip(ip: str) -> str | None:
-    try:
-        addr = ipaddress.ip_address(ip.strip())
-    except ValueError:
-        return None
-    if addr.version == 6 and addr.ipv4_mapped is not None:
-        return str(addr.ipv4_mapped)   # RFC 7208 §5: evaluate the IPv4 address
-    return str(addr)
 
 
 def _ascii_domain(domain: str) -> str:
@@ -132,7 +119,7 @@ def _evaluate_cached(addr: str, sender: str, helo: str, resolver: _resolver.DnsL
 
 def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scope: str,
          local: str, domain: str, identity: str, receiver: str, timeout_s: float) -> SpfResult:
-    addr = _client_ip(ip)
+    addr = normalize_ip(ip)
     base = {"scope": scope, "identity": identity, "domain": domain, "helo": helo}
     if addr is None:
         return SpfResult(Result.NONE, client_ip=ip, reason="no valid client IP address", **base)

@@ -20,7 +20,6 @@ carrying that header raises inside eom, to exercise the internal-error path from
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import socket
@@ -32,6 +31,7 @@ from types import MappingProxyType
 import Milter  # type: ignore[import-untyped]
 
 from .. import pipeline
+from ..domain import normalize_ip
 from ..model import Client, Envelope, Message, Session
 from ..ops.logging import get_logger
 from ..ops.logsafe import sanitize
@@ -88,14 +88,11 @@ def _strip_brackets(addr: str) -> str:
 def _client_ip(family: int, hostaddr: object) -> tuple[str | None, int | None]:
     """The IP for inet/inet6 connections; None for local (unix) or unknown families."""
     if family in (socket.AF_INET, socket.AF_INET6) and isinstance(hostaddr, tuple) and hostaddr:
-        try:
-            addr = ipaddress.ip_address(str(hostaddr[0]).split("%", 1)[0])
-        except ValueError:
+        addr = normalize_ip(str(hostaddr[0]).split("%", 1)[0])  # without an IPv6 zone id
+        if addr is None:
             return None, None
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
         port = hostaddr[1] if len(hostaddr) > 1 and isinstance(hostaddr[1], int) else None
-        return str(addr), port
+        return addr, port
     return None, None
 
 
