@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .checks.rfc5322 import comment_end, quoted_string
+from .checks.rfc5322 import comment_end, comment_text, one_line, quoted_string
 from .checks.types import ResInfo
 
 __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
@@ -23,15 +23,8 @@ __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
 _TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+')
 _DOMAIN = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?")
 _LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_CTL = re.compile(r"[\x00-\x1f\x7f]+")
 _MAX_REASON = 256
 _WIDTH = 78
-
-
-def _clean(text: str) -> str:
-    if text.isprintable():  # the common case: no control character to replace
-        return text.strip()
-    return _CTL.sub(" ", text).strip()
 
 
 def _quoted(text: str) -> str:
@@ -40,13 +33,13 @@ def _quoted(text: str) -> str:
 
 def _value(text: str) -> str:
     """RFC 8601 value: a token when possible, else a quoted-string."""
-    text = _clean(text)
+    text = one_line(text)
     return text if _TOKEN.fullmatch(text) else _quoted(text)
 
 
 def _pvalue(text: str) -> str:
     """RFC 8601 §2.2 pvalue: a value, or [local-part] "@" domain-name unquoted."""
-    text = _clean(text)
+    text = one_line(text)
     if _TOKEN.fullmatch(text):
         return text
     local, at, domain = text.rpartition("@")
@@ -56,18 +49,18 @@ def _pvalue(text: str) -> str:
 
 
 def _resinfo_tokens(info: ResInfo) -> list[str]:
-    tokens = [f"{_clean(info.method)}={_clean(info.result.value)}"]
+    tokens = [f"{one_line(info.method)}={one_line(info.result.value)}"]
     if info.comment:
-        escaped = _clean(info.comment).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        escaped = comment_text(info.comment)
         tokens += f"({escaped})".split()
     if info.reason:
-        reason = _clean(info.reason)
+        reason = one_line(info.reason)
         if len(reason) > _MAX_REASON:
             reason = reason[:_MAX_REASON - 3] + "..."
         tokens.append(f"reason={_quoted(reason)}")
     for key, val in info.props:
         if val:
-            tokens.append(f"{_clean(key)}={_pvalue(val)}")
+            tokens.append(f"{one_line(key)}={_pvalue(val)}")
     return tokens
 
 
@@ -138,7 +131,7 @@ def _loose_ids(value: bytes | str) -> list[str]:
 
 
 def _norm(authserv_id: str) -> str:
-    return _clean(authserv_id).lower().rstrip(".")
+    return one_line(authserv_id).lower().rstrip(".")
 
 
 def _is_ours(candidate: str, ours: str) -> bool:

@@ -1,5 +1,22 @@
-"""Small RFC 5322 lexical helpers shared by the header parsers."""
+"""Small RFC 5322 lexical helpers shared by the header parsers and writers."""
 from __future__ import annotations
+
+import re
+
+_CTL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+
+
+def one_line(text: str) -> str:
+    """Remote text made safe inside a header we write: every run of control characters
+    (CR and LF included) becomes one space, and the ends are stripped."""
+    if text.isprintable():  # the common case: nothing to replace
+        return text.strip()
+    return _CTL_RUN.sub(" ", text).strip()
+
+
+def comment_text(text: str) -> str:
+    """`one_line` text escaped to stand inside a comment ``( ... )`` (RFC 5322 §3.2.2)."""
+    return one_line(text).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 def comment_end(text: str, i: int) -> int:

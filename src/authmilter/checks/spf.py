@@ -16,6 +16,7 @@ import spf as pyspf  # type: ignore[import-untyped]
 from .. import resolver as _resolver
 from ..domain import DomainError, normalize_domain, normalize_ip
 from ..errors import AuthmilterError
+from .rfc5322 import comment_text, one_line
 from .types import Result, SpfResult
 
 __all__ = ["check_helo", "check_spf", "received_spf_value"]
@@ -138,7 +139,7 @@ def _run(ip: str, sender: str, helo: str, resolver: _resolver.DnsLookup, *, scop
         reason = reason.removeprefix("SPF Permanent Error: ").removeprefix("SPF Temporary Error: ")
     else:
         reason = "no SPF record"
-    return SpfResult(result, client_ip=addr, explanation=explanation, reason=_clean(reason), **base)
+    return SpfResult(result, client_ip=addr, explanation=explanation, reason=one_line(reason), **base)
 
 
 def check_spf(ip: str, mail_from: str, helo: str, resolver: _resolver.DnsLookup, *, receiver: str = "",
@@ -176,24 +177,15 @@ def check_helo(ip: str, helo: str, resolver: _resolver.DnsLookup, *, receiver: s
 # ---------------------------------------------------------------------------
 # Received-SPF (RFC 7208 §9.1)
 
-_CTL = re.compile(r"[\x00-\x1f\x7f]+")
 _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-
-
-def _clean(text: str) -> str:
-    return _CTL.sub(" ", text).strip()
 
 
 def _kv(value: str) -> str:
     """dot-atom when possible, else a quoted-string (RFC 7208 §9.1 key-value-pair)."""
-    value = _clean(value)
+    value = one_line(value)
     if _DOT_ATOM.match(value):
         return value
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _comment(text: str) -> str:
-    return _clean(text).replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
 
 
 _COMMENTS = {
@@ -216,7 +208,7 @@ def received_spf_value(result: SpfResult, receiver: str) -> str:
         comment = f"{receiver}: {comment}"
     # The comment may be broken between words (FWS is allowed in comments); key-value
     # pairs are kept whole so no quoted-string is ever folded.
-    parts = [result.result.value] + f"({_comment(comment)})".split()
+    parts = [result.result.value] + f"({comment_text(comment)})".split()
     pairs: list[tuple[str, str]] = [("client-ip", result.client_ip)]
     if result.scope == "mailfrom":
         pairs.append(("envelope-from", result.identity))
