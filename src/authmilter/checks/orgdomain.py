@@ -63,12 +63,14 @@ class DmarcRecord:
     notes: tuple[str, ...] = ()
 
 
+@lru_cache(maxsize=4096)
 def parse_record(text: str, mode: str = "rfc9989") -> DmarcRecord | None:
     """Parse a TXT string; None when it is not a DMARC record (no leading v=DMARC1).
 
     Tag names and the keyword values are case-insensitive (ABNF literals), "DMARC1" is
     case-sensitive; unknown tags are ignored and a bad value falls back to its default
-    (RFC 9989 §4.8). The first occurrence of a repeated tag wins.
+    (RFC 9989 §4.8). The first occurrence of a repeated tag wins. Memoised: the same
+    record text arrives with every message from its domain (as dkimcore.parse_key_record).
     """
     tags: dict[str, str] = {}
     first = True
