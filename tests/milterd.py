@@ -1,7 +1,7 @@
 """Run the real ``authmilter run`` as a subprocess for tests (and bench/).
 
 `Daemon(directory, config)` writes the config as TOML, starts
-``.venv/bin/authmilter run -c CONFIG`` with its log in a file, waits until the socket
+``authmilter run -c CONFIG`` (the console script beside the running Python) with its log in a file, waits until the socket
 accepts connections, and offers the milter client, log polling and signals.
 The pytest fixtures that use it live in tests/milter/conftest.py.
 """
@@ -28,7 +28,7 @@ from support import require  # noqa: F401  (skip locally, fail under CI=true)
 
 from authmilter.config import tomlwrite
 
-AUTHMILTER = REPO / ".venv" / "bin" / "authmilter"
+AUTHMILTER = Path(sys.executable).with_name("authmilter")   # the venv pytest runs from
 WAIT_S = 60.0   # safety net against hangs, never an assertion about speed
 
 

@@ -1,6 +1,6 @@
 """The ValiMail ARC conformance suite (RFC 8617), validation half, served over real DNS.
 
-Data: ../shared/arc_test_suite/arc-draft-validation-tests.yml (see its README). Expected
+Data: tests/data/arc_test_suite/arc-draft-validation-tests.yml (MIT, see its README). Expected
 `cv` values: Pass, Fail, None; an empty expectation concerns a chain whose earlier seal
 already says cv=fail, which RFC 8617 §5.2 makes a fail.
 """
@@ -13,7 +13,7 @@ from authmilter.checks.arc import check_arc
 from authmilter.checks.types import Result
 from authmilter.model import Message
 
-SUITE = Path(__file__).resolve().parents[3] / "shared" / "arc_test_suite" / "arc-draft-validation-tests.yml"
+SUITE = Path(__file__).resolve().parents[1] / "data" / "arc_test_suite" / "arc-draft-validation-tests.yml"
 
 
 def _cases():

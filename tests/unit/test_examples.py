@@ -1,5 +1,6 @@
 """The shipped examples are usable as they stand."""
 import shutil
+import sys
 import subprocess
 from pathlib import Path
 
@@ -13,7 +14,7 @@ EX = REPO / "examples"
 
 def test_systemd_unit_verifies(tmp_path):
     require(shutil.which("systemd-analyze") is not None, "systemd-analyze not installed")
-    venv_bin = REPO / ".venv" / "bin" / "authmilter"
+    venv_bin = Path(sys.executable).with_name("authmilter")
     unit = tmp_path / "authmilter.service"
     unit.write_text((EX / "systemd" / "authmilter.service").read_text()
                     .replace("/usr/local/bin/authmilter", str(venv_bin)))
