@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .records import MessageRecord
+
 
 class Action(StrEnum):
     ACCEPT = "accept"          # deliver (possibly with header edits)
@@ -50,6 +52,7 @@ class Outcome:
     log: tuple[tuple[str, str], ...] = field(default=())   # key=value pairs for the one log line
     auth_results: str = ""     # the Authentication-Results value we add ("" if none)
     reasons: tuple[str, ...] = ()  # why this action, for `authmilter verify` and DEBUG logs
+    records: tuple[MessageRecord, ...] = ()   # for the store, written after the reply
 
     def log_line(self, queue_id: str) -> str:
         from .ops.logsafe import sanitize
