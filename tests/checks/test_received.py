@@ -121,3 +121,26 @@ def test_received_header_name_case_and_other_headers_in_between():
     m = Message.from_bytes(b"RECEIVED: from relay1 (relay1 [10.1.2.3]) by mx\r\nX-Other: 1\r\n"
                            b"received: from s (s [198.51.100.1]) by relay1\r\n\r\n")
     assert first_untrusted_hop(m, TRUSTED) == ("198.51.100.1", "s")
+
+
+# The client picks its HELO; an address literal in it must never stand for the peer
+# address the receiving MTA recorded (hardening issue, defect 1: p=reject bypass).
+@pytest.mark.parametrize("value", [
+    # Exim without reverse DNS: "from [peer] (port=N helo=[chosen])"
+    "from [198.51.100.7] (port=41234 helo=[192.0.2.99]) by relay.example with esmtp (Exim 4.96) "
+    "id 1abc-000; Mon, 23 Nov 2026 10:00:00 +0000",
+    # Exim with reverse DNS
+    "from host.example ([198.51.100.7]:41234 helo=[192.0.2.99]) by relay.example with esmtp",
+    # Microsoft: "from (chosen) (peer)"
+    "from (192.0.2.99) (198.51.100.7) by relay.example (10.0.0.1) with Microsoft SMTP Server",
+    "from [192.0.2.99] (198.51.100.7) by relay.example with Microsoft SMTP Server",
+    # Postfix: the HELO word is the literal, the comment holds the peer
+    "from [192.0.2.99] (unknown [198.51.100.7]) by relay.example (Postfix) with ESMTP id 1",
+    # qmail: "(HELO chosen) (peer)"
+    "from unknown (HELO [192.0.2.99]) (198.51.100.7) by relay.example with SMTP",
+    # a HELO that smuggles its own comment in front of the receiver's
+    "from x([192.0.2.99]) (unknown [198.51.100.7]) by relay.example (Postfix)",
+])
+def test_helo_address_literal_never_names_the_peer(value):
+    parsed = parse_received_from(value)
+    assert parsed is not None and parsed[0] == "198.51.100.7", parsed

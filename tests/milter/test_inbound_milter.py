@@ -164,3 +164,20 @@ def test_dkim_signed_mail_passes_dmarc_through_dkim_alone(daemon, dns_server, tm
     assert r.action == "accept"
     ar = ar_of(r)
     assert "spf=fail" in ar and "dkim=pass" in ar and "header.a=ed25519-sha256" in ar and "dmarc=pass" in ar
+
+
+@pytest.mark.parametrize("top", [
+    "Received: from [198.51.100.7] (port=41234 helo=[192.0.2.99]) by relay.example with esmtp (Exim 4.96) "
+    "id 1abc-000; Mon, 23 Nov 2026 10:00:00 +0000\r\n",
+    "Received: from (192.0.2.99) (198.51.100.7) by relay.example (10.1.2.3) with Microsoft SMTP Server "
+    "id 15.2.1; Mon, 23 Nov 2026 10:00:00 +0000\r\n",
+])
+def test_helo_literal_behind_a_trusted_relay_cannot_pass_spf(daemon, dns_server, top):
+    """Hardening defect 1: the attacker's HELO [192.0.2.99] is the only address the
+    victim's SPF allows; the relay recorded the real peer 198.51.100.7, so p=reject holds."""
+    d = "victim.example.org"
+    dns_server.add_txt(d, "v=spf1 ip4:192.0.2.99 -all")
+    dns_server.add_txt(f"_dmarc.{d}", "v=DMARC1; p=reject")
+    raw = message(from_hdr="From: Bob <bob@{d}>", domain=d, extra=top)
+    r = send(daemon, raw, domain=d, ip="10.1.2.3", helo="relay.example")
+    assert r.action in ("reject", "reply") and r.reply.startswith("550 5.7.1"), r

@@ -23,12 +23,15 @@ from .rfc5322 import comment_end
 __all__ = ["first_untrusted_hop", "parse_received_from"]
 
 _BRACKET_IP = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)(?:%[^\]]*)?\]", re.IGNORECASE)
-_HELO_KV = re.compile(r"\bhelo=([^\s()\]]+)", re.IGNORECASE)
+# What the *client* said, inside the receiver's comment: Exim ``helo=NAME``, qmail
+# ``(HELO name)``, Sendmail/others ``EHLO name``. These are attacker-chosen text and may
+# be address literals; they are cut out before any address is read from a comment.
+_HELO_PART = re.compile(r"\b(?:helo=|(?:HELO|EHLO)\s+)(\S+)", re.IGNORECASE)
 _STOP = {"by", "via", "with", "id", "for"}
 
 
 def _from_clause(value: str) -> tuple[str, list[str]] | None:
-    """The "from" clause of a Received value: (first word, [comment texts]).
+    """The "from" clause of a Received value: (first word or "", [comment texts]).
 
     Stops at the first clause keyword (by/with/id/for/via) or ";" outside comments.
     """
@@ -56,21 +59,43 @@ def _from_clause(value: str) -> tuple[str, list[str]] | None:
             while j < n and text[j] not in " (;":
                 j += 1
             word = text[i:j]
-            if words and word.lower() in _STOP:
+            if word.lower() in _STOP:
                 break
             words.append(word)
             i = j
-    if not words:
+    if not words and not comments:
         return None
-    return words[0], comments
+    return (words[0] if words else ""), comments
+
+
+def _comment_ips(comment: str) -> list[str]:
+    """Addresses the receiving MTA wrote in one comment, without the client's HELO text."""
+    text = _HELO_PART.sub(" ", comment)
+    found = [ip for ip in (normalize_ip(m.group(1)) for m in _BRACKET_IP.finditer(text)) if ip]
+    if not found:
+        bare = normalize_ip(text.strip())   # Microsoft: "(198.51.100.7)"
+        if bare:
+            found.append(bare)
+    return found
 
 
 def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
     """(ip, helo) of the sending host named in one Received header, or None.
 
-    Formats: Postfix/Sendmail ``from HELO (rdns [IP])`` (``[IPv6:...]``, ``unknown``),
-    Exim ``from rdns ([IP]:port helo=HELO)`` and ``from [IP] (helo=HELO)``, Microsoft
-    ``from HELO (IP)``.
+    The address must be the one the *receiving* MTA recorded for the TCP peer, never
+    text the client chose (RFC 5321 §4.4: the "from" clause holds the client's HELO as
+    a name, followed by the TCP information in a comment). Formats read:
+
+    * Postfix/Sendmail ``from HELO (rdns [IP])`` (``[IPv6:...]``, ``unknown``): the HELO
+      word may itself be an address literal; the comment's address wins.
+    * Exim ``from rdns ([IP]:port helo=HELO)`` and ``from [IP] (port=N helo=HELO)``:
+      ``helo=`` text is cut out; without an address left in a comment, a leading
+      ``[IP]`` is Exim's own record of the peer (Exim writes that word, not the HELO).
+    * Microsoft ``from HELO (IP)`` and ``from (HELO) (IP)``: the last address comment.
+    * qmail ``from rdns (HELO name) (IP)``.
+
+    When several comments carry addresses the last one is taken: receivers write the
+    peer's address after the names the client presented.
     """
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
     clause = _from_clause(text)
@@ -79,15 +104,9 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
     first, comments = clause
     ip = None
     for comment in comments:
-        for m in _BRACKET_IP.finditer(comment):
-            ip = normalize_ip(m.group(1))
-            if ip:
-                break
-        if ip is None:
-            # Microsoft: the address alone in parentheses
-            ip = normalize_ip(comment)
-        if ip:
-            break
+        found = _comment_ips(comment)
+        if found:
+            ip = found[-1]
     if ip is None:
         literal = _BRACKET_IP.fullmatch(first)   # Exim without reverse DNS: "from [IP] (helo=...)"
         if literal:
@@ -96,9 +115,9 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
         return None
     helo = first
     for comment in comments:
-        kv = _HELO_KV.search(comment)
+        kv = _HELO_PART.search(comment)
         if kv:
-            helo = kv.group(1)
+            helo = kv.group(1).rstrip(")")
             break
     return ip, helo
 
