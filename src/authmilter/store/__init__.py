@@ -1,0 +1,85 @@
+"""The store: state shared between workers and hosts (design.md, "runtime.store").
+
+Message records (`records.MessageRecord`, the rows DMARC reports are built from) and
+keyed state with expiry (greylisting triplets, later) live in one database: SQLite in
+WAL mode on one host, PostgreSQL when several MX hosts share it. Callers see the
+`Store` protocol only; `open_store` gives the process's store for a ``[store]``
+section, opened lazily in each worker after fork (never inherited).
+
+This package imports neither ``milter`` nor the pipeline.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+from .base import Backend, Store, StoreError, StoreStatus
+from .batching import BatchingStore
+from .url import POSTGRESQL, SQLITE, StoreUrl, parse_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..config.schema import StoreSettings
+
+__all__ = ["Backend", "BatchingStore", "Store", "StoreError", "StoreStatus", "StoreUrl", "close_all",
+           "connector", "open_store", "parse_url"]
+
+# One store per distinct [store] section in this process: a reload that leaves the
+# section unchanged keeps the same queue, thread and connections.
+_OPEN: dict[StoreSettings, BatchingStore] = {}
+
+
+def connector(url: StoreUrl):  # type: ignore[no-untyped-def]
+    """timeout_s -> a new Backend for *url*."""
+    if url.kind == SQLITE:
+        from .sqlite import SqliteBackend
+
+        return lambda timeout_s: SqliteBackend(url.path, timeout_s)
+    from .postgres import PostgresBackend
+
+    return lambda timeout_s: PostgresBackend(url.dsn, timeout_s, url.redacted())
+
+
+def check_reachable_config(url: StoreUrl, file: str) -> None:
+    """What can be checked without opening the database, as a ConfigError at start."""
+    if url.kind == SQLITE:
+        directory = os.path.dirname(url.path) or "/"
+        if not os.path.isdir(directory):
+            raise ConfigError(file, "store.url", f"directory {directory} does not exist (create it, "
+                              "writable by the authmilter user)")
+        # SQLite creates the -wal and -shm files beside the database: the directory
+        # itself must be writable, not only the file.
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(file, "store.url", f"directory {directory} is not writable by uid {os.geteuid()}")
+        if os.path.exists(url.path) and not os.access(url.path, os.R_OK | os.W_OK):
+            raise ConfigError(file, "store.url", f"{url.path} is not readable and writable by uid {os.geteuid()}")
+    elif url.kind == POSTGRESQL:
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise ConfigError(file, "store.url",
+                              "PostgreSQL needs psycopg: pip install 'authmilter[postgresql]'") from None
+
+
+def open_store(settings: StoreSettings, file: str = "<store>") -> BatchingStore:
+    """This process's store for *settings* (no connection is made until first use)."""
+    store = _OPEN.get(settings)
+    if store is not None and not store._closed:
+        return store
+    try:
+        url = parse_url(settings.url)
+    except ValueError as exc:
+        raise ConfigError(file, "store.url", str(exc)) from None
+    check_reachable_config(url, file)
+    store = BatchingStore(connector(url), url.redacted(), timeout_s=settings.timeout_ms / 1000.0,
+                          batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
+                          queue_size=settings.queue_size)
+    _OPEN[settings] = store
+    return store
+
+
+def close_all(timeout_s: float = 5.0) -> None:
+    """Flush and close every store this process opened (a worker's last act)."""
+    for store in list(_OPEN.values()):
+        store.close(timeout_s)
+    _OPEN.clear()

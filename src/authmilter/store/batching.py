@@ -1,0 +1,377 @@
+"""`BatchingStore`: the `Store` a worker uses, over one backend per connection.
+
+Records: `submit` puts them on a bounded per-process queue and returns at once; a
+writer thread takes them off in batches (``batch_size``, or whatever arrived within
+``flush_interval_s`` of the first) and commits each batch in one transaction. When the
+database is unreachable the thread keeps its batch and retries with backoff while the
+queue fills; once full, `submit` drops records and says so. The reply to the MTA never
+waits for any of this.
+
+Keyed state: `get`/`put` run in the caller's thread on a second connection guarded by
+a lock, within ``timeout_ms``. After a failure, reads fail fast for `RETRY_S` instead
+of paying a connection timeout per message.
+
+Fork: connections and threads belong to the process that made them. Every entry point
+compares ``os.getpid()`` with the owner's and, in a new process, starts over with
+fresh connections; the inherited ones are kept referenced but never touched (closing
+a psycopg connection in a child would end the parent's session on the shared socket).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ..records import MessageRecord
+from .base import Backend, StoreError, StoreStatus
+from .rows import to_row
+from .schema import MIGRATIONS, Migration
+
+log = logging.getLogger("authmilter.store")
+
+RETRY_S = 1.0            # after a failed read, reads fail fast this long
+WRITE_BACKOFF_MAX_S = 30.0
+PURGE_INTERVAL_S = 60.0  # expired keyed state is deleted this often (reads ignore it anyway)
+WARN_INTERVAL_S = 60.0   # at most one "records dropped" / "write failed" warning per interval
+CLOSE_FLUSH_S = 5.0
+
+_ABANDONED: list[object] = []   # other processes' connections: referenced, never closed
+_INSTANCES: weakref.WeakSet[BatchingStore] = weakref.WeakSet()
+
+
+@dataclass(eq=False)
+class _Marker:
+    """A flush (or stop) request travelling through the queue behind the records."""
+
+    stop: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str = ""
+
+
+class BatchingStore:
+    def __init__(self, connect: Callable[[float], Backend], name: str, *, timeout_s: float = 0.2,
+                 batch_size: int = 100, flush_interval_s: float = 1.0, queue_size: int = 10000,
+                 write_timeout_s: float = 5.0, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+        self.name = name                     # redacted URL, for logs
+        self._connect = connect              # timeout_s -> a new Backend (StoreError on failure)
+        self.timeout_s = timeout_s
+        self.batch_size = batch_size
+        self.flush_interval_s = flush_interval_s
+        self.queue_size = queue_size
+        self.write_timeout_s = write_timeout_s
+        self.migrations = migrations
+        self._guard = threading.Lock()       # writer start
+        self._fresh_process()
+        _INSTANCES.add(self)
+
+    def _fresh_process(self) -> None:
+        self._pid = os.getpid()
+        self._queue: queue.Queue[MessageRecord | _Marker] = queue.Queue(self.queue_size)
+        self._writer: threading.Thread | None = None
+        self._closed = False
+        self._reader: Backend | None = None
+        self._rlock = threading.Lock()
+        self._retry_at = 0.0
+        self._last_error = ""
+        self._migrated = False
+        self.dropped = 0                     # records lost: queue full or unwritable
+        self.written = 0
+        self._write_dropped = 0              # of those, dropped by the writer (see flush)
+        self._drop_error = ""
+        self._warned_at = 0.0
+
+    def _after_fork(self) -> None:
+        """In a new process: forget the parent's connections and threads (see above)."""
+        if self._reader is not None:
+            _ABANDONED.append(self._reader)
+        self._guard = threading.Lock()
+        self._fresh_process()
+
+    def _own(self) -> None:
+        # os.register_at_fork covers os.fork(); this covers any other way a process
+        # could be copied (cheap: one getpid per call).
+        if self._pid != os.getpid():
+            self._after_fork()
+
+    # -- schema ----------------------------------------------------------------------------------
+    def init(self) -> int:
+        """Create or migrate the schema on a short-lived connection; returns its version.
+
+        Called by ``authmilter store init`` and by the master at start-up, before it forks:
+        nothing stays open afterwards.
+        """
+        backend = self._connect(max(self.timeout_s, self.write_timeout_s))
+        try:
+            return self._migrate(backend)
+        finally:
+            backend.close()
+
+    def _migrate(self, backend: Backend) -> int:
+        try:
+            return backend.migrate(self.migrations)
+        except backend.errors as exc:
+            raise StoreError(f"{self.name}: schema migration failed: {exc}",
+                             transient=backend.is_transient(exc)) from None
+
+    # -- records ---------------------------------------------------------------------------------
+    def submit(self, records: Iterable[MessageRecord]) -> None:
+        self._own()
+        if self._closed:
+            raise StoreError("store closed")
+        self._start_writer()
+        lost = 0
+        for record in records:
+            try:
+                self._queue.put_nowait(record)
+            except queue.Full:
+                lost += 1
+        if lost:
+            self.dropped += lost
+            raise StoreError(f"record queue full ({self.queue_size}); {lost} record(s) dropped "
+                             f"({self.dropped} so far)")
+
+    def flush(self, timeout_s: float = CLOSE_FLUSH_S) -> None:
+        self._own()
+        if self._writer is None:
+            return
+        before = self._write_dropped
+        self._request(_Marker(), timeout_s)
+        # The writer handles the queue in order, so a drop counted before the marker came
+        # back belongs to a record submitted before this flush.
+        if self._write_dropped > before:
+            raise StoreError(f"{self._write_dropped - before} record(s) could not be written: {self._drop_error}")
+
+    def _request(self, marker: _Marker, timeout_s: float) -> None:
+        try:
+            self._queue.put(marker, timeout=timeout_s)
+        except queue.Full:
+            raise StoreError(f"flush timed out: record queue full ({self.queue_size})") from None
+        if not marker.done.wait(timeout_s):
+            raise StoreError(f"flush not done within {timeout_s:g}s ({self._queue.qsize()} record(s) waiting)")
+        if marker.error:
+            raise StoreError(marker.error)
+
+    def _start_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._guard:
+            if self._writer is None:
+                thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+                thread.start()
+                self._writer = thread
+
+    def _write_loop(self) -> None:
+        backend: Backend | None = None
+        batch: list[MessageRecord] = []
+        markers: list[_Marker] = []
+        due = 0.0                      # when the current batch must be written
+        backoff = 0.0
+        next_purge = time.monotonic() + PURGE_INTERVAL_S
+        while True:
+            now = time.monotonic()
+            wait = max(0.0, due - now) if batch else max(0.0, next_purge - now)
+            if not markers:
+                try:
+                    item = self._queue.get(timeout=wait)
+                except queue.Empty:
+                    item = None
+                # take whatever else is already queued, up to one batch
+                while item is not None:
+                    if isinstance(item, _Marker):
+                        markers.append(item)
+                        break
+                    if not batch:
+                        due = time.monotonic() + self.flush_interval_s
+                    batch.append(item)
+                    if len(batch) >= self.batch_size:
+                        break
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        item = None
+            now = time.monotonic()
+            if batch and (markers or len(batch) >= self.batch_size or now >= due):
+                backend, error = self._write(backend, batch)
+                if error is None:
+                    batch, backoff = [], 0.0
+                elif markers:
+                    # Someone waits (flush, close): report instead of retrying forever.
+                    for m in markers:
+                        m.error = error
+                        m.done.set()
+                    if any(m.stop for m in markers):
+                        self.dropped += len(batch) + self._queue.qsize()
+                        log.warning("store %s: closing with %d record(s) unwritten: %s",
+                                    self.name, len(batch) + self._queue.qsize(), error)
+                        _close(backend)
+                        return
+                    markers = []
+                    due = time.monotonic() + max(backoff, 0.5)
+                else:
+                    backoff = min(WRITE_BACKOFF_MAX_S, max(0.5, backoff * 2))
+                    due = time.monotonic() + backoff
+            if markers and not batch:
+                stop = any(m.stop for m in markers)
+                for m in markers:
+                    m.done.set()
+                markers = []
+                if stop:
+                    _close(backend)
+                    return
+            if time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + PURGE_INTERVAL_S
+                if backend is not None:
+                    backend = self._purge(backend)
+
+    def _write(self, backend: Backend | None, batch: list[MessageRecord]) -> tuple[Backend | None, str | None]:
+        """Commit one batch: (backend to keep, None), or (None, error) to retry later.
+
+        A batch that would fail the same way again (bad data, a schema newer than this
+        program) is dropped with an error: it must not block every later batch.
+        """
+        try:
+            if backend is None:
+                backend = self._connect(self.write_timeout_s)
+                try:
+                    self._migrate(backend)
+                except BaseException:
+                    _close(backend)
+                    backend = None
+                    raise
+            backend.insert_records([to_row(r) for r in batch])
+        except Exception as exc:  # noqa: BLE001 - a store problem never leaves this thread
+            if isinstance(exc, StoreError):
+                transient = exc.transient
+            else:
+                transient = backend is not None and backend.is_transient(exc)
+            text = _describe(exc)
+            if transient:
+                self._warn(logging.WARNING, f"store {self.name}: writing {len(batch)} record(s) failed, "
+                                            f"will retry: {text}")
+                _close(backend)
+                return None, text
+            self.dropped += len(batch)
+            self._write_dropped += len(batch)
+            self._drop_error = text
+            self._warn(logging.ERROR, f"store {self.name}: {len(batch)} record(s) dropped: {text}")
+            batch.clear()
+            return backend, None
+        self.written += len(batch)
+        return backend, None
+
+    def _purge(self, backend: Backend) -> Backend | None:
+        try:
+            backend.purge(time.time())
+            return backend
+        except Exception as exc:  # noqa: BLE001 - retried at the next interval
+            log.debug("store %s: purge failed: %s", self.name, exc)
+            _close(backend)
+            return None
+
+    def _warn(self, level: int, text: str) -> None:
+        """A failing database fails every batch: one line per interval, the rest at DEBUG."""
+        now = time.monotonic()
+        if not self._warned_at or now - self._warned_at >= WARN_INTERVAL_S:
+            self._warned_at = now
+            log.log(level, "%s", text)
+        else:
+            log.debug("%s", text)
+
+    # -- keyed state -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[Backend]:
+        self._own()
+        if self._closed:
+            raise StoreError("store closed")
+        if not self._rlock.acquire(timeout=self.timeout_s):
+            raise StoreError(f"store {self.name}: busy for {self.timeout_s * 1000:g} ms")
+        try:
+            if self._reader is None:
+                if time.monotonic() < self._retry_at:
+                    raise StoreError(f"store {self.name} unavailable: {self._last_error}")
+                try:
+                    backend = self._connect(self.timeout_s)
+                    if not self._migrated:
+                        self._migrate(backend)
+                        self._migrated = True
+                except StoreError as exc:
+                    self._failed(str(exc))
+                    raise
+                self._reader = backend
+            try:
+                yield self._reader
+            except self._reader.errors as exc:   # the driver's; our own bugs propagate
+                text = _describe(exc)
+                if self._reader.is_transient(exc):
+                    _close(self._reader)
+                    self._reader = None
+                    self._failed(text)
+                raise StoreError(f"store {self.name}: {text}") from None
+        finally:
+            self._rlock.release()
+
+    def _failed(self, text: str) -> None:
+        self._last_error = text
+        self._retry_at = time.monotonic() + RETRY_S
+
+    def get(self, key: str) -> bytes | None:
+        with self._reading() as backend:
+            return backend.get(key, time.time())
+
+    def put(self, key: str, value: bytes, ttl_s: float) -> None:
+        with self._reading() as backend:
+            backend.put(key, bytes(value), time.time() + ttl_s)
+
+    def status(self) -> StoreStatus:
+        """Schema version and row counts (``authmilter store status``, tests)."""
+        with self._reading() as backend:
+            version, records, keys = backend.status()
+        return StoreStatus(self.name, version, records, keys)
+
+    # -- end -------------------------------------------------------------------------------------
+    def close(self, timeout_s: float = CLOSE_FLUSH_S) -> None:
+        self._own()
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._writer is not None:
+                self._request(_Marker(stop=True), timeout_s)
+                self._writer.join(timeout_s)
+        except StoreError as exc:
+            # Closing is a worker's last act: report, never raise (the writer has
+            # already logged how many records stayed unwritten).
+            log.warning("store %s: closed with records unwritten: %s", self.name, exc)
+        finally:
+            with self._rlock:
+                _close(self._reader)
+                self._reader = None
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__}: {exc}"
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def _close(backend: Backend | None) -> None:
+    if backend is None:
+        return
+    try:
+        backend.close()
+    except Exception as exc:  # noqa: BLE001 - closing a broken connection may fail too
+        log.debug("store: close failed: %s", exc)
+
+
+def _reset_in_child() -> None:
+    # Runs in the child right after fork, while it has a single thread.
+    for store in list(_INSTANCES):
+        store._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_in_child)

@@ -1,0 +1,101 @@
+"""The store's tables, as an ordered list of migrations.
+
+The program creates and upgrades its own schema (``authmilter store init`` and every
+start): each migration has a version number, the applied versions are rows of
+``schema_version``, and a migration runs once, in one transaction together with its
+row, under a lock that makes concurrent starters (workers, MX hosts) wait for each
+other. A database whose version is newer than this program knows is refused rather
+than written to with wrong assumptions.
+
+Append a migration for every change; never edit one that has shipped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .url import POSTGRESQL, SQLITE
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    summary: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+    def statements(self, dialect: str) -> tuple[str, ...]:
+        return self.sqlite if dialect == SQLITE else self.postgresql
+
+
+# Shared by both dialects; created before any migration runs.
+SCHEMA_VERSION_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_version ("
+    " version INTEGER PRIMARY KEY,"
+    " summary TEXT NOT NULL,"
+    " applied_at DOUBLE PRECISION NOT NULL)"
+)
+
+# One row per inbound message that reached a DMARC evaluation (records.MessageRecord,
+# field for field). The DKIM evidence, the published policy and the overrides are JSON
+# text: a report row shows them as published and nothing queries inside them; the
+# columns a report groups by (header_from, time, reporter) are plain and indexed.
+_RECORDS_COLUMNS = """
+    kind TEXT NOT NULL,
+    time DOUBLE PRECISION NOT NULL,
+    reporter TEXT NOT NULL,
+    queue_id TEXT NOT NULL,
+    source_ip TEXT NOT NULL,
+    helo TEXT NOT NULL,
+    envelope_from TEXT NOT NULL,
+    envelope_from_domain TEXT NOT NULL,
+    header_from TEXT NOT NULL,
+    spf_result TEXT NOT NULL,
+    spf_domain TEXT NOT NULL,
+    spf_scope TEXT NOT NULL,
+    dkim TEXT NOT NULL,
+    dmarc_result TEXT NOT NULL,
+    dkim_aligned BOOLEAN NOT NULL,
+    spf_aligned BOOLEAN NOT NULL,
+    policy TEXT NOT NULL,
+    disposition TEXT NOT NULL,
+    overrides TEXT NOT NULL"""
+
+_INDEXES = (
+    "CREATE INDEX message_records_from_time ON message_records (header_from, time)",
+    "CREATE INDEX message_records_time ON message_records (time)",
+    "CREATE INDEX keyed_state_expires ON keyed_state (expires)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1, "message records and keyed state with expiry",
+        sqlite=(
+            "CREATE TABLE message_records (id INTEGER PRIMARY KEY AUTOINCREMENT," + _RECORDS_COLUMNS + ")",
+            "CREATE TABLE keyed_state (key TEXT PRIMARY KEY, value BLOB NOT NULL,"
+            " expires DOUBLE PRECISION NOT NULL)",
+            *_INDEXES,
+        ),
+        postgresql=(
+            "CREATE TABLE message_records (id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+            + _RECORDS_COLUMNS + ")",
+            "CREATE TABLE keyed_state (key TEXT PRIMARY KEY, value BYTEA NOT NULL,"
+            " expires DOUBLE PRECISION NOT NULL)",
+            *_INDEXES,
+        ),
+    ),
+)
+
+LATEST = MIGRATIONS[-1].version
+DIALECTS = (SQLITE, POSTGRESQL)
+
+
+def pending(applied: int, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[Migration]:
+    """The migrations after version *applied*, in order."""
+    return [m for m in migrations if m.version > applied]
+
+
+def check_order(migrations: tuple[Migration, ...]) -> None:
+    """Versions strictly increase: a programming error otherwise, caught by the tests."""
+    versions = [m.version for m in migrations]
+    if versions != sorted(set(versions)) or (versions and versions[0] < 1):
+        raise ValueError(f"migration versions must increase from 1: {versions}")
