@@ -1,7 +1,7 @@
 """Command line: ``authmilter COMMAND ...``.
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify.
+run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | store.
 Each command lives in the module that owns its subject; this file only parses.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ HANDLERS: dict[str, str] = {
     "import-opendkim": "authmilter.migrate:cmd_import_opendkim",
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
+    "store": "authmilter.store.admin:cmd_store",
 }
 
 
@@ -83,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--helo", default="")
     p.add_argument("--mail-from", default=None, help="envelope sender (default: Return-Path of the message)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    _config_arg(p)
+
+    p = sub.add_parser("store", help="create or migrate the store's schema (init); count its rows (status)")
+    p.add_argument("action", choices=("init", "status"))
     _config_arg(p)
     return parser
 

@@ -19,6 +19,7 @@ from .resolver import Resolver, install_spf_adapter
 
 if TYPE_CHECKING:  # pragma: no cover
     from .signing import Signer
+    from .store import Store
 
 @dataclass(frozen=True)
 class Runtime:
@@ -31,6 +32,9 @@ class Runtime:
     forwarders: HostList
     own_domains: frozenset[str]
     psl: Any = None
+    # Shared state (store/): None unless a feature needs it. The object is per process
+    # and connects lazily, so a runtime loaded before fork is safe to inherit.
+    store: Store | None = None
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
 
@@ -59,11 +63,44 @@ class Runtime:
         psl = None
         if settings.verify.dmarc_mode == "rfc7489":
             psl = load_psl(settings.verify.public_suffix_list, file)
+        store = None
+        if store_needed(settings):
+            from .store import open_store
+
+            store = open_store(settings.store, file)
         return cls(settings=settings, resolver=resolver, signer=signer, internal_hosts=internal,
-                   trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl)
+                   trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl,
+                   store=store)
+
+    def init_store(self) -> None:
+        """Create or migrate the store's schema now (the master, at start, before forking).
+
+        A file that cannot be created or a schema newer than this program stops start-up
+        (ConfigError naming store.url). A PostgreSQL server that cannot be reached only
+        warns: the workers retry, and one database outage must not stop mail on every MX.
+        """
+        from .store import StoreError
+
+        if self.store is None:
+            return
+        try:
+            self.store.init()  # type: ignore[attr-defined]
+        except StoreError as exc:
+            if not exc.transient:
+                raise ConfigError(self.settings.source, "store.url", str(exc)) from None
+            import logging
+
+            logging.getLogger("authmilter.store").warning("store not reachable at start (workers retry): %s", exc)
 
     def authserv_id(self, mta_j: str = "") -> str:
         return self.settings.authserv_id or mta_j or self.hostname
+
+
+def store_needed(settings: Settings) -> bool:
+    """Whether this configuration uses the store. Features that keep state (reports,
+    greylisting) add their switch here; with none on, nothing is opened or created, so
+    a host without /var/lib/authmilter runs as before."""
+    return settings.store.enabled
 
 
 def load_psl(path: str, file: str) -> Any:

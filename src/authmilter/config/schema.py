@@ -116,6 +116,20 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True)
+class StoreSettings:
+    enabled: bool = _f(False,
+        "keep a record of every inbound DMARC evaluation (for reports); features that need the store open it anyway")
+    url: str = _f("sqlite:///var/lib/authmilter/state.db",
+        "sqlite:///ABSOLUTE/PATH (one host; the directory must exist) or postgresql://USER@HOST/DB (shared by MX hosts)")
+    timeout_ms: int = _f(200, "how long a read or write of keyed state may take before on_store_error applies")
+    on_store_error: str = _f("accept", "keyed state unavailable: accept (skip the check) or tempfail",
+                             choices=("accept", "tempfail"))
+    batch_size: int = _f(100, "message records written per transaction")
+    flush_interval_s: float = _f(1.0, "longest a record waits in memory before it is written")
+    queue_size: int = _f(10000, "records a worker holds while the database is slow or down; more are dropped (logged)")
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str = _f("unix:/run/authmilter/authmilter.sock",
                      "milter socket: unix:/path, local:/path, inet:PORT@HOST, inet6:PORT@HOST")
@@ -134,6 +148,7 @@ class Settings:
     verify: VerifySettings = field(default_factory=VerifySettings, metadata={"doc": "inbound checks"})
     policy: PolicySettings = field(default_factory=PolicySettings, metadata={"doc": "what to do with the results"})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"doc": "Prometheus metrics"})
+    store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
     # Where the settings came from, for error messages and relative paths.
     source: str = field(default="<defaults>", metadata={"internal": True})
 
@@ -289,6 +304,15 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(file, "metrics.listen", 'expected "HOST:PORT"')
     if settings.verify.max_signatures < 1:
         raise ConfigError(file, "verify.max_signatures", "must be at least 1")
+    from ..store.url import parse_url  # pure: no database driver is imported
+
+    try:
+        parse_url(settings.store.url)
+    except ValueError as exc:
+        raise ConfigError(file, "store.url", str(exc)) from None
+    for key in ("timeout_ms", "batch_size", "queue_size"):
+        if getattr(settings.store, key) < 1:
+            raise ConfigError(file, f"store.{key}", "must be at least 1")
     return settings
 
 
