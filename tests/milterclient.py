@@ -129,7 +129,15 @@ class MilterClient:
             socket.AF_INET6 if ":" in address[0] else socket.AF_INET)
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
-        self.sock.connect(address)
+        if family != socket.AF_UNIX:
+            # As an MTA should: the milter protocol is request/reply with small frames,
+            # and Nagle would hold the last frame of a burst until the milter's ACK.
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
         self.conn = MilterConnection(self.sock)
         self.neg: Negotiated | None = None
 
