@@ -4,14 +4,17 @@ from __future__ import annotations
 import re
 
 _CTL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
     """Remote text made safe inside a header we write: every run of control characters
-    (CR and LF included) becomes one space, and the ends are stripped."""
+    (CR and LF included) becomes one space, bytes that were not UTF-8 (lone surrogates
+    from a surrogateescape decode: no MTA can write them) become U+FFFD, and the ends
+    are stripped."""
     if text.isprintable():  # the common case: nothing to replace
         return text.strip()
-    return _CTL_RUN.sub(" ", text).strip()
+    return _SURROGATE.sub("\ufffd", _CTL_RUN.sub(" ", text)).strip()
 
 
 def comment_text(text: str) -> str:

@@ -10,9 +10,15 @@ no check uses the recipients, and each one would cost the MTA two packets. At eo
 captured when the connection started (a reload never changes rules mid-connection),
 and `apply` hands the result to the MTA.
 
-Any exception is logged once with the queue id (traceback at DEBUG) and answered with
-``[policy] on_internal_error`` (451 4.3.0 or accept) at eom; a recording callback that
-fails remembers the error instead of answering, because a no-reply step cannot answer.
+Fail closed by construction. A connection starts in the state "no connect information"
+and only a `connect` callback that ran to the end clears it; a message starts without an
+envelope and only `envfrom` gives it one. Any exception in a callback, and any argument
+pymilter could not decode before calling us (a non-UTF-8 hostname, HELO or header name:
+pymilter reports it through ``sys.excepthook``, which `install_excepthook` routes to the
+session it belongs to), is remembered and answered at eom with ``[policy]
+on_internal_error`` (451 4.3.0 or accept) and one log line. So a callback that never ran
+can never make a session look like local submission, and nothing is checked or signed on
+partial facts.
 
 Test hook (documented, inert in production): when the environment variable
 ``AUTHMILTER_TEST_FAULT`` is set to a header name when the worker starts, a message
@@ -23,6 +29,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -54,6 +61,61 @@ SPOOL_BYTES = 1 << 20      # body kept in memory up to this, then in a temporary
 _LINE_BREAK = re.compile(rb"\r?\n")
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 _TEST_FAULT = os.environ.get("AUTHMILTER_TEST_FAULT", "").strip().lower().encode()
+
+# pymilter gives every milter context its own Python thread state, and a threading.local
+# lives in the thread state: this is per MTA connection, whichever libmilter thread runs
+# the callback. It lets the excepthook find the session whose arguments failed to decode.
+_SESSION = threading.local()
+
+
+class IncompleteSession(Exception):
+    """A fact the MTA must have given was never recorded (its callback did not run)."""
+
+
+class UndecodableInput(Exception):
+    """The MTA passed bytes we cannot read as the protocol requires."""
+
+
+class _Failure(Exception):
+    """A callback's failure, remembered until eom: where it happened and what it was."""
+
+    def __init__(self, where: str, exc: BaseException) -> None:
+        super().__init__(where, exc)
+        self.where, self.exc = where, exc
+
+    def __str__(self) -> str:
+        return f"{self.where}: {type(self.exc).__name__}: {self.exc}"
+
+
+def eom_callback(ctx: object) -> int:
+    """The eom entry point libmilter calls: any failure, even with no session object at
+    all, answers 451 (fail closed), never pymilter's exception policy."""
+    try:
+        handler = ctx.getpriv()  # type: ignore[attr-defined]
+        if isinstance(handler, Handler):
+            return int(handler.eom())
+        log.error("NOQUEUE: action=tempfail dir=unknown reason=\"end of message without a session\"")
+    except Exception as exc:  # noqa: BLE001 - the last guard before libmilter
+        log.error("NOQUEUE: action=tempfail dir=unknown reason=%s", sanitize(f"internal error in eom: {exc!r}"))
+    try:
+        ctx.setreply("451", "4.3.0", "temporary local problem while checking this message; try again later")  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001, S110 - the verdict stands without our text
+        pass
+    return int(Milter.TEMPFAIL)
+
+
+def install_excepthook() -> None:
+    """Route exceptions pymilter reports itself (it calls sys.excepthook when it cannot
+    build a callback's arguments) to the session they belong to, and to our logger."""
+
+    def hook(kind: type[BaseException], exc: BaseException, tb: object) -> None:
+        handler = getattr(_SESSION, "handler", None)
+        if isinstance(handler, Handler) and not handler._closed:
+            handler._failed("callback arguments", exc, per_message=handler.in_message)
+        else:
+            log.error("NOQUEUE: internal error outside a session: %s: %s", kind.__name__, sanitize(str(exc)))
+
+    sys.excepthook = hook
 
 
 class _Counters:
@@ -105,9 +167,11 @@ class Handler(Milter.Base):
         self.runtime: Runtime = HOLDER.get()
         self.macros: dict[str, str] = {}
         self.client = Client(ip=None)
-        self.conn_error: BaseException | None = None
+        # Cleared only by a connect callback that completes (see the module docstring).
+        self.conn_error: BaseException | None = IncompleteSession("no connect information from the MTA")
         self._closed = False
         self._reset_message()
+        _SESSION.handler = self
         ACTIVE.add(connections=1)
 
     # -- state helpers ------------------------------------------------------------------
@@ -117,7 +181,8 @@ class Handler(Milter.Base):
         self.mail_from = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
-        self.msg_error: BaseException | None = None
+        # Cleared by envfrom; an eom without a recorded MAIL FROM is never processed.
+        self.msg_error: BaseException | None = IncompleteSession("no envelope sender from the MTA")
         self.queue_id = ""
 
     def _end_message(self) -> None:
@@ -134,13 +199,15 @@ class Handler(Milter.Base):
                 into[name.strip("{}")] = value
 
     def _failed(self, where: str, exc: BaseException, per_message: bool = True) -> None:
+        """Remember the first failure of this message (or connection) for the eom answer."""
         qid = self.queue_id or "NOQUEUE"
-        log.error("%s: internal error in %s: %s: %s", qid, where, type(exc).__name__, sanitize(str(exc)))
-        log.debug("%s: traceback", qid, exc_info=exc)
+        log.debug("%s: internal error in %s", qid, where, exc_info=exc)
+        failure = _Failure(where, exc)
         if per_message:
-            self.msg_error = self.msg_error or exc
-        else:
-            self.conn_error = self.conn_error or exc
+            if self.msg_error is None or isinstance(self.msg_error, IncompleteSession):
+                self.msg_error = failure
+        elif self.conn_error is None or isinstance(self.conn_error, IncompleteSession):
+            self.conn_error = failure
 
     # -- negotiation ---------------------------------------------------------------------
     def negotiate(self, opts: list[int]) -> int:
@@ -168,6 +235,8 @@ class Handler(Milter.Base):
             ip, port = _client_ip(family, hostaddr)
             self.client = Client(ip=ip, hostname=hostname or "", port=port)
             self._record_macros(SYMLISTS[0][1], self.macros)
+            if isinstance(self.conn_error, IncompleteSession):
+                self.conn_error = None
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("connect", exc, per_message=False)
         return Milter.CONTINUE
@@ -188,9 +257,14 @@ class Handler(Milter.Base):
         self.in_message = True
         ACTIVE.add(messages=1)
         try:
-            self.mail_from = _strip_brackets(mailfrom.decode("utf-8", "surrogateescape"))
             self._record_macros(SYMLISTS[1][1], self.msg_macros)
             self.queue_id = _queue_id(self.msg_macros.get("i"))
+            try:
+                # RFC 6531: an SMTPUTF8 reverse-path is UTF-8; other bytes are no address.
+                self.mail_from = _strip_brackets(mailfrom.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise UndecodableInput("envelope sender is not valid UTF-8") from None
+            self.msg_error = None
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("envfrom", exc)
         return Milter.CONTINUE
@@ -230,7 +304,7 @@ class Handler(Milter.Base):
         try:
             error = self.conn_error or self.msg_error
             if error is not None:
-                return self._answer_error(runtime, qid, f"earlier {type(error).__name__}")
+                return self._answer_error(runtime, qid, error)
             session = self._session(qid)
             if _TEST_FAULT and any(n.lower() == _TEST_FAULT for n, _ in session.message.headers):
                 raise RuntimeError("fault injected by AUTHMILTER_TEST_FAULT")
@@ -240,18 +314,24 @@ class Handler(Milter.Base):
             METRICS.observe_outcome(outcome, time.monotonic() - started)
             return rc
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
-            self._failed("eom", exc)
-            return self._answer_error(runtime, qid, type(exc).__name__)
+            log.debug("%s: internal error in eom", qid or "NOQUEUE", exc_info=exc)
+            return self._answer_error(runtime, qid, _Failure("eom", exc))
         finally:
             self._end_message()
 
-    def _answer_error(self, runtime: Runtime, qid: str, why: str) -> int:
+    def _answer_error(self, runtime: Runtime, qid: str, error: BaseException) -> int:
+        """``[policy] on_internal_error`` for this message, with its one log line. The
+        remote client is told in plain words that the fault is ours; details stay in the log."""
+        why = sanitize(f"internal error in {error}")
         if runtime.settings.policy.on_internal_error == "accept":
-            log.info("%s: action=accept reason=%s", qid or "NOQUEUE", sanitize(f"internal error ({why})"))
+            log.error("%s: action=accept dir=unknown reason=%s", qid or "NOQUEUE", why)
             return Milter.ACCEPT
-        log.info("%s: action=tempfail reason=%s", qid or "NOQUEUE", sanitize(f"internal error ({why})"))
+        log.error("%s: action=tempfail dir=unknown reason=%s", qid or "NOQUEUE", why)
+        text = ("this message could not be read as the mail protocol requires; try again later"
+                if isinstance(error, _Failure) and isinstance(error.exc, (UndecodableInput, UnicodeError))
+                else "temporary local problem while checking this message; try again later")
         try:
-            self.setreply("451", "4.3.0", "authmilter internal error, try again later")
+            self.setreply("451", "4.3.0", text)
         except Exception as exc:  # noqa: BLE001 - the verdict still stands without our text
             log.debug("%s: setreply failed: %s", qid or "NOQUEUE", exc)
         return Milter.TEMPFAIL

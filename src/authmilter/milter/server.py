@@ -305,7 +305,7 @@ def register_milter(settings: Settings) -> None:
     import Milter  # type: ignore[import-untyped]
     import milter  # type: ignore[import-not-found]
 
-    from .handler import ACTIONS, Handler
+    from .handler import ACTIONS, Handler, eom_callback, install_excepthook
 
     Milter.factory = Handler
     # Every callback runs inside WATCH.track: the connection watch must know which
@@ -317,13 +317,18 @@ def register_milter(settings: Settings) -> None:
     milter.set_header_callback(track(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v)))
     milter.set_eoh_callback(track(lambda ctx: ctx.getpriv().eoh()))
     milter.set_body_callback(track(lambda ctx, chunk: ctx.getpriv().body(chunk)))
-    milter.set_eom_callback(track(lambda ctx: ctx.getpriv().eom()))
+    milter.set_eom_callback(track(eom_callback))
     milter.set_abort_callback(track(lambda ctx: ctx.getpriv().abort()))
     milter.set_close_callback(WATCH.closed(Milter.close_callback))
     milter.set_flags(ACTIONS)
-    # An exception that escapes our own handling (pymilter failing to decode a callback
-    # argument) still answers "try again", never accept-by-accident.
-    milter.set_exception_policy(milter.TEMPFAIL)
+    # pymilter failing to build a callback's arguments (bytes that are not UTF-8) reports
+    # through sys.excepthook, which marks the session failed; it is answered at eom with
+    # on_internal_error. CONTINUE keeps the no-reply steps in step with the MTA: a TEMPFAIL
+    # there is a reply the MTA never reads, and libmilter then waits for an abort that
+    # never comes (the session hung until the MTA's timeout). eom_callback has its own
+    # guard, so eom itself can never fall through to CONTINUE (accept).
+    install_excepthook()
+    milter.set_exception_policy(milter.CONTINUE)
     if settings.milter_timeout_s:
         milter.settimeout(settings.milter_timeout_s)
     milter.register("authmilter", data=track(lambda ctx: ctx.getpriv().data()),

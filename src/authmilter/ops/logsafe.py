@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import re
 
-_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def sanitize(value: object, limit: int = 256) -> str:
-    """Strip control characters, quote values with spaces, cap the length."""
+    """Strip control characters (and lone surrogates from undecodable bytes), quote values with spaces, cap the length."""
     text = value if isinstance(value, str) else str(value)
     if not text.isprintable():  # printable text has no C0/C1 control character
         text = _CTRL.sub("?", text)
