@@ -445,7 +445,7 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
         if tag not in tags:
             raise _Stop(Result.PERMERROR, f"signature missing required tag {tag}=")
     try:
-        domain = normalize_domain(_text(get("d") or b""))
+        domain = normalize_domain(_text(get("d") or b""), allow_underscore=True)
     except DomainError:
         raise _Stop(Result.PERMERROR, f"invalid d= {_show(get('d') or b'')}") from None
     info["domain"] = domain
@@ -483,7 +483,7 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
     if not at:
         raise _Stop(Result.PERMERROR, "i= has no @")
     try:
-        i_domain = normalize_domain(i_domain)
+        i_domain = normalize_domain(i_domain, allow_underscore=True)
     except DomainError:
         raise _Stop(Result.PERMERROR, f"invalid i= domain {_show(i_domain.encode())}") from None
     if not is_subdomain(i_domain, domain):

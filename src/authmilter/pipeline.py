@@ -29,14 +29,18 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
     auth = session.macro("auth_authen") or session.macro("auth_type")
     if auth and runtime.settings.policy.ignore_authenticated:
         return Direction.OUTBOUND, "authenticated"
-    daemon = session.macro("daemon_name")
-    if daemon and daemon in s.sign_daemon_names:
-        return Direction.OUTBOUND, f"daemon {daemon}"
     ip = session.client.ip
     if ip is None or (session.client.port == 0 and _loopback(ip)):
         # Postfix presents sendmail(1) mail to non_smtpd_milters as a connect from
         # localhost [127.0.0.1] port 0 (no TCP peer); a real SMTP client has a port.
         return Direction.OUTBOUND, "local submission"
+    if not s.enabled:
+        # Verify-only (OpenDKIM Mode v): internal hosts and submission daemons are reasons
+        # to *sign*; with nothing to sign their mail is checked like any other.
+        return Direction.INBOUND, ""
+    daemon = session.macro("daemon_name")
+    if daemon and daemon in s.sign_daemon_names:
+        return Direction.OUTBOUND, f"daemon {daemon}"
     if runtime.internal_hosts.contains(ip, session.client.hostname):
         return Direction.OUTBOUND, "internal host"
     return Direction.INBOUND, ""
@@ -162,7 +166,9 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         infos.append(spf_result.resinfo())
     if helo_result is not None:
         infos.append(helo_result.resinfo())
-    infos.extend(d.resinfo() for d in dkim_results)
+    # RFC 8601 §2.7.1: "none" when the message was not signed; a reader must not take a
+    # missing dkim= for "not evaluated".
+    infos.extend([d.resinfo() for d in dkim_results] or [ResInfo("dkim", Result.NONE, reason="message not signed")])
     if dmarc_result is not None:
         infos.append(dmarc_result.resinfo())
     elif not from_.ok:

@@ -70,6 +70,7 @@ def _aligned_pass_for(domain: str, ev: Evidence, accept_l: bool = False) -> bool
 
 
 def _temperrors(ev: Evidence) -> list[str]:
+    """Each lookup that failed temporarily, with its detail: for our log only."""
     out = []
     if ev.spf is not None and ev.spf.result is Result.TEMPERROR:
         out.append(f"spf temperror ({ev.spf.reason or ev.spf.domain})")
@@ -81,15 +82,49 @@ def _temperrors(ev: Evidence) -> list[str]:
     return out
 
 
+def _list(names: list[str], most: int = 3) -> str:
+    names = list(dict.fromkeys(n for n in names if n))
+    if len(names) > most:
+        return ", ".join(names[:most]) + f" and {len(names) - most} more"
+    return ", ".join(names)
+
+
+def temperror_text(ev: Evidence) -> str:
+    """What could not be looked up, in words a sender's admin can act on, for the SMTP
+    reply. Built from the typed results only: never the resolver's own message, which
+    names our DNS servers and ports."""
+    parts = []
+    if ev.spf is not None and ev.spf.result is Result.TEMPERROR:
+        parts.append(f"the SPF record of {ev.spf.domain or 'the sender domain'}")
+    keys = [s.domain for s in ev.dkim if s.result is Result.TEMPERROR]
+    if keys:
+        parts.append(("the DKIM key of " if len(set(keys)) == 1 else "the DKIM keys of ") + _list(keys))
+    if ev.dmarc is not None and ev.dmarc.result is Result.TEMPERROR:
+        parts.append(f"the DMARC record of {ev.dmarc.from_domain or ev.from_.domain}")
+    return "temporary DNS failure looking up " + (" and ".join(parts) or "sender records")
+
+
+def _could_align(ev: Evidence, domain: str) -> bool:
+    """Whether an identity that failed temporarily could, once looked up, align with
+    *domain* (the From domain's organizational domain when DMARC found one): a lookup
+    that cannot align cannot change an alignment-based verdict."""
+    org = ev.dmarc.org_domain if ev.dmarc is not None and ev.dmarc.org_domain else domain
+    ids = []
+    if ev.spf is not None and ev.spf.scope == "mailfrom" and ev.spf.result is Result.TEMPERROR:
+        ids.append(ev.spf.domain)
+    ids.extend(s.domain for s in ev.dkim if s.result is Result.TEMPERROR)
+    return any(d and (is_subdomain(d, org) or is_subdomain(org, d) or is_subdomain(d, domain)
+                      or is_subdomain(domain, d)) for d in ids)
+
+
 def _reject(text: str, reason: str, xcode: str = "5.7.1") -> Decision:
     return Decision(Action.REJECT, "550", xcode, text, reasons=(reason,))
 
 
-def _tempfail(reason: str, spf_cause: bool) -> Decision:
+def _tempfail(reason: str, text: str, spf_cause: bool) -> Decision:
     # RFC 7372: X.7.24 "SPF validation error"; otherwise X.7.0 (security status, undefined).
     xcode = "4.7.24" if spf_cause else "4.7.0"
-    return Decision(Action.TEMPFAIL, "451", xcode, f"temporary DNS failure: {reason}; try again later",
-                    reasons=(reason,))
+    return Decision(Action.TEMPFAIL, "451", xcode, f"{text}; try again later", reasons=(reason,))
 
 
 def _apply_configured(choice: str, settings: PolicySettings, reason: str, domain: str) -> Decision:
@@ -148,18 +183,21 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
     dmarc_fails = dmarc is not None and dmarc.result is Result.FAIL
     own_domain = any(is_subdomain(domain, d) for d in own)
 
-    # 2. Temporary failures matter only where they could change the verdict.
+    # 2. Temporary failures matter only where they could change the verdict: a lookup
+    #    for an identity that cannot align with the From domain never can.
     if temp:
+        aligned_temp = _could_align(ev, domain)
         could_change = (
             (dmarc is not None and dmarc.result is Result.TEMPERROR)
-            or (dmarc_fails and dmarc.policy in ("reject", "quarantine"))  # type: ignore[union-attr]
-            or (own_domain and s.reject_own_domain_spoof and not _aligned_pass_for(domain, ev, accept_l))
+            or (dmarc_fails and dmarc.policy in ("reject", "quarantine") and aligned_temp)  # type: ignore[union-attr]
+            or (own_domain and s.reject_own_domain_spoof and not _aligned_pass_for(domain, ev, accept_l)
+                and aligned_temp)
             or (s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.TEMPERROR)
         )
         if could_change:
             reason = "; ".join(temp)
             if s.on_dns_error == "tempfail":
-                return _tempfail(reason, ev.spf is not None and ev.spf.result is Result.TEMPERROR)
+                return _tempfail(reason, temperror_text(ev), ev.spf is not None and ev.spf.result is Result.TEMPERROR)
             return Decision(Action.ACCEPT, reasons=(reason + " (accepted: on_dns_error = accept)",))
 
     # 3. Mail claiming to be from us that did not come through us.

@@ -49,7 +49,7 @@ class _Memo:
 
 def _norm(domain: str) -> str:
     try:
-        return normalize_domain(domain)
+        return normalize_domain(domain, allow_underscore=True)   # as the From domain may be
     except DomainError:
         return ""
 

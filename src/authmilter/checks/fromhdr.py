@@ -111,7 +111,9 @@ def _addr_spec(tokens: list[tuple[str, str]]) -> tuple[str, str]:
         raise _Syntax("invalid domain")
     name = "".join(t[1] for t in dom)
     try:
-        domain = normalize_domain(name)
+        # RFC 5322 atext and DNS both allow "_" (rspamd's DMARC cases use foo@zero_pct.com);
+        # a domain that exists in DNS must get its DMARC evaluation, not a bad-From verdict.
+        domain = normalize_domain(name, allow_underscore=True)
     except DomainError as exc:
         raise _Syntax(f"invalid domain: {exc}") from None
     return "".join(f'"{t[1]}"' if t[0] == "qs" else t[1] for t in local), domain

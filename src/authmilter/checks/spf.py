@@ -55,7 +55,7 @@ def _ascii_domain(domain: str) -> str:
     """The A-label form for DNS when *domain* is valid; otherwise unchanged, so pyspf
     applies RFC 7208 §4.3 (malformed domain -> none) to exactly what was presented."""
     try:
-        return normalize_domain(domain)
+        return normalize_domain(domain, allow_underscore=True)   # DNS names may hold "_"
     except DomainError:
         return domain.lower()
 

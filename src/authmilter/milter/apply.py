@@ -40,9 +40,18 @@ def header_value(edit: HeaderEdit, leading_space: bool) -> str:
     return value
 
 
+REPLY_TEXT_MAX = 400   # libmilter refuses a reply over 980 octets (MAXREPLYLEN); keep it short
+
+
 def reply_text(text: str) -> str:
-    """One line, and '%' doubled: libmilter drops a reply with a lone '%' (smfi_setreply)."""
-    return _CTRL.sub(" ", text).replace("%", "%%").strip() or "rejected"
+    """One line of printable ASCII-safe text within smfi_setreply's limits: control
+    characters become spaces, the length is capped at a word boundary, and '%' is doubled
+    (libmilter drops a reply with a lone '%')."""
+    # RFC 5321 §4.2: reply text is US-ASCII (an SPF exp= text may be anything).
+    text = " ".join(_CTRL.sub(" ", text).encode("ascii", "replace").decode().split())
+    if len(text) > REPLY_TEXT_MAX:
+        text = text[:REPLY_TEXT_MAX].rsplit(" ", 1)[0] + " ..."
+    return text.replace("%", "%%") or "rejected"
 
 
 def ordered_edits(outcome: Outcome) -> tuple[list[HeaderEdit], list[HeaderEdit]]:
