@@ -160,7 +160,7 @@ def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     from authmilter.model import Message
 
     msg = Message.from_bytes(raw)
-    return msg.milter_headers(), msg.body
+    return msg.milter_headers(), msg.body.as_bytes()
 
 
 @dataclass

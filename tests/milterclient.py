@@ -118,7 +118,7 @@ class MilterResult:
 def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     """Headers as (name, value-with-leading-space, LF folding) and the CRLF body."""
     msg = Message.from_bytes(raw)
-    return msg.milter_headers(), msg.body
+    return msg.milter_headers(), msg.body.as_bytes()
 
 
 class MilterClient:

@@ -16,9 +16,10 @@ import binascii
 import hashlib
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -127,7 +128,9 @@ def canon_header(name: bytes, value: bytes, canon: str) -> bytes:
 
 
 def canon_body(body: bytes, canon: str) -> bytes:
-    """The canonical body (§3.4.3 simple, §3.4.4 relaxed); whole-buffer regex work only.
+    """The canonical body (§3.4.3 simple, §3.4.4 relaxed) of a body in one buffer.
+
+    The reference for `BodyCanonicalizer`, which the mail path uses on chunks.
 
     Same steps and order as dkimpy (trailing WSP, WSP runs, trailing empty lines, then
     the missing final CRLF), so both sides agree on the odd bodies too.
@@ -158,12 +161,142 @@ def canon_body(body: bytes, canon: str) -> bytes:
     return body
 
 
-def body_hash(body: bytes, canon: str, hash_name: str = "sha256", length: int | None = None) -> bytes:
+class BodyCanonicalizer:
+    """`canon_body` fed in chunks: the same output for any split of the same body.
+
+    Each chunk goes through the whole-buffer steps of `canon_body`; only what the next
+    chunk could still change is held back: a trailing space (relaxed: more spaces join
+    its run, a CRLF drops it), a trailing CR (an LF may follow), and the trailing run
+    of CRLFs, kept as a count, never as bytes, so a body of blank lines stays small.
+    Output goes to *sink* in pieces of at most about one chunk.
+    """
+
+    __slots__ = ("canon", "_sink", "_carry", "_crlfs", "_emitted")
+
+    def __init__(self, canon: str, sink: Callable[[bytes], object]) -> None:
+        if canon not in CANONS:
+            raise ValueError(f"unknown canonicalization {canon}")
+        self.canon = canon
+        self._sink = sink
+        self._carry = b""      # at most b" \r": bytes whose meaning depends on what follows
+        self._crlfs = 0        # CRLFs held back at the end of the output so far
+        self._emitted = False  # anything but those CRLFs sent yet
+
+    def update(self, chunk: bytes) -> None:
+        if self.canon == "relaxed":
+            if b"\t" in chunk:
+                chunk = chunk.translate(_TAB_TO_SPACE)
+            data = self._carry + chunk if self._carry else chunk
+            while b"  " in data:
+                data = data.replace(b"  ", b" ")
+            if b" \r\n" in data:
+                data = data.replace(b" \r\n", b"\r\n")
+            keep = 2 if data.endswith(b" \r") else 1 if data.endswith((b" ", b"\r")) else 0
+        else:
+            data = self._carry + chunk if self._carry else chunk
+            keep = 1 if data.endswith(b"\r") else 0
+        if keep:
+            self._carry, data = data[-keep:], data[:-keep]
+        else:
+            self._carry = b""
+        if not data:
+            return
+        # CRLF pairs at the end of this piece join the held-back run (see canon_body).
+        tail = data[len(data.rstrip(b"\r\n")):]
+        run = _CRLF_PAIRS_REVERSED.match(tail[::-1]).end()  # type: ignore[union-attr]
+        if run == len(data):
+            self._crlfs += run // 2
+            return
+        self._flush_crlfs()
+        self._sink(data[:len(data) - run])
+        self._emitted = True
+        self._crlfs = run // 2
+
+    def finish(self) -> None:
+        """The end of the body: settle what was held back (RFC 6376 §3.4.3, §3.4.4)."""
+        if self._carry:
+            self._flush_crlfs()
+            self._sink(self._carry + b"\r\n")          # the missing final CRLF
+        elif self._crlfs:
+            if self._emitted or self.canon == "simple":
+                self._sink(b"\r\n")                    # one CRLF of the trailing run
+        elif self._emitted:
+            self._sink(b"\r\n")
+        elif self.canon == "simple":
+            self._sink(b"\r\n")                        # an empty body is one CRLF
+        self._carry, self._crlfs = b"", 0
+
+    def _flush_crlfs(self) -> None:
+        # Blank lines followed by more text are part of the body; sent in bounded pieces.
+        while self._crlfs:
+            n = min(self._crlfs, _CRLF_BLOCK)
+            self._sink(b"\r\n" * n)
+            self._emitted = True
+            self._crlfs -= n
+
+
+_CRLF_BLOCK = 1 << 15
+
+BodySpec = tuple[str, str, int | None]   # (body canonicalization, hash name, l= or None)
+
+
+@dataclass(frozen=True)
+class BodyDigest:
+    digest: bytes           # of the canonical body, or of its first l= octets
+    length: int             # octets of the whole canonical body (l= may not exceed it)
+
+
+class BodyHasher:
+    """Every body hash one message needs, in one pass over the body.
+
+    One canonicalizer per canonicalization feeds every digest that uses it; a digest
+    with l= takes only the first l octets (RFC 6376 §3.5).
+    """
+
+    def __init__(self, specs: Iterable[BodySpec]) -> None:
+        self._specs = list(dict.fromkeys(specs))
+        self._hashes = {spec: hashlib.new(spec[1]) for spec in self._specs}
+        self._sizes: dict[str, int] = {}
+        self._canons: list[BodyCanonicalizer] = []
+        for canon in dict.fromkeys(c for c, _, _ in self._specs):
+            self._sizes[canon] = 0
+            targets = [(spec[2], self._hashes[spec]) for spec in self._specs if spec[0] == canon]
+            self._canons.append(BodyCanonicalizer(canon, self._sink_for(canon, targets)))
+
+    def _sink_for(self, canon: str, targets: list[tuple[int | None, Any]]) -> Callable[[bytes], None]:
+        def sink(data: bytes) -> None:
+            start = self._sizes[canon]
+            self._sizes[canon] = start + len(data)
+            for limit, h in targets:
+                if limit is None:
+                    h.update(data)
+                elif start < limit:
+                    h.update(data[:limit - start])
+        return sink
+
+    def update(self, chunk: bytes) -> None:
+        for c in self._canons:
+            c.update(chunk)
+
+    def finish(self) -> dict[BodySpec, BodyDigest]:
+        for c in self._canons:
+            c.finish()
+        return {spec: BodyDigest(self._hashes[spec].digest(), self._sizes[spec[0]]) for spec in self._specs}
+
+
+def body_digests(body: model.Body | bytes, specs: Iterable[BodySpec]) -> dict[BodySpec, BodyDigest]:
+    """The digests for *specs*, reading *body* once in bounded chunks."""
+    hasher = BodyHasher(specs)
+    chunks = body.chunks() if isinstance(body, model.Body) else (body,)
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.finish()
+
+
+def body_hash(body: model.Body | bytes, canon: str, hash_name: str = "sha256", length: int | None = None) -> bytes:
     """Raw digest of the canonical body, optionally the first *length* octets (l=)."""
-    data = canon_body(body, canon)
-    if length is not None:
-        data = data[:length]
-    return hashlib.new(hash_name, data).digest()
+    spec = (canon, hash_name, length)
+    return body_digests(body, [spec])[spec].digest
 
 
 # ---------------------------------------------------------------------------
@@ -230,13 +363,15 @@ def _signature_b64_len(key: SigningKey) -> int:
 
 def sign(message: model.Message, key: SigningKey, *, header_canon: str = "relaxed",
          body_canon: str = "relaxed", sign_headers: Sequence[str], oversign: Sequence[str] = (),
-         identity: str | None = None, timestamp: int | None = None, expire_s: int = 0) -> str:
+         identity: str | None = None, timestamp: int | None = None, expire_s: int = 0,
+         bh: bytes | None = None) -> str:
     """Sign *message*; return the DKIM-Signature header value (RFC 6376 §5).
 
     The value starts with the space after the colon and is folded with CRLF + space
     (dkimpy's folding, so the header is byte-identical to dkimpy's). It never has l=.
     rsa-sha256 is RSASSA-PKCS1-v1_5 (§3.3.1); ed25519-sha256 signs the SHA-256 digest of
-    the header data with Ed25519 (RFC 8463 §3).
+    the header data with Ed25519 (RFC 8463 §3). *bh* is the body hash when the caller
+    already has it (`body_hash(body, body_canon)`): several keys share one pass over the body.
     """
     if header_canon not in CANONS or body_canon not in CANONS:
         raise DkimSignError(f"unknown canonicalization {header_canon}/{body_canon}")
@@ -248,13 +383,14 @@ def sign(message: model.Message, key: SigningKey, *, header_canon: str = "relaxe
         if not at or not is_subdomain(idom.lower(), key.domain.lower()):
             raise DkimSignError(f"i={identity} is not in d={key.domain}")
     t = int(time.time()) if timestamp is None else int(timestamp)
-    bh = base64.b64encode(body_hash(message.body, body_canon)).decode("ascii")
+    digest = body_hash(message.body, body_canon) if bh is None else bh
+    bh_text = base64.b64encode(digest).decode("ascii")
     # dkimpy's tag order; x= (which dkimpy does not write) right after t=.
     tags = [("v", "1"), ("a", key.algorithm), ("c", f"{header_canon}/{body_canon}"), ("d", key.domain),
             ("i", identity or "@" + key.domain), ("q", "dns/txt"), ("s", key.selector), ("t", str(t))]
     if expire_s > 0:
         tags.append(("x", str(t + expire_s)))
-    tags += [("h", " : ".join(h_list)), ("bh", bh)]
+    tags += [("h", " : ".join(h_list)), ("bh", bh_text)]
     head = "; ".join(f"{k}={v}" for k, v in tags) + "; b="
     # Fold with a placeholder of the signature's length: b= holds no spaces, so every
     # break before it is the same as in the final header and we can hash "... b=".
@@ -393,15 +529,17 @@ class _Stop(Exception):
 _DIGITS = re.compile(rb"[0-9]{1,76}\Z")
 
 
-def verify_signature(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
+def verify_signature(headers: Sequence[tuple[bytes, bytes]], index: int, body: model.Body | bytes,
                      fetch_key: Callable[[str], tuple[Result | None, str, Sequence[bytes]]], *,
                      min_rsa_bits: int = 1024, allow_sha1: bool = False, now: int | None = None,
-                     body_cache: dict[str, bytes] | None = None) -> Verification:
+                     body_cache: dict[BodySpec, BodyDigest] | None = None) -> Verification:
     """Verify the DKIM-Signature at ``headers[index]`` (RFC 6376 §6.1).
 
     *fetch_key(name)* returns ``(None, "", records)`` with the TXT strings, or
-    ``(Result.TEMPERROR|PERMERROR, reason, ())``. *body_cache* holds canonical bodies
-    and their digests, shared between the signatures of one message.
+    ``(Result.TEMPERROR|PERMERROR, reason, ())``. *body_cache* holds body digests shared
+    between the signatures of one message; fill it in one pass with
+    ``body_digests(body, body_specs(headers, indexes))``. A digest missing from it is
+    computed here (another pass over the body) and added.
     """
     info: dict[str, object] = {}
     try:
@@ -421,10 +559,10 @@ def _clean(text: str, limit: int = 64) -> str:
     return text[:limit]
 
 
-def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
+def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: model.Body | bytes,
             fetch_key: Callable[[str], tuple[Result | None, str, Sequence[bytes]]],
             info: dict[str, object], min_rsa_bits: int, allow_sha1: bool, now: int,
-            body_cache: dict[str, bytes]) -> Verification:
+            body_cache: dict[BodySpec, BodyDigest]) -> Verification:
     name, value = headers[index]
     try:
         tags = parse_tag_list(value)
@@ -471,10 +609,8 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
         raise _Stop(Result.PERMERROR, str(exc)) from None
     if not sig:
         raise _Stop(Result.PERMERROR, "empty b=")
-    canon = (get("c") or b"simple/simple").decode("ascii", "replace").lower().split("/")
-    if len(canon) == 1:
-        canon.append("simple")
-    if len(canon) != 2 or canon[0] not in CANONS or canon[1] not in CANONS:
+    canon = _canons(get("c"))
+    if canon is None:
         raise _Stop(Result.PERMERROR, f"unknown canonicalization c={_show(get('c') or b'')}")
     h_list = [n for n in _split_list(get("h") or b"")]
     if "from" not in h_list:
@@ -535,16 +671,13 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: bytes,
     info["key_bits"] = record.bits
 
     # §6.1.3: body hash, then the signature over the headers.
-    cbody = body_cache.get(canon[1])
-    if cbody is None:
-        cbody = body_cache[canon[1]] = canon_body(body, canon[1])
-    if length is not None and length > len(cbody):
+    spec = (canon[1], hash_name, length)
+    found = body_cache.get(spec)
+    if found is None:
+        found = body_cache[spec] = body_digests(body, [spec])[spec]
+    if length is not None and length > found.length:
         raise _Stop(Result.PERMERROR, "l= is longer than the body")
-    dkey = f"{canon[1]}/{hash_name}/{length}"
-    digest = body_cache.get(dkey)
-    if digest is None:
-        digest = body_cache[dkey] = hashlib.new(hash_name, cbody if length is None else cbody[:length]).digest()
-    if digest != bh:
+    if found.digest != bh:
         raise _Stop(Result.FAIL, "body hash did not verify")
     hcanon = canon[0]
     data = b"".join(canon_header(n, v, hcanon) for n, v in select_headers(headers, h_list))
@@ -573,6 +706,39 @@ def _check(record: KeyRecord, hash_name: str, sig: bytes, data: bytes) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def _canons(c_value: bytes | None) -> tuple[str, str] | None:
+    """c= as (header, body) canonicalization; absent is simple/simple, one word sets the
+    header canonicalization only (§3.5). None when not understood."""
+    parts = (c_value or b"simple/simple").decode("ascii", "replace").lower().split("/")
+    if len(parts) == 1:
+        parts.append("simple")
+    if len(parts) != 2 or parts[0] not in CANONS or parts[1] not in CANONS:
+        return None
+    return parts[0], parts[1]
+
+
+def body_specs(headers: Sequence[tuple[bytes, bytes]], indexes: Iterable[int]) -> list[BodySpec]:
+    """The body digests the DKIM-Signatures at *indexes* will ask for, so that one pass
+    over the body computes them all. Signatures whose a=, c= or l= do not parse need none
+    (verification stops before the body hash); the rest is not checked here."""
+    specs: list[BodySpec] = []
+    for index in indexes:
+        try:
+            tags = parse_tag_list(headers[index][1])
+        except TagListError:
+            continue
+        algorithm = tags["a"].value.decode("ascii", "replace").lower() if "a" in tags else ""
+        canon = _canons(tags["c"].value if "c" in tags else None)
+        length: int | None = None
+        if "l" in tags:
+            if not _DIGITS.match(tags["l"].value):
+                continue
+            length = int(tags["l"].value)
+        if algorithm in ALGORITHMS and canon is not None:
+            specs.append((canon[1], algorithm.split("-")[1], length))
+    return list(dict.fromkeys(specs))
 
 
 def dkim_signature_indexes(headers: Sequence[tuple[bytes, bytes]]) -> list[int]:

@@ -5,9 +5,12 @@ and never on pymilter objects, so the pipeline runs the same offline (`authmilte
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import IO
+
+CHUNK_BYTES = 1 << 16      # what Body.chunks() yields at most: bounded work and memory per step
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +29,75 @@ class Envelope:
     rcpts: tuple[str, ...] = ()
 
 
+class Body:
+    """A message body (CRLF line ends), in memory or in the milter's spool file.
+
+    The milter spools the body as it arrives and hands the spool over unread, so a large
+    message never exists as one bytes object: readers take it in bounded chunks
+    (`chunks`). `as_bytes` copies it whole, for the rare paths that need the entire
+    message (ARC through dkimpy, which only runs when ARC headers are present).
+
+    A spooled Body reads from a file its owner (the milter handler) closes after
+    end-of-message; it never writes to it, and each read seeks first, so two readers
+    may interleave.
+    """
+
+    __slots__ = ("_data", "_file", "size")
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._data = bytes(data)
+        self._file: IO[bytes] | None = None
+        self.size = len(self._data)
+
+    @classmethod
+    def spooled(cls, file: IO[bytes], size: int) -> Body:
+        """The first *size* octets of *file* (read from offset 0)."""
+        body = cls()
+        body._file, body.size = file, size
+        return body
+
+    def chunks(self, size: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The body in order, in pieces of at most *size* octets (none for an empty body)."""
+        if self._file is None:
+            if self.size <= size:
+                if self.size:
+                    yield self._data
+                return
+            for start in range(0, self.size, size):
+                yield self._data[start:start + size]
+            return
+        pos = 0
+        while pos < self.size:
+            self._file.seek(pos)
+            piece = self._file.read(min(size, self.size - pos))
+            if not piece:
+                raise OSError(f"body spool ended at {pos} of {self.size} octets")
+            pos += len(piece)
+            yield piece
+
+    def as_bytes(self) -> bytes:
+        """The whole body as one bytes object: a full copy, avoid on the mail path."""
+        if self._file is None:
+            return self._data
+        return b"".join(self.chunks())
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (bytes, bytearray)):
+            return self.size == len(other) and self.as_bytes() == other
+        if isinstance(other, Body):
+            return self.size == other.size and self.as_bytes() == other.as_bytes()
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equality follows content that may live in a file
+
+    def __repr__(self) -> str:
+        where = "spooled" if self._file is not None else "in memory"
+        return f"Body({self.size} octets {where})"
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """Header fields exactly as received, and the body with CRLF line ends.
@@ -33,11 +105,16 @@ class Message:
     ``headers`` holds (name, value) byte pairs in arrival order. ``value`` is everything
     after the colon, *including* the leading whitespace and any folding, with line
     breaks normalised to CRLF, so ``name + b":" + value + b"\\r\\n"`` is the header as
-    it stood in the message (what DKIM c=simple hashes).
+    it stood in the message (what DKIM c=simple hashes). ``body`` is a `Body`; bytes
+    are accepted and wrapped (tests and `from_bytes` build messages from bytes).
     """
 
     headers: tuple[tuple[bytes, bytes], ...]
-    body: bytes
+    body: Body
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.body, Body):
+            object.__setattr__(self, "body", Body(self.body))
 
     def get_all(self, name: str) -> list[bytes]:
         key = name.lower().encode()
@@ -69,15 +146,16 @@ class Message:
                 continue
             headers.append((name, value))
         body_crlf = body.replace(b"\n", b"\r\n")
-        return cls(headers=tuple(headers), body=body_crlf)
+        return cls(headers=tuple(headers), body=Body(body_crlf))
 
     def milter_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers as an MTA hands them to a milter: folds as bare LF inside the value."""
         return [(n, v.replace(b"\r\n", b"\n")) for n, v in self.headers]
 
     def as_bytes(self) -> bytes:
+        """The whole message in one bytes object (a full copy of the body)."""
         out = b"".join(n + b":" + v + b"\r\n" for n, v in self.headers)
-        return out + b"\r\n" + self.body
+        return out + b"\r\n" + self.body.as_bytes()
 
 
 @dataclass(frozen=True, slots=True)

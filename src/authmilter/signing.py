@@ -252,12 +252,15 @@ class Signer:
         if not any(h.lower() == "from" for h in over):
             over += ("From",)
         edits = []
+        # Every key signs with sha256 and the same body canonicalization: one pass over
+        # the (spooled) body serves them all.
+        bh = dkimcore.body_hash(message.body, self.body_canon) if choice.keys else None
         for i, key in enumerate(choice.keys):
             ident = choice.identities[i] if i < len(choice.identities) else None
             if ident and ("@" not in ident or not is_subdomain(ident.rpartition("@")[2].lower(), key.domain)):
                 ident = None
             value = dkimcore.sign(message, key, header_canon=self.header_canon, body_canon=self.body_canon,
                                   sign_headers=s.sign_headers, oversign=over, identity=ident,
-                                  timestamp=t, expire_s=s.expire_s)
+                                  timestamp=t, expire_s=s.expire_s, bh=bh)
             edits.append(HeaderEdit(op="insert", name="DKIM-Signature", value=value, index=0))
         return tuple(edits)

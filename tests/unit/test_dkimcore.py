@@ -5,6 +5,7 @@ dkimpy verifies our signatures through dkim_dnsfunc against the loopback DNS ser
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import dkim
 import dkim.canonicalization
@@ -12,6 +13,8 @@ import dkim.util
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from authmilter import dkimcore, model
 from authmilter.resolver import dkim_dnsfunc
@@ -143,6 +146,81 @@ def test_relaxed_body_of_100kb():
 def test_body_hash_honours_length():
     body = b"abc\r\ndef\r\n"
     assert dkimcore.body_hash(body, "simple", length=5) == dkimcore.body_hash(b"abc\r\n", "simple")
+
+
+# -- incremental body canonicalization ---------------------------------------------
+
+def canon_in_chunks(body: bytes, canon: str, cuts: list[int]) -> bytes:
+    out: list[bytes] = []
+    c = dkimcore.BodyCanonicalizer(canon, out.append)
+    start = 0
+    for cut in sorted(cuts) + [len(body)]:
+        c.update(body[start:cut])
+        start = max(start, cut)
+    c.finish()
+    return b"".join(out)
+
+
+# Bodies from the octets that matter to canonicalization, so runs of spaces, CR, LF and
+# CRLF meet chunk boundaries often; cut positions anywhere (repeats give empty chunks).
+BODIES = st.lists(st.sampled_from([b" ", b"\t", b"\r", b"\n", b"\r\n", b"a", b"b c", b"\r\n\r\n"]),
+                  max_size=40).map(b"".join) | st.binary(max_size=60)
+CUTS = st.lists(st.integers(min_value=0, max_value=200), max_size=12)
+
+
+@given(body=BODIES, cuts=CUTS, canon=st.sampled_from(dkimcore.CANONS))
+@example(body=b"x \r\n", cuts=[1, 2, 3], canon="relaxed")
+@example(body=b"a\r\n\r\n \r\n", cuts=[3, 4, 5, 6], canon="relaxed")
+@example(body=b"\r\n \r\n", cuts=[2], canon="relaxed")
+@example(body=b"a \t \r", cuts=[2, 3], canon="relaxed")
+def test_incremental_canonicalization_equals_one_shot_for_any_chunking(body, cuts, canon):
+    cuts = [c for c in cuts if c <= len(body)]
+    assert canon_in_chunks(body, canon, cuts) == dkimcore.canon_body(body, canon)
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+@pytest.mark.parametrize("canon", ["simple", "relaxed"])
+def test_incremental_canonicalization_agrees_with_dkimpy_octet_by_octet(body, canon):
+    policy = dkim.canonicalization.CanonicalizationPolicy.from_c_value(f"{canon}/{canon}".encode())
+    step = 1 if len(body) < 2000 else 997
+    assert canon_in_chunks(body, canon, list(range(0, len(body), step))) == policy.canonicalize_body(body)
+
+
+def test_a_long_run_of_blank_lines_is_held_as_a_count():
+    out: list[bytes] = []
+    c = dkimcore.BodyCanonicalizer("relaxed", out.append)
+    for _ in range(100):
+        c.update(b"\r\n" * 10_000)
+    assert out == [] and len(c._carry) == 0
+    c.update(b"end")
+    c.finish()
+    assert max(len(piece) for piece in out) <= 2 * (1 << 15)
+    assert b"".join(out) == b"\r\n" * 1_000_000 + b"end\r\n"
+
+
+@given(body=BODIES, cuts=CUTS, length=st.none() | st.integers(min_value=0, max_value=120))
+def test_body_hasher_computes_every_spec_in_one_pass(body, cuts, length):
+    specs = [(canon, alg, lim) for canon in dkimcore.CANONS for alg in ("sha256", "sha1") for lim in (None, length)]
+    hasher = dkimcore.BodyHasher(specs)
+    start = 0
+    for cut in sorted(c for c in cuts if c <= len(body)) + [len(body)]:
+        hasher.update(body[start:cut])
+        start = max(start, cut)
+    found = hasher.finish()
+    for canon, alg, lim in specs:
+        cbody = dkimcore.canon_body(body, canon)
+        want = hashlib.new(alg, cbody if lim is None else cbody[:lim]).digest()
+        assert found[(canon, alg, lim)] == dkimcore.BodyDigest(want, len(cbody))
+
+
+def test_spooled_body_hashes_like_bytes(tmp_path):
+    body = b"Hello  world \r\n" * 20_000 + b"\r\n\r\n"
+    with open(tmp_path / "spool", "w+b") as fh:
+        fh.write(body + b"trailing octets past the body's size")
+        spooled = model.Body.spooled(fh, len(body))
+        assert spooled == body and list(spooled.chunks())[0] == body[:1 << 16]
+        for canon in dkimcore.CANONS:
+            assert dkimcore.body_hash(spooled, canon) == hashlib.sha256(dkimcore.canon_body(body, canon)).digest()
 
 
 # -- header selection (§5.4.2) --------------------------------------------------

@@ -40,9 +40,11 @@ def verify_dkim(message: model.Message, resolver: DnsLookup, *, max_signatures: 
     if not indexes:
         return ()
     fetch = _key_fetcher(resolver)
-    body_cache: dict[str, bytes] = {}
+    checked = indexes[:max_signatures]
+    # Every body hash the signatures ask for, in one pass over the (spooled) body.
+    body_cache = dkimcore.body_digests(message.body, dkimcore.body_specs(message.headers, checked))
     results = []
-    for index in indexes[:max_signatures]:
+    for index in checked:
         v = dkimcore.verify_signature(message.headers, index, message.body, fetch, min_rsa_bits=min_rsa_bits,
                                       allow_sha1=allow_sha1, now=now, body_cache=body_cache)
         results.append(DkimResult(result=v.result, domain=v.domain, selector=v.selector, algorithm=v.algorithm,
