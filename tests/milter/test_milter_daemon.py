@@ -15,6 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pytest
 from milterd import AUTHMILTER, WAIT_S, Daemon, free_port, merge, require, toml
 
 MSG = (b"From: Alice <alice@example.org>\r\nTo: bob@example.net\r\nSubject: test\r\n"
@@ -259,3 +260,23 @@ def test_pid_file_written_and_removed(milterd, tmp_path):
     assert pid_file.read_text().strip() == str(daemon.proc.pid)
     assert daemon.stop() == 0
     assert not pid_file.exists()
+
+
+@pytest.mark.parametrize("content", ["", "# emptied by a botched deploy\n", 'authserv_id = "mx.test"\n'])
+def test_reload_that_would_fall_back_to_defaults_is_refused(milterd, content):
+    """Hardening defect 8: an empty (or partial) file on SIGUSR1 turned signing off and
+    moved DNS to the system resolver without a word. The file must say so itself."""
+    daemon = milterd(workers=1)
+    daemon.config_path.write_text(content)
+    daemon.signal(signal.SIGUSR1)
+    assert daemon.wait_log(r"reload failed, keeping the running configuration: .*reload refused: ")
+    assert "reloaded" not in daemon.log()
+    # still the loopback DNS server of the running configuration: SPF is evaluated
+    assert "spf=" in send(daemon, qid="4KEPT").headers_named("Authentication-Results")[0]
+
+
+def test_reload_that_says_so_explicitly_is_applied(milterd):
+    daemon = milterd(workers=1)
+    daemon.write_config(merge(daemon.config, {"authserv_id": "mx2.test", "verify": {"enabled": False}}))
+    daemon.signal(signal.SIGUSR1)
+    assert daemon.wait_log(r"reloaded \(generation 2\)"), daemon.log()

@@ -89,3 +89,15 @@ def test_check_config_cli_exit_codes(tmp_path):
 def test_internal_hosts_accept_opendkim_host_grammar():
     s = settings_from_dict({"signing": {"internal_hosts": ["10.0.0.0/8", "!10.1.0.0/16", "relay.example.com"]}})
     assert "!10.1.0.0/16" in s.signing.internal_hosts
+
+
+def test_reload_refusal_names_the_key_that_would_fall_back_to_its_default():
+    from authmilter.config.schema import reload_refusal, settings_from_dict
+
+    old = settings_from_dict({"dns": {"servers": ["127.0.0.1:5353"]}, "signing": {"enabled": False}})
+    assert reload_refusal(old, settings_from_dict({})) is not None                       # empty file
+    why = reload_refusal(old, settings_from_dict({"signing": {"enabled": False}}))
+    assert why is not None and "dns.servers" in why
+    assert reload_refusal(old, settings_from_dict({"dns": {"servers": []}, "signing": {"enabled": False}})) is None
+    assert reload_refusal(old, settings_from_dict({"dns": {"servers": ["127.0.0.1:5353"]},
+                                                   "signing": {"enabled": False}, "authserv_id": "x"})) is None

@@ -7,6 +7,8 @@ file, the dotted key and the reason.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import ipaddress
 import os
 import tomllib
@@ -151,6 +153,8 @@ class Settings:
     store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
     # Where the settings came from, for error messages and relative paths.
     source: str = field(default="<defaults>", metadata={"internal": True})
+    # Dotted keys the file really set (the rest are defaults): a reload checks them.
+    explicit: frozenset[str] = field(default=frozenset(), metadata={"internal": True})
 
 
 # ---------------------------------------------------------------------------
@@ -318,14 +322,36 @@ def validate(settings: Settings) -> Settings:
 
 def settings_from_dict(data: dict[str, Any], source: str = "<dict>") -> Settings:
     settings = _build(Settings, data, source, "")
-    settings = _replace_source(settings, source)
+    settings = dataclasses.replace(settings, source=source, explicit=frozenset(_dotted_keys(data)))
     return validate(settings)
 
 
-def _replace_source(settings: Settings, source: str) -> Settings:
-    import dataclasses
+def _dotted_keys(data: dict[str, Any], prefix: str = "") -> typing.Iterator[str]:
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _dotted_keys(value, f"{prefix}{key}.")
+        else:
+            yield prefix + key
 
-    return dataclasses.replace(settings, source=source)
+
+# What a reload may only change when the new file says so itself: a file truncated by an
+# editor or a botched deploy would otherwise fall back to defaults and silently stop
+# signing, stop checking, or move DNS to the system resolver.
+RELOAD_GUARDED = ("signing.enabled", "signing.key_table", "signing.signing_table",
+                  "verify.enabled", "dns.servers")
+
+
+def reload_refusal(old: Settings, new: Settings) -> str | None:
+    """Why *new* must not replace *old* on reload, or None when it may."""
+    if not new.explicit:
+        return "the file sets nothing (empty?); a reload needs the whole configuration"
+    for key in RELOAD_GUARDED:
+        section, name = key.split(".")
+        before, after = getattr(getattr(old, section), name), getattr(getattr(new, section), name)
+        if before != after and key not in new.explicit:
+            return (f"{key} would change from {before!r} to the default {after!r} because the file no longer "
+                    f"sets it; set it explicitly to change it")
+    return None
 
 
 def load_settings(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> Settings:

@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ..config.schema import Settings, load_settings
+from ..config.schema import Settings, load_settings, reload_refusal
 from ..errors import AuthmilterError, ConfigError
 from ..ops import logging as ops_logging
 from ..ops import sdnotify
@@ -665,6 +665,9 @@ class Master:
         sdnotify.reloading()
         try:
             settings = load(self.config, self.overrides)
+            refusal = reload_refusal(self.settings, settings)
+            if refusal is not None:
+                raise ConfigError(self.config, "", f"reload refused: {refusal}")
             runtime = Runtime.load(settings)
         except Exception as exc:
             METRICS.reload(False)
