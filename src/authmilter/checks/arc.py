@@ -19,6 +19,8 @@ def check_arc(message: Message, resolver: DnsLookup, *, min_rsa_bits: int = 1024
     if not message.get_all("ARC-Seal") and not message.get_all("ARC-Message-Signature") \
             and not message.get_all("ARC-Authentication-Results"):
         return ArcResult(Result.NONE)
+    # dkimpy wants the whole message as one bytes object: a full copy of the (spooled)
+    # body, made only here, for the few messages that carry ARC headers at all.
     raw = message.as_bytes()
     try:
         cv, results, reason = dkim.arc_verify(raw, dnsfunc=dkim_dnsfunc(resolver), minkey=min_rsa_bits)

@@ -39,7 +39,7 @@ import Milter  # type: ignore[import-untyped]
 
 from .. import pipeline
 from ..domain import normalize_ip
-from ..model import Client, Envelope, Message, Session
+from ..model import Body, Client, Envelope, Message, Session
 from ..ops.logging import get_logger
 from ..ops.logsafe import sanitize
 from ..ops.metrics import METRICS
@@ -181,6 +181,7 @@ class Handler(Milter.Base):
         self.mail_from = ""
         self.headers: list[tuple[bytes, bytes]] = []
         self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
+        self._body_size = 0
         # Cleared by envfrom; an eom without a recorded MAIL FROM is never processed.
         self.msg_error: BaseException | None = IncompleteSession("no envelope sender from the MTA")
         self.queue_id = ""
@@ -288,6 +289,7 @@ class Handler(Milter.Base):
             if self._body is None:
                 self._body = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
             self._body.write(chunk)
+            self._body_size += len(chunk)
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("body", exc)
         return Milter.CONTINUE
@@ -337,10 +339,10 @@ class Handler(Milter.Base):
         return Milter.TEMPFAIL
 
     def _session(self, qid: str) -> Session:
-        body = b""
-        if self._body is not None:
-            self._body.seek(0)
-            body = self._body.read()
+        # The spool is handed over unread: DKIM hashes it in chunks, so a large body is
+        # never one bytes object (worker memory stays flat in message size). It stays
+        # open until _end_message, after the pipeline is done with it.
+        body = Body() if self._body is None else Body.spooled(self._body, self._body_size)
         macros = dict(self.macros)
         macros.update(self.msg_macros)
         for name in SYMLISTS[2][1]:
