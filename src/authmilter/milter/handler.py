@@ -314,6 +314,11 @@ class Handler(Milter.Base):
             rc = apply(self, outcome)
             log.info(outcome.log_line(qid))
             METRICS.observe_outcome(outcome, time.monotonic() - started)
+            if outcome.records and runtime.store is not None:
+                try:  # queued for the store's writer thread; the reply is already decided
+                    runtime.store.submit(outcome.records)
+                except Exception as exc:  # noqa: BLE001 - records are best-effort, never the verdict
+                    log.warning("%s: store: %s", qid or "NOQUEUE", sanitize(str(exc)))
             return rc
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             log.debug("%s: internal error in eom", qid or "NOQUEUE", exc_info=exc)

@@ -381,6 +381,9 @@ def _wait_idle(grace_s: float) -> None:
 
 
 def _exit_worker(code: int) -> None:
+    from ..store import close_all
+
+    close_all()   # write the records still queued in this worker, then close its connections
     log.info("worker pid=%d stopped", os.getpid())
     for handler in ops_logging.get_logger().handlers:
         handler.flush()
@@ -536,6 +539,7 @@ class Master:
         if s.metrics.listen and not METRICS.enable():
             log.warning("metrics.listen is set but prometheus-client is not installed; metrics are off")
         runtime = Runtime.load(s)   # after the drop: keys are read as the configured user
+        runtime.init_store()        # schema created/migrated once, before any worker forks
         _install_dns_metrics(runtime)
         HOLDER.swap(runtime)
         if METRICS.enabled:
