@@ -15,10 +15,11 @@ from . import authresults
 from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
-from .checks.types import ResInfo, Result
+from .checks.types import DmarcPolicy, ResInfo, Result
 from .model import Session
-from .outcome import Action, Direction, HeaderEdit, Outcome
+from .outcome import Action, Direction, HeaderDelete, HeaderInsert, Outcome, SignedWith
 from .policy import Decision, Evidence, decide, decide_missing_key
+from .records import DkimEvidence, MessageRecord
 from .runtime import Runtime
 
 
@@ -57,12 +58,10 @@ def process(session: Session, runtime: Runtime, *, now: float | None = None,
             direction: Direction | None = None) -> Outcome:
     """The whole decision for one message. *direction* forces a path (`authmilter verify`)."""
     authserv_id = runtime.authserv_id(session.macro("j"))
-    # Forged Authentication-Results claiming our authserv-id go whatever the direction:
-    # deleted from the highest index down (CVE-2022-48521).
-    deletions = tuple(
-        HeaderEdit("delete", "Authentication-Results", index=i)
-        for i in sorted(authresults.forged_indices(session.message.headers, authserv_id), reverse=True)
-    )
+    # Forged Authentication-Results claiming our authserv-id go whatever the direction
+    # (the adapter deletes from the highest index down: CVE-2022-48521).
+    deletions = tuple(HeaderDelete("Authentication-Results", i)
+                      for i in authresults.forged_indices(session.message.headers, authserv_id))
     why = "forced"
     if direction is None:
         direction, why = classify(session, runtime)
@@ -70,23 +69,24 @@ def process(session: Session, runtime: Runtime, *, now: float | None = None,
         return _outbound(session, runtime, why, deletions, now)
     if not runtime.settings.verify.enabled:
         # Signing-only deployment (OpenDKIM Mode s): forged headers still go.
-        return Outcome(Action.ACCEPT, Direction.INBOUND, edits=deletions,
+        return Outcome(Action.ACCEPT, Direction.INBOUND, deletions=deletions,
                        log=(("action", "accept"), ("dir", "inbound"), ("checks", "off")),
                        reasons=("inbound checks disabled (verify.enabled = false)",))
-    return _inbound(session, runtime, authserv_id, deletions)
+    return _inbound(session, runtime, authserv_id, deletions, now)
 
 
 # -- outbound ---------------------------------------------------------------------
 
 
-def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[HeaderEdit, ...],
+def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[HeaderDelete, ...],
               now: float | None) -> Outcome:
     log: list[tuple[str, str]] = [("action", "accept"), ("dir", "outbound"), ("via", why)]
     signer = runtime.signer
     from_ = fromhdr.parse_from(session.message)
     if from_.address:
         log.append(("from", from_.address))
-    edits: tuple[HeaderEdit, ...] = deletions
+    insertions: tuple[HeaderInsert, ...] = ()
+    signed: tuple[SignedWith, ...] = ()
     if signer is None or not runtime.settings.signing.enabled:
         log.append(("signed", "no (signing disabled)"))
     elif not from_.ok:
@@ -101,25 +101,25 @@ def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[Hea
             if decision.action is not Action.ACCEPT:
                 log[0] = ("action", decision.action.value)
                 return Outcome(decision.action, Direction.OUTBOUND, decision.code, decision.xcode, decision.text,
-                               log=tuple(log), reasons=decision.reasons)
+                               deletions=deletions, log=tuple(log), reasons=decision.reasons)
         elif choice.refused:
             log.append(("signed", f"no ({choice.refused})"))
         elif not choice.keys:
             log.append(("signed", "no (no SigningTable entry)"))
         else:
             ts = int(now) if now is not None else None
-            sigs = signer.sign(session.message, choice, timestamp=ts)
-            edits += sigs
-            log.append(("signed", ",".join(f"d={k.domain}/s={k.selector}/{k.algorithm}" for k in choice.keys)))
-    return Outcome(Action.ACCEPT, Direction.OUTBOUND, edits=edits, log=tuple(log),
-                   reasons=(f"outbound ({why})",))
+            insertions = signer.sign(session.message, choice, timestamp=ts)
+            signed = tuple(SignedWith(k.domain, k.selector, k.algorithm) for k in choice.keys)
+            log.append(("signed", ",".join(f"d={k.domain}/s={k.selector}/{k.algorithm}" for k in signed)))
+    return Outcome(Action.ACCEPT, Direction.OUTBOUND, deletions=deletions, insertions=insertions, signed=signed,
+                   log=tuple(log), reasons=(f"outbound ({why})",))
 
 
 # -- inbound ----------------------------------------------------------------------
 
 
 def _inbound(session: Session, runtime: Runtime, authserv_id: str,
-             deletions: tuple[HeaderEdit, ...]) -> Outcome:
+             deletions: tuple[HeaderDelete, ...], now: float | None) -> Outcome:
     settings = runtime.settings
     v = settings.verify
     msg = session.message
@@ -148,10 +148,10 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
 
     dkim_results = dkim_check.verify_dkim(msg, res, max_signatures=v.max_signatures,
                                           min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1)
-    dmarc_result = None
-    if from_.ok:
-        dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, res, mode=v.dmarc_mode,
-                                               psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
+    # A From that is missing or unusable gets its DMARC result from check_dmarc too
+    # (none / permerror, without DNS): the rule lives in one place.
+    dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, res, mode=v.dmarc_mode,
+                                           psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
     arc_result = None
     if v.arc:
         arc_result = arc.check_arc(msg, res)
@@ -169,35 +169,69 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     # RFC 8601 §2.7.1: "none" when the message was not signed; a reader must not take a
     # missing dkim= for "not evaluated".
     infos.extend([d.resinfo() for d in dkim_results] or [ResInfo("dkim", Result.NONE, reason="message not signed")])
-    if dmarc_result is not None:
-        infos.append(dmarc_result.resinfo())
-    elif not from_.ok:
-        infos.append(ResInfo("dmarc", Result.PERMERROR if not from_.missing else Result.NONE,
-                             reason=from_.error))
+    infos.append(dmarc_result.resinfo())
     if arc_result is not None:
         infos.append(arc_result.resinfo())
-    ar_value = authresults.render(authserv_id, infos)
+    results = tuple(infos)
 
-    edits = list(deletions)
+    deleted = list(deletions)
     if v.add_received_spf:
         # Downstream filters will read our Received-SPF: upstream ones not written by a
-        # trusted authserv-id go first, highest index down (CVE-2019-20790).
+        # trusted authserv-id go first (CVE-2019-20790).
         stale = authresults.received_spf_indices(msg.headers, v.trusted_authserv_ids)
-        edits.extend(HeaderEdit("delete", "Received-SPF", index=i) for i in sorted(stale, reverse=True))
-    edits.append(HeaderEdit("insert", "Authentication-Results", ar_value, index=0))
+        deleted.extend(HeaderDelete("Received-SPF", i) for i in stale)
+    inserted = [HeaderInsert("Authentication-Results", authresults.render(authserv_id, results))]
     if v.add_received_spf and spf_result is not None:
-        edits.append(HeaderEdit("insert", "Received-SPF", spf.received_spf_value(spf_result, authserv_id), 0))
+        inserted.append(HeaderInsert("Received-SPF", spf.received_spf_value(spf_result, authserv_id)))
     if decision.marker_header is not None:
         name, value = decision.marker_header
-        edits.append(HeaderEdit("insert", name, value, index=0))
+        inserted.append(HeaderInsert(name, value))
 
     log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000)
+    records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
     return Outcome(
         action=decision.action, direction=Direction.INBOUND,
         smtp_code=decision.code, smtp_xcode=decision.xcode, smtp_text=decision.text,
-        quarantine_reason=decision.quarantine_reason, edits=tuple(edits), log=log,
-        auth_results=ar_value, reasons=decision.reasons,
+        quarantine_reason=decision.quarantine_reason, deletions=tuple(deleted), insertions=tuple(inserted),
+        results=results, records=records, log=log, reasons=decision.reasons,
     )
+
+
+def _records(session: Session, reporter: str, ev: Evidence, decision: Decision, helo: str, ip: str | None,
+             when: float) -> tuple[MessageRecord, ...]:
+    """One report record for a message that reached a DMARC evaluation (RFC 9990 §2.1).
+
+    A tempfailed message is not recorded: the sender retries, and the retry is the
+    message that gets a verdict (recording both would count it twice).
+    """
+    dmarc = ev.dmarc
+    if dmarc is None or dmarc.result is Result.NONE or decision.action is Action.TEMPFAIL:
+        return ()
+    spf = ev.spf if ev.spf is not None and ev.spf.scope == "mailfrom" else None
+    mail_from = session.envelope.mail_from
+    if decision.action is Action.REJECT or decision.would is Action.REJECT:
+        applied = "reject"
+    elif decision.action is Action.QUARANTINE or decision.marker_header is not None \
+            or decision.would is Action.QUARANTINE:
+        applied = "quarantine"
+    else:
+        applied = "none"
+    if decision.would is not None:
+        applied = "none"   # dry_run: what we did is deliver; the override says why
+    return (MessageRecord(
+        time=when, reporter=reporter, queue_id=session.queue_id, source_ip=ip or "", helo=helo,
+        envelope_from=mail_from, envelope_from_domain=mail_from.rpartition("@")[2].lower() if mail_from else "",
+        header_from=ev.from_.domain,
+        spf_result=spf.result.value if spf is not None else "none", spf_domain=spf.domain if spf is not None else "",
+        spf_scope="mfrom" if spf is not None else "",
+        dkim=tuple(DkimEvidence(d.domain, d.selector, d.result.value) for d in ev.dkim),
+        dmarc_result=dmarc.result.value, dkim_aligned=dmarc.dkim_aligned, spf_aligned=dmarc.spf_aligned,
+        policy=dmarc.published or replace(_NO_POLICY, domain=dmarc.policy_domain),
+        disposition=applied, overrides=decision.overrides,
+    ),)
+
+
+_NO_POLICY = DmarcPolicy()
 
 
 def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float) -> tuple[tuple[str, str], ...]:

@@ -48,6 +48,10 @@ class Decision:
     marker_header: tuple[str, str] | None = None   # quarantine = "header"
     reasons: tuple[str, ...] = ()
     would: Action | None = None                    # the action dry_run suppressed
+    # Why the DMARC policy was not applied as requested, as RFC 9990 names the types:
+    # (type, comment) with type trusted_forwarder, policy_test_mode, sampled_out,
+    # local_policy, ... For the report record and the log line.
+    overrides: tuple[tuple[str, str], ...] = ()
 
     @property
     def policy_label(self) -> str:
@@ -160,11 +164,13 @@ def decide_missing_key(on_missing_key: str, missing: str) -> Decision:
 def decide(ev: Evidence, settings: PolicySettings, own_domains: frozenset[str] = frozenset(),
            *, accept_length_tag: bool = False) -> Decision:
     decision = _decide(ev, settings, own_domains, accept_length_tag)
+    dry = ("local_policy", "dry_run")
     if settings.dry_run and decision.action is not Action.ACCEPT:
-        return Decision(Action.ACCEPT, reasons=decision.reasons + ("dry_run",), would=decision.action)
+        return Decision(Action.ACCEPT, reasons=decision.reasons + ("dry_run",), would=decision.action,
+                        overrides=decision.overrides + (dry,))
     if settings.dry_run and decision.marker_header is not None:
         return replace(decision, marker_header=None, would=Action.QUARANTINE,
-                       reasons=decision.reasons + ("dry_run",))
+                       reasons=decision.reasons + ("dry_run",), overrides=decision.overrides + (dry,))
     return decision
 
 
@@ -211,19 +217,28 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
     if dmarc_fails and dmarc is not None:
         policy = dmarc.policy or "none"
         notes = []
+        overrides: list[tuple[str, str]] = []
         if dmarc.testing:
             policy = _DOWNGRADE[policy]
             notes.append("t=y")
+            overrides.append(("policy_test_mode", "t=y"))
         if dmarc.sampled_out:
             policy = _DOWNGRADE[policy]
             notes.append("pct sampled out")
+            overrides.append(("sampled_out", "pct"))
         applied = f"policy {policy}" + (f" ({', '.join(notes)})" if notes else "")
         if policy in ("reject", "quarantine") and ev.trusted_forwarder:
-            return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}: trusted forwarder",))
-        if policy == "reject":
-            return _apply_configured(s.on_dmarc_reject, s, f"DMARC policy reject for {domain}", domain)
-        if policy == "quarantine":
-            return _apply_configured(s.on_dmarc_quarantine, s, f"DMARC policy quarantine for {domain}", domain)
+            return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}: trusted forwarder",),
+                            overrides=(*overrides, ("trusted_forwarder", "client in policy.trusted_forwarders")))
+        if policy in ("reject", "quarantine"):
+            choice = s.on_dmarc_reject if policy == "reject" else s.on_dmarc_quarantine
+            decision = _apply_configured(choice, s, f"DMARC policy {policy} for {domain}", domain)
+            if choice != policy:
+                overrides.append(("local_policy", f"on_dmarc_{policy} = {choice}"))
+            return replace(decision, overrides=tuple(overrides))
+        if overrides:
+            return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}",),
+                            overrides=tuple(overrides))
 
     # 5. Local rule: SPF hard fail.
     if s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.FAIL:

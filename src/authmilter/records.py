@@ -7,11 +7,13 @@ record as published) and what we did with it (disposition and every override). I
 computed from the typed results, never from rendered header text. The pipeline puts it
 in `Outcome.records`; the milter adapter hands it to the store after the reply.
 
-This module imports nothing from the package: it is a value module.
+A value module: it imports only the check result values.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from .checks.types import DmarcPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,22 +25,8 @@ class DkimEvidence:
     result: str                 # RFC 8601 token: pass, fail, temperror, ...
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyPublished:
-    """The DMARC record the decision used (RFC 9990 ``policy_published``)."""
-
-    domain: str = ""            # where the record was found
-    p: str = ""
-    sp: str = ""
-    np: str = ""
-    adkim: str = "r"
-    aspf: str = "r"
-    testing: bool = False       # t=y
-    psd: str = ""               # "y", "n" or "u" (RFC 9989 psd=)
-    discovery: str = ""         # "treewalk" (RFC 9989) or "psl" (RFC 7489)
-    rua: tuple[str, ...] = ()
-    ruf: tuple[str, ...] = ()
-    fo: str = ""
+# The published policy of a record is the check's own value (RFC 9990 policy_published).
+PolicyPublished = DmarcPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +49,6 @@ class MessageRecord:
     dmarc_result: str = "none"
     dkim_aligned: bool = False
     spf_aligned: bool = False
-    policy: PolicyPublished = field(default_factory=PolicyPublished)
+    policy: DmarcPolicy = field(default_factory=DmarcPolicy)   # as published
     disposition: str = "none"   # what we applied: none, quarantine, reject
     overrides: tuple[tuple[str, str], ...] = ()   # (type, comment): RFC 9990 PolicyOverrideType

@@ -28,7 +28,7 @@ from .config.opendkim import (
 from .config.schema import SigningSettings
 from .domain import is_subdomain, normalize_domain
 from .errors import ConfigError, DomainError, KeyError_
-from .outcome import HeaderEdit
+from .outcome import HeaderInsert
 
 # load_signing_key() needs a domain; keys whose d= is the From domain ("%") are parsed
 # once under this placeholder and given the real domain per message.
@@ -240,7 +240,7 @@ class Signer:
     # -- signing ----------------------------------------------------------------
 
     def sign(self, message: model.Message, choice: Choice, *, timestamp: int | None = None
-             ) -> tuple[HeaderEdit, ...]:
+             ) -> tuple[HeaderInsert, ...]:
         """One DKIM-Signature insert (index 0) per chosen key; all share one t= (RFC 6376 §3.5).
 
         An i= signer from the SigningTable is used only when it lies within d= (OpenDKIM
@@ -262,5 +262,5 @@ class Signer:
             value = dkimcore.sign(message, key, header_canon=self.header_canon, body_canon=self.body_canon,
                                   sign_headers=s.sign_headers, oversign=over, identity=ident,
                                   timestamp=t, expire_s=s.expire_s, bh=bh)
-            edits.append(HeaderEdit(op="insert", name="DKIM-Signature", value=value, index=0))
+            edits.append(HeaderInsert("DKIM-Signature", value))
         return tuple(edits)

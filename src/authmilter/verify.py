@@ -61,18 +61,19 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     if not args.client_ip:
         print("authmilter: no --client-ip given: SPF not checked", file=sys.stderr)
+    ar = outcome.inserted("Authentication-Results") or ""
     if args.json:
         print(json.dumps({
             "action": outcome.action.value,
             "smtp_reply": " ".join(x for x in (outcome.smtp_code, outcome.smtp_xcode, outcome.smtp_text) if x),
             "quarantine_reason": outcome.quarantine_reason,
-            "authentication_results": "Authentication-Results:" + outcome.auth_results.replace("\r\n", "\n"),
+            "authentication_results": "Authentication-Results:" + ar.replace("\r\n", "\n"),
             "reasons": list(outcome.reasons),
             "log": dict(outcome.log),
             "mail_from": session.envelope.mail_from,
         }, indent=2))
     else:
-        print("Authentication-Results:" + outcome.auth_results.replace("\r\n", "\n"))
+        print("Authentication-Results:" + ar.replace("\r\n", "\n"))
         reply = " ".join(x for x in (outcome.smtp_code, outcome.smtp_xcode, outcome.smtp_text) if x)
         print(f"decision: {outcome.action.value}" + (f" ({reply})" if reply else ""))
         if outcome.quarantine_reason:

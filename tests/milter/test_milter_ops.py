@@ -160,3 +160,19 @@ def test_metrics_off_by_default(milterd):
     daemon = milterd(workers=1)
     assert daemon.wait_log(r"worker 0 started")
     assert "metrics exporter" not in daemon.log()
+
+
+def test_a_sender_cannot_create_metric_series(milterd):
+    """Architecture issue: metrics once re-parsed our rendered Authentication-Results, so
+    MAIL FROM x;evil=pass@evil.example made a new series {method="evil",result="pass"}."""
+    pytest.importorskip("prometheus_client")
+    port = free_port()
+    daemon = milterd(workers=1, metrics={"listen": f"127.0.0.1:{port}"})
+    with daemon.client() as c:
+        r = c.session(ip="192.0.2.10", mail_from="x;evil=pass@evil.example", rcpts=["bob@example.net"],
+                      message=MSG, macros={"i": "4INJECT", "j": "mx.test"})
+    assert r.action == "accept"
+    text = wait_sample(port, "authmilter_messages_total", 1, direction="inbound", action="accept")
+    methods = set(re.findall(r'authmilter_results_total\{[^}]*method="([^"]*)"', text))
+    assert methods and methods <= {"spf", "dkim", "dmarc", "arc"}, methods
+    assert sample(text, "authmilter_results_total", method="evil") is None

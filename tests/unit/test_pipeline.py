@@ -68,7 +68,7 @@ def signed(raw, keydir):
 
 
 def ar_header(outcome):
-    (edit,) = [e for e in outcome.edits if e.op == "insert" and e.name == "Authentication-Results"]
+    (edit,) = [e for e in outcome.insertions if e.name == "Authentication-Results"]
     assert edit.index == 0
     return edit.value
 
@@ -95,7 +95,7 @@ def test_inbound_dmarc_reject_fails_with_550(dns_server, keydir):
     raw = RAW.replace(b"alice@example.com", b"alice@example.org")
     out = process(session(raw, mail_from="alice@example.org"), rt)
     assert out.action is Action.REJECT and out.smtp_code == "550" and "example.org" in out.smtp_text
-    assert "dmarc=fail" in out.auth_results and "spf=fail" in out.auth_results
+    assert "dmarc=fail" in out.inserted("Authentication-Results") and "spf=fail" in out.inserted("Authentication-Results")
 
 
 def test_forged_authentication_results_are_deleted_highest_index_first(dns_server, keydir):
@@ -105,7 +105,7 @@ def test_forged_authentication_results_are_deleted_highest_index_first(dns_serve
               b"Authentication-Results: " + AUTHSERV.encode() + b"; spf=pass\r\n")
     rt = runtime_for(dns_server, keydir)
     out = process(session(forged + RAW.replace(b"example.com", b"example.net")), rt)
-    deletes = [e.index for e in out.edits if e.op == "delete" and e.name == "Authentication-Results"]
+    deletes = sorted((e.index for e in out.deletions if e.name == "Authentication-Results"), reverse=True)
     assert deletes == [4, 3, 1]
 
 
@@ -114,7 +114,7 @@ def test_outbound_from_internal_host_is_signed_and_verifies(dns_server, keydir):
     rt = runtime_for(dns_server, keydir)
     out = process(session(ip="10.9.1.2"), rt)
     assert out.direction is Direction.OUTBOUND and out.action is Action.ACCEPT
-    (sig,) = [e for e in out.edits if e.name == "DKIM-Signature"]
+    (sig,) = [e for e in out.insertions if e.name == "DKIM-Signature"]
     msg = Message.from_bytes(b"DKIM-Signature:" + sig.value.encode() + b"\r\n" + RAW)
     (result,) = verify_dkim(msg, rt.resolver)
     assert result.result is Result.PASS and result.domain == "example.com"
@@ -130,13 +130,13 @@ def test_outbound_classification(dns_server, keydir, macros, ip, why):
     rt = runtime_for(dns_server, keydir, signing={"internal_hosts": []})
     out = process(session(ip=ip, **macros), rt)
     assert out.direction is Direction.OUTBOUND and ("via", why) in out.log
-    assert any(e.name == "DKIM-Signature" for e in out.edits)
+    assert any(e.name == "DKIM-Signature" for e in out.insertions)
 
 
 def test_sasl_user_not_authorised_for_from_domain_is_not_signed(dns_server, keydir):
     rt = runtime_for(dns_server, keydir)
     out = process(session(auth_authen="mallory@example.net"), rt)
-    assert not any(e.name == "DKIM-Signature" for e in out.edits)
+    assert not any(e.name == "DKIM-Signature" for e in out.insertions)
     assert dict(out.log)["signed"].startswith("no")
 
 
@@ -156,7 +156,7 @@ def test_trusted_relay_checks_spf_for_the_real_sender(dns_server, keydir):
                b"Sun, 22 Nov 2026 10:00:00 +0000\r\n" + RAW.replace(b"example.com", b"example.org"))
     rt = runtime_for(dns_server, keydir, verify={"trusted_relays": ["10.1.2.3"]})
     out = process(session(relayed, ip="10.1.2.3", helo="relay.test.example", mail_from="a@example.org"), rt)
-    assert "spf=pass" in out.auth_results and "203.0.113.5" in out.auth_results
+    assert "spf=pass" in out.inserted("Authentication-Results") and "203.0.113.5" in out.inserted("Authentication-Results")
 
 
 def test_received_spf_option_replaces_untrusted_upstream_ones(dns_server, keydir):
@@ -164,8 +164,8 @@ def test_received_spf_option_replaces_untrusted_upstream_ones(dns_server, keydir
     raw = b"Received-SPF: pass (forged) receiver=evil.example;\r\n" + RAW.replace(b"example.com", b"example.org")
     rt = runtime_for(dns_server, keydir, verify={"add_received_spf": True})
     out = process(session(raw, mail_from="a@example.org"), rt)
-    assert [e.index for e in out.edits if e.op == "delete" and e.name == "Received-SPF"] == [1]
-    (ours,) = [e for e in out.edits if e.op == "insert" and e.name == "Received-SPF"]
+    assert [e.index for e in out.deletions if e.name == "Received-SPF"] == [1]
+    (ours,) = [e for e in out.insertions if e.name == "Received-SPF"]
     assert ours.value.lstrip().startswith("pass")
 
 
@@ -183,7 +183,7 @@ def test_missing_per_domain_key_tempfails_or_goes_unsigned(dns_server, tmp_path)
     base["signing"]["on_missing_key"] = "accept"
     rt = Runtime.load(settings_from_dict(base, "test"))
     out = process(session(ip=None), rt)
-    assert out.action is Action.ACCEPT and not any(e.name == "DKIM-Signature" for e in out.edits)
+    assert out.action is Action.ACCEPT and not any(e.name == "DKIM-Signature" for e in out.insertions)
     assert "key unavailable" in dict(out.log)["signed"]
 
 
@@ -192,7 +192,7 @@ def test_verify_disabled_accepts_without_lookups_but_still_removes_forgeries(dns
     raw = b"Authentication-Results: " + AUTHSERV.encode() + b"; dmarc=pass\r\n" + RAW
     out = process(session(raw), rt)
     assert out.action is Action.ACCEPT and dns_server.queries == []
-    assert [(e.op, e.index) for e in out.edits] == [("delete", 1)]
+    assert [("delete", e.index) for e in out.deletions] == [("delete", 1)] and not out.insertions
 
 
 def test_trusted_forwarder_by_domain_is_not_rejected_on_dmarc(dns_server, keydir):
@@ -208,3 +208,54 @@ def test_trusted_forwarder_by_domain_is_not_rejected_on_dmarc(dns_server, keydir
     assert process(session(raw, mail_from="alice@example.org"), rt).action is Action.ACCEPT
     rt = runtime_for(dns_server, keydir)
     assert process(session(raw, mail_from="alice@example.org"), rt).action is Action.REJECT
+
+
+# -- typed outcome: results, keys used, report records ------------------------------------
+
+
+def test_inbound_outcome_carries_typed_results_and_one_report_record(dns_server, keydir):
+    dns_server.add_txt("example.org", "v=spf1 -all")
+    dns_server.add_txt("_dmarc.example.org", "v=DMARC1; p=reject; sp=quarantine; adkim=s; "
+                                             "rua=mailto:agg@example.org; ruf=mailto:f@example.org; fo=1")
+    rt = runtime_for(dns_server, keydir)
+    raw = RAW.replace(b"alice@example.com", b"alice@example.org")
+    out = process(session(raw, mail_from="bounce@example.org"), rt, now=1_790_000_000.0)
+    assert [(r.method, r.result) for r in out.results] == [
+        ("spf", Result.FAIL), ("spf", Result.NONE), ("dkim", Result.NONE), ("dmarc", Result.FAIL),
+        ("arc", Result.NONE)]   # MAIL FROM, then HELO (no record for mail.example.com)
+    (rec,) = out.records
+    assert (rec.source_ip, rec.header_from, rec.envelope_from_domain) == ("192.0.2.10", "example.org", "example.org")
+    assert (rec.spf_result, rec.spf_domain, rec.spf_scope, rec.dmarc_result) == ("fail", "example.org", "mfrom", "fail")
+    assert rec.disposition == "reject" and rec.overrides == () and rec.time == 1_790_000_000.0
+    assert rec.reporter == AUTHSERV and rec.queue_id == "QID1" and rec.helo == "mail.example.com"
+    p = rec.policy
+    assert (p.domain, p.p, p.sp, p.adkim, p.discovery) == ("example.org", "reject", "quarantine", "s", "treewalk")
+    assert p.rua == ("mailto:agg@example.org",) and p.ruf == ("mailto:f@example.org",) and p.fo == "1"
+
+
+def test_dry_run_records_delivery_with_a_local_policy_override(dns_server, keydir):
+    dns_server.add_txt("example.org", "v=spf1 -all")
+    dns_server.add_txt("_dmarc.example.org", "v=DMARC1; p=reject")
+    rt = runtime_for(dns_server, keydir, policy={"dry_run": True})
+    raw = RAW.replace(b"alice@example.com", b"alice@example.org")
+    out = process(session(raw, mail_from="bounce@example.org"), rt)
+    (rec,) = out.records
+    assert out.action is Action.ACCEPT and rec.disposition == "none"
+    assert ("local_policy", "dry_run") in rec.overrides
+
+
+def test_no_record_without_dmarc_evaluation_or_for_a_tempfail(dns_server, keydir):
+    rt = runtime_for(dns_server, keydir)
+    raw = RAW.replace(b"alice@example.com", b"alice@nodmarc.example")
+    assert process(session(raw, mail_from="a@nodmarc.example"), rt).records == ()
+    dns_server.set_fault("_dmarc.tempfail.example", "servfail")
+    raw = RAW.replace(b"alice@example.com", b"alice@tempfail.example")
+    out = process(session(raw, mail_from="a@tempfail.example"), rt)
+    assert out.action is Action.TEMPFAIL and out.records == ()
+
+
+def test_outbound_outcome_names_the_keys_it_signed_with(dns_server, keydir):
+    rt = runtime_for(dns_server, keydir)
+    out = process(session(ip="10.9.1.1"), rt)
+    assert [(k.domain, k.selector, k.algorithm) for k in out.signed] == [("example.com", "sel", "rsa-sha256")]
+    assert [i.name for i in out.insertions] == ["DKIM-Signature"] and out.records == ()

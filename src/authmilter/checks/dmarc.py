@@ -27,7 +27,7 @@ from .orgdomain import (
     org_domain_psl,
     org_domain_rfc9989,
 )
-from .types import DkimResult, DmarcResult, FromResult, Result, SpfResult
+from .types import DkimResult, DmarcPolicy, DmarcResult, FromResult, Result, SpfResult
 
 __all__ = ["check_dmarc"]
 
@@ -85,6 +85,10 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
         return DmarcResult(Result.NONE, reason=_join(found.reason, *found.notes), **base)
     rec = found.record
     assert rec is not None
+    base["published"] = DmarcPolicy(
+        domain=found.policy_domain, p=rec.p, sp=rec.sp, np=rec.np, adkim=rec.adkim, aspf=rec.aspf,
+        testing=rec.testing, psd=rec.psd, discovery="treewalk" if mode == "rfc9989" else "psl", pct=rec.pct,
+        rua=rec.rua, ruf=rec.ruf, fo=rec.fo)
     if found.status == "invalid":
         return DmarcResult(Result.PERMERROR, reason=found.reason, **base)
 

@@ -59,6 +59,8 @@ class DmarcRecord:
     psd: str = "u"                  # y / n / u (RFC 9989 only)
     pct: int = 100                  # RFC 7489 only
     rua: tuple[str, ...] = ()
+    ruf: tuple[str, ...] = ()       # failure reports (RFC 9991)
+    fo: str = "0"                   # failure reporting options (RFC 9991)
     usable: bool = True
     notes: tuple[str, ...] = ()
 
@@ -102,6 +104,7 @@ def parse_record(text: str, mode: str = "rfc9989") -> DmarcRecord | None:
     sp = tags.get("sp", "").lower()
     np = tags.get("np", "").lower() if rfc9989 else ""
     rua = tuple(u.strip(" \t") for u in tags.get("rua", "").split(",") if u.strip(" \t"))
+    ruf = tuple(u.strip(" \t") for u in tags.get("ruf", "").split(",") if u.strip(" \t"))
     present = {"p": True, "sp": "sp" in tags, "np": rfc9989 and "np" in tags}
     bad = [t for t, v in (("p", p), ("sp", sp), ("np", np)) if present[t] and v not in _POLICIES]
     usable = True
@@ -128,7 +131,7 @@ def parse_record(text: str, mode: str = "rfc9989") -> DmarcRecord | None:
         adkim=keyword("adkim", ("r", "s"), "r"), aspf=keyword("aspf", ("r", "s"), "r"),
         testing=keyword("t", ("y", "n"), "n") == "y" if rfc9989 else False,
         psd=keyword("psd", ("y", "n", "u"), "u") if rfc9989 else "u",
-        pct=pct, rua=rua, usable=usable, notes=tuple(notes),
+        pct=pct, rua=rua, ruf=ruf, fo=tags.get("fo", "0").strip(" \t") or "0", usable=usable, notes=tuple(notes),
     )
 
 

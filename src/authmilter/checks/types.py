@@ -89,6 +89,25 @@ class FromResult:
 
 
 @dataclass(frozen=True, slots=True)
+class DmarcPolicy:
+    """The DMARC record a decision used, as published (RFC 9990 ``policy_published``)."""
+
+    domain: str = ""                # where the record was found
+    p: str = ""
+    sp: str = ""
+    np: str = ""
+    adkim: str = "r"
+    aspf: str = "r"
+    testing: bool = False           # t=y
+    psd: str = "u"                  # y / n / u (RFC 9989)
+    discovery: str = ""             # "treewalk" (RFC 9989) or "psl" (RFC 7489)
+    pct: int = 100                  # RFC 7489 only
+    rua: tuple[str, ...] = ()
+    ruf: tuple[str, ...] = ()
+    fo: str = "0"
+
+
+@dataclass(frozen=True, slots=True)
 class DmarcResult:
     """DMARC evaluation (RFC 9989 by default, RFC 7489 in compatibility mode)."""
 
@@ -105,6 +124,7 @@ class DmarcResult:
     spf_domain: str = ""            # the SPF-authenticated domain if any
     reason: str = ""
     mode: str = "rfc9989"
+    published: DmarcPolicy | None = None   # the record evaluated, when one was found
 
     def resinfo(self) -> ResInfo:
         props: list[tuple[str, str]] = []

@@ -1,11 +1,13 @@
 """Apply an `Outcome` to the milter context at end-of-message; decide nothing.
 
 Order matters:
-1. deletions, by DESCENDING index: smfi_chgheader(name, i, NULL) renumbers the headers
-   after i, so deleting 1, 2, 3 in forward order under Postfix removes 1, 3, (5) and
-   leaves every second one — OpenDKIM CVE-2022-48521;
-2. insertions with smfi_insheader in the order the pipeline listed them;
-3. the verdict: quarantine (smfi_quarantine, then accept), reject/tempfail with
+1. envelope edits (smfi_chgfrom, smfi_delrcpt, smfi_addrcpt) in the order listed;
+2. header deletions, by DESCENDING index: smfi_chgheader(name, i, NULL) renumbers the
+   headers after i, so deleting 1, 2, 3 in forward order under Postfix removes 1, 3, (5)
+   and leaves every second one — OpenDKIM CVE-2022-48521. This is the one place that
+   orders them;
+3. insertions with smfi_insheader in the order the pipeline listed them;
+4. the verdict: quarantine (smfi_quarantine, then accept), reject/tempfail with
    smfi_setreply, or accept. There is no discard.
 """
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Protocol
 
 import Milter  # type: ignore[import-untyped]
 
-from ..outcome import Action, HeaderEdit, Outcome
+from ..outcome import Action, AddRecipient, ChangeFrom, DeleteRecipient, HeaderDelete, HeaderInsert, Outcome
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -28,10 +30,13 @@ class MilterActions(Protocol):
     def chgheader(self, field: str, idx: int, value: str | None) -> None: ...
     def addheader(self, field: str, value: str, idx: int = -1) -> None: ...
     def quarantine(self, reason: str) -> None: ...
+    def chgfrom(self, sender: str, params: str | None = None) -> None: ...
+    def addrcpt(self, rcpt: str, params: str | None = None) -> None: ...
+    def delrcpt(self, rcpt: str) -> None: ...
     def setreply(self, rcode: str, xcode: str | None = None, msg: str | None = None, *ml: str) -> None: ...
 
 
-def header_value(edit: HeaderEdit, leading_space: bool) -> str:
+def header_value(edit: HeaderInsert, leading_space: bool) -> str:
     """The value as the MTA wants it: LF line ends; without SMFIP_HDR_LEADSPC the MTA
     writes ``Name: `` itself, so our own first space must go."""
     value = edit.value.replace("\r\n", "\n")
@@ -54,24 +59,27 @@ def reply_text(text: str) -> str:
     return text.replace("%", "%%") or "rejected"
 
 
-def ordered_edits(outcome: Outcome) -> tuple[list[HeaderEdit], list[HeaderEdit]]:
-    """(deletions highest index first, insertions in pipeline order)."""
-    deletions = sorted((e for e in outcome.edits if e.op == "delete"), key=lambda e: e.index, reverse=True)
-    insertions = [e for e in outcome.edits if e.op == "insert"]
-    unknown = [e.op for e in outcome.edits if e.op not in ("delete", "insert")]
-    if unknown:
-        raise ValueError(f"unknown header edit operation(s): {', '.join(unknown)}")
-    return deletions, insertions
+def ordered_deletions(outcome: Outcome) -> list[HeaderDelete]:
+    """Header deletions, highest index first within each name (see the module docstring)."""
+    return sorted(outcome.deletions, key=lambda e: (e.name.lower(), -e.index))
 
 
 def apply(ctx: MilterActions, outcome: Outcome) -> int:
-    """Perform the edits and return the libmilter status for eom."""
-    deletions, insertions = ordered_edits(outcome)
+    """Perform the effects and return the libmilter status for eom."""
+    for change in outcome.envelope:
+        if isinstance(change, ChangeFrom):
+            ctx.chgfrom(change.address, change.params or None)
+        elif isinstance(change, DeleteRecipient):
+            ctx.delrcpt(change.address)
+        elif isinstance(change, AddRecipient):
+            ctx.addrcpt(change.address)
+        else:  # a new effect type the adapter does not know yet: never skip it silently
+            raise TypeError(f"unknown envelope edit {change!r}")
     leading_space = bool(getattr(ctx, "_protocol", 0) & Milter.P_HDR_LEADSPC)
-    for edit in deletions:
-        ctx.chgheader(edit.name, edit.index, None)
-    for edit in insertions:
-        ctx.addheader(edit.name, header_value(edit, leading_space), max(edit.index, 0))
+    for deletion in ordered_deletions(outcome):
+        ctx.chgheader(deletion.name, deletion.index, None)
+    for insertion in outcome.insertions:
+        ctx.addheader(insertion.name, header_value(insertion, leading_space), max(insertion.index, 0))
     if outcome.action is Action.QUARANTINE:
         ctx.quarantine(reply_text(outcome.quarantine_reason or "quarantined by authmilter"))
         return Milter.ACCEPT

@@ -41,7 +41,7 @@ from .. import pipeline
 from ..domain import normalize_ip
 from ..model import Body, Client, Envelope, Message, Session
 from ..ops.logging import get_logger
-from ..ops.logsafe import sanitize
+from ..ops.logsafe import log_line, sanitize
 from ..ops.metrics import METRICS
 from ..runtime import HOLDER, Runtime
 from .apply import apply
@@ -312,7 +312,7 @@ class Handler(Milter.Base):
                 raise RuntimeError("fault injected by AUTHMILTER_TEST_FAULT")
             outcome = pipeline.process(session, runtime)
             rc = apply(self, outcome)
-            log.info(outcome.log_line(qid))
+            log.info(log_line(qid, outcome.log))
             METRICS.observe_outcome(outcome, time.monotonic() - started)
             if outcome.records and runtime.store is not None:
                 try:  # queued for the store's writer thread; the reply is already decided

@@ -7,7 +7,7 @@
 * syslog, facility mail (``log_target = "syslog"``), like OpenDKIM.
 
 The per-message line (``QID: action=... spf=...``) is INFO and comes from
-``Outcome.log_line``; values from the network are sanitized there (ops/logsafe.py).
+``logsafe.log_line`` over ``Outcome.log``; values from the network are sanitized there (ops/logsafe.py).
 """
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 _CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -16,3 +17,8 @@ def sanitize(value: object, limit: int = 256) -> str:
     if not text or " " in text or '"' in text:
         text = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
+
+
+def log_line(queue_id: str, pairs: Iterable[tuple[str, str]]) -> str:
+    """The one line per message: ``QID: key=value ...`` with every value sanitised."""
+    return f"{queue_id or 'NOQUEUE'}: " + " ".join(f"{k}={sanitize(v)}" for k, v in pairs)

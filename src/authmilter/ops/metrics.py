@@ -8,7 +8,7 @@ makes a counter go backwards.
 
 Exported:
   authmilter_messages_total{direction,action}
-  authmilter_results_total{method,result}       one per resinfo in our Authentication-Results
+  authmilter_results_total{method,result}       one per result in our Authentication-Results
   authmilter_signatures_total{algorithm}        DKIM-Signature headers added
   authmilter_eom_seconds                        end-of-message latency (histogram)
   authmilter_dns_lookup_seconds{rdtype,status}  DNS lookups that reached the network (histogram)
@@ -19,7 +19,6 @@ When metrics are off or prometheus_client is missing every call is a cheap no-op
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from typing import TYPE_CHECKING, Any
@@ -28,9 +27,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..outcome import Outcome
 
 ENV_DIR = "PROMETHEUS_MULTIPROC_DIR"
-# "; spf=pass smtp.mailfrom=..." -> (spf, pass); the authserv-id before the first ";" is skipped.
-_RESINFO = re.compile(r";\s*([A-Za-z0-9-]+)\s*=\s*([A-Za-z]+)")
-_ALGORITHM = re.compile(r"(?:^|;)\s*a\s*=\s*([A-Za-z0-9-]+)")
+# Label values come from our own typed results, never from text: a sender can create
+# no series (a MAIL FROM such as "x;evil=pass@evil.example" once made one).
+_METHODS = frozenset({"spf", "dkim", "dmarc", "arc", "auth", "iprev", "sender-id", "dnswl"})
+_ALGORITHMS = frozenset({"rsa-sha256", "ed25519-sha256", "rsa-sha1"})
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -90,13 +90,10 @@ class Metrics:
         m = self._m
         m["messages"].labels(outcome.direction.value, outcome.action.value).inc()
         m["eom"].observe(seconds)
-        if outcome.auth_results:
-            for method, result in _RESINFO.findall(outcome.auth_results):
-                m["results"].labels(method.lower(), result.lower()).inc()
-        for edit in outcome.edits:
-            if edit.op == "insert" and edit.name.lower() == "dkim-signature":
-                alg = _ALGORITHM.search(edit.value)
-                m["signatures"].labels(alg.group(1).lower() if alg else "unknown").inc()
+        for info in outcome.results:
+            m["results"].labels(info.method if info.method in _METHODS else "other", info.result.value).inc()
+        for key in outcome.signed:
+            m["signatures"].labels(key.algorithm if key.algorithm in _ALGORITHMS else "other").inc()
 
     def observe_dns(self, rdtype: str, seconds: float, status: str) -> None:
         if self.enabled:
