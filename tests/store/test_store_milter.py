@@ -1,5 +1,10 @@
-"""The store behind the real daemon (``authmilter run``): created at start, never in
-the way of a reply, absent from a default configuration."""
+"""The store behind the real daemon: ``authmilter run`` processes write message records.
+
+Two MX hosts (two daemons with their own authserv-id) share one PostgreSQL; every
+inbound message that reached a DMARC evaluation leaves one row naming the host that
+wrote it (``reporter``). A daemon with an SQLite store writes what its workers still
+queue when it stops. A default configuration creates no database at all.
+"""
 from __future__ import annotations
 
 import sys
@@ -71,6 +76,54 @@ def daemons():  # type: ignore[no-untyped-def]
     yield started
     problems = [f"exit {code}:\n{d.log()}" for d in started if d.proc is not None and (code := d.stop()) != 0]
     assert not problems, "\n".join(problems)
+
+
+def test_two_mx_hosts_share_one_postgresql(tmp_path: Path, dns_server: Any, pg_url: str, daemons: list) -> None:
+    dns_server.add_txt("shared.example", "v=spf1 ip4:192.0.2.0/24 -all")
+    dns_server.add_txt("_dmarc.shared.example", "v=DMARC1; p=reject; rua=mailto:dmarc@shared.example")
+    store = {"enabled": True, "url": pg_url, "flush_interval_s": 0.1}
+    mx = []
+    for name in ("mx1.test", "mx2.test"):
+        d = tmp_path / name
+        d.mkdir()
+        daemon = Daemon(d, config(d, dns_server, name, store))
+        daemons.append(daemon)
+        mx.append(daemon.start())
+    # The master created the schema before its workers forked.
+    reader = BatchingStore(connector(parse_url(pg_url)), "t")
+    assert reader.status().schema_version == 1
+    reader.close()
+    for n in range(6):
+        daemon = mx[n % 2]
+        assert send(daemon, "shared.example", n, f"Q{n}") == "accept"
+    got = wait_records(pg_url, 6)
+    assert sorted((r.reporter, r.queue_id) for r in got) == [
+        ("mx1.test", "Q0"), ("mx1.test", "Q2"), ("mx1.test", "Q4"),
+        ("mx2.test", "Q1"), ("mx2.test", "Q3"), ("mx2.test", "Q5")]
+    first = got[0]
+    assert first.header_from == "shared.example" and first.source_ip == "192.0.2.10"
+    assert first.spf_result == "pass" and first.dmarc_result == "pass" and first.policy.p == "reject"
+    for d in mx:
+        assert d.stop() == 0, d.log()
+        assert " store" not in d.log(), d.log()      # no store warning on either host
+
+
+def test_a_stopping_daemon_writes_what_its_workers_still_queue(tmp_path: Path, dns_server: Any,
+                                                               daemons: list) -> None:
+    dns_server.add_txt("drain.example", "v=spf1 ip4:192.0.2.0/24 -all")
+    dns_server.add_txt("_dmarc.drain.example", "v=DMARC1; p=none")
+    url = f"sqlite://{tmp_path}/state.db"
+    # An hour between flushes: only the flush on stop can have written the rows.
+    daemon = Daemon(tmp_path, config(tmp_path, dns_server, "mx.test",
+                                     {"enabled": True, "url": url, "flush_interval_s": 3600.0}))
+    daemons.append(daemon)
+    daemon.start()
+    assert (tmp_path / "state.db").exists()        # created (and migrated) at start
+    for n in range(4):
+        assert send(daemon, "drain.example", n, f"D{n}") == "accept"
+    assert records(url) == []
+    assert daemon.stop() == 0, daemon.log()
+    assert sorted(r.queue_id for r in records(url)) == ["D0", "D1", "D2", "D3"]
 
 
 def test_the_master_creates_the_schema_before_its_workers_fork(tmp_path: Path, dns_server: Any, pg_url: str,
