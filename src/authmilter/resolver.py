@@ -8,6 +8,7 @@ temperror/permerror/none per their RFC.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -111,6 +112,71 @@ class _Cache:
             self._data.clear()
 
 
+log = logging.getLogger("authmilter.dns")
+
+
+class _ServerHealth:
+    """The dead-server fast path: whether our DNS servers answer anything at all.
+
+    When a query waited at least *min_silence_s* and no server answered anything since it
+    was sent, the servers are taken for down: lookups then fail at once as TEMPERROR,
+    except one probe at a time (waiting at most *min_silence_s*; after a probe that got
+    no answer, the next one *retry_s* later); any answer brings them back. One slow name
+    in a quiet worker therefore costs the next lookup nothing: it goes out as the probe.
+    Without this, a dead server costs every message its whole time budget while it holds
+    one of libmilter's worker threads; messages queued behind it in the same worker (the
+    libmilter pool does not always start a thread for each ready session) then wait for
+    those budgets to run out before their own even begins.
+    """
+
+    def __init__(self, min_silence_s: float, retry_s: float = 1.0) -> None:
+        self.min_silence_s = min_silence_s
+        self.retry_s = retry_s
+        self._lock = threading.Lock()
+        self._last_answer = float("-inf")
+        self.down = False
+        self._probing = False
+        self._next_probe = 0.0
+
+    def admit(self, now: float) -> str:
+        """'go' (ask the servers), 'probe' (ask, as the one probe) or '' (do not ask)."""
+        with self._lock:
+            if not self.down:
+                return "go"
+            if self._probing or now < self._next_probe:
+                return ""
+            self._probing = True
+            return "probe"
+
+    def answered(self, now: float, admitted: str) -> None:
+        with self._lock:
+            self._last_answer = max(self._last_answer, now)
+            if admitted == "probe":
+                self._probing = False
+            if self.down:
+                self.down = False
+                log.warning("DNS servers answer again")
+
+    def silent(self, started: float, now: float, admitted: str) -> None:
+        """A query sent at *started* got no answer from any server by *now*."""
+        with self._lock:
+            if admitted == "probe":
+                self._probing = False
+                self._next_probe = now + self.retry_s
+            elif (not self.down and now - started >= self.min_silence_s
+                    and self._last_answer < started):
+                self.down = True
+                self._next_probe = now
+                log.warning("DNS servers do not answer: lookups fail at once until one does")
+
+    def failed(self, now: float, admitted: str) -> None:
+        """Neither answer nor silence (a local socket error): release the probe."""
+        if admitted == "probe":
+            with self._lock:
+                self._probing = False
+                self._next_probe = now + self.retry_s
+
+
 class Resolver:
     """The production resolver: thread-safe, shared by every connection of a runtime."""
 
@@ -134,6 +200,7 @@ class Resolver:
         res.cache = None  # our own cache below: it keeps negative answers too
         self._res = res
         self.timeout_s = timeout_s
+        self.health = _ServerHealth(min_silence_s=min(1.0, res.timeout))
         self.max_ttl_s = max_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._cache = _Cache(cache_entries)
@@ -195,6 +262,24 @@ class Resolver:
             return Answer(name, rdtype, DnsStatus.BADNAME, error=f"bad name: {exc}")
         if lifetime <= 0:
             return Answer(name, rdtype, DnsStatus.TEMPERROR, error="DNS time budget exhausted")
+        started = time.monotonic()
+        admitted = self.health.admit(started)
+        if not admitted:
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error="DNS servers not answering")
+        if admitted == "probe":
+            lifetime = min(lifetime, self.health.min_silence_s)
+        answer = self._ask(qname, name, rdtype, lifetime)
+        now = time.monotonic()
+        # SERVFAIL/REFUSED from every server (NoNameservers) is an answer: they are up.
+        if answer.status is not DnsStatus.TEMPERROR or answer.error.startswith("no server answered"):
+            self.health.answered(now, admitted)
+        elif answer.error.startswith("timeout"):
+            self.health.silent(started, now, admitted)
+        else:
+            self.health.failed(now, admitted)
+        return answer
+
+    def _ask(self, qname: dns.name.Name, name: str, rdtype: str, lifetime: float) -> Answer:
         try:
             ans = self._res.resolve(qname, rdtype, raise_on_no_answer=False, lifetime=lifetime,
                                     search=False)

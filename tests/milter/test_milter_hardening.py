@@ -11,6 +11,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -180,3 +181,86 @@ def test_accepted_tcp_connections_have_nodelay_from_the_listener(milterd):
         found = daemon.wait_log(r"MTA connection fd=\d+ tcp_nodelay=1(.*)", timeout=30)
     assert found, daemon.log()[-2000:]
     assert "set by the watch" not in found[0].group(1), "the listener's TCP_NODELAY was not inherited"
+
+
+# -- a DNS server that never answers ---------------------------------------------------------
+
+
+class _BlackHole:
+    """A loopback UDP "DNS server" that reads every query and answers none."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sock.recv(4096)
+                self.queries += 1
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self.sock.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[_BlackHole]:
+    server = _BlackHole()
+    yield server
+    server.close()
+
+
+def test_dns_budget_holds_for_every_message_of_a_burst(milterd, black_hole):
+    """With DNS dead, every message is answered 451 within about its budget, however many
+    sessions reach end-of-message together: no reply waits behind other messages' budgets
+    (the sum of the budgets queued in one worker here is 24 x 4 s / 2 workers = 48 s)."""
+    budget = 4.0
+    sessions = 24
+    daemon = milterd(workers=2, dns={"servers": [f"127.0.0.1:{black_hole.port}"], "timeout_s": budget,
+                                     "message_budget_s": budget})
+    clients = []
+    for n in range(sessions):            # everything up to the body, on every connection
+        c = daemon.client()
+        c.negotiate()
+        c.connect(ip="192.0.2.10", macros={"j": "mx.mta.test"})
+        c.helo("mail.example.org")
+        c.mail("alice@example.org", macros={"i": f"4DNS{n}"})
+        for name, value in (("From", " Alice <alice@example.org>"), ("Subject", " dns")):
+            c.header(name, value)
+        c.eoh()
+        c.body(b"Hello.\r\n")
+        clients.append(c)
+    replies: dict[int, tuple[str, str | None, float]] = {}
+
+    def finish(n: int) -> None:
+        started = time.monotonic()
+        result = clients[n].eom(macros={"i": f"4DNS{n}"})
+        replies[n] = (result.action, result.reply, time.monotonic() - started)
+
+    threads = [threading.Thread(target=finish, args=(n,)) for n in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for c in clients:
+        c.close()
+    assert len(replies) == sessions, replies
+    assert black_hole.queries > 0
+    for n, (action, reply, took) in sorted(replies.items()):
+        assert action == "tempfail" and reply and reply.startswith("451"), (n, action, reply)
+        # A correctness bound, not a speed check: the budget, one short probe of the dead
+        # server and a wide margin; a reply queued behind one other message's budget
+        # would take twice the budget.
+        assert took < budget + 3.0, f"session {n}: eom reply after {took:.1f}s: {sorted(replies.items())}"

@@ -47,3 +47,36 @@ def test_budget_exhausted_is_temperror_without_traffic(dns_server):
 
 def test_bad_name(resolver):
     assert resolver.query("a" * 70 + ".example.com", "TXT").status is DnsStatus.BADNAME
+
+
+def test_silent_servers_fail_fast_until_one_answers(dns_server):
+    """The dead-server fast path: after a lookup got no answer from anyone, concurrent
+    lookups fail at once; the next lookup goes out as a short probe, and any answer
+    brings the servers back."""
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=1.0, cache_entries=0)
+    dns_server.set_fault("slow.example.com", "timeout")
+    dns_server.add_txt("ok.example.com", "x")
+    assert res.query("slow.example.com", "TXT").error.startswith("timeout")
+    assert res.health.down
+    res.health._probing = True                      # a probe is out (another thread)
+    before = len(dns_server.queries)
+    fast = res.query("ok.example.com", "TXT")
+    assert fast.status is DnsStatus.TEMPERROR and fast.error == "DNS servers not answering"
+    assert len(dns_server.queries) == before, "no traffic while a probe is out"
+    res.health._probing = False
+    assert res.query("ok.example.com", "TXT").status is DnsStatus.OK   # the probe
+    assert not res.health.down
+
+
+def test_one_slow_name_among_answers_is_not_a_dead_server(dns_server):
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=1.0, cache_entries=0)
+    dns_server.set_fault("slow.example.com", "timeout")
+    dns_server.add_txt("ok.example.com", "x")
+    import threading
+
+    slow = threading.Thread(target=res.query, args=("slow.example.com", "TXT"))
+    slow.start()
+    while slow.is_alive():                          # answers keep arriving meanwhile
+        assert res.query("ok.example.com", "TXT").status is DnsStatus.OK
+    slow.join()
+    assert not res.health.down
