@@ -49,18 +49,22 @@ def _pvalue(text: str) -> str:
 
 
 def _resinfo_tokens(info: ResInfo) -> list[str]:
+    # Emptiness is judged after cleaning: remote text of only control characters or
+    # spaces would otherwise render as reason="" or a property with an empty value,
+    # which strict readers (authres, and so dkimpy's ARC sealing downstream) refuse.
     tokens = [f"{one_line(info.method)}={one_line(info.result.value)}"]
-    if info.comment:
-        escaped = comment_text(info.comment)
+    escaped = comment_text(info.comment)
+    if escaped:
         tokens += f"({escaped})".split()
-    if info.reason:
-        reason = one_line(info.reason)
+    reason = one_line(info.reason)
+    if reason:
         if len(reason) > _MAX_REASON:
             reason = reason[:_MAX_REASON - 3] + "..."
         tokens.append(f"reason={_quoted(reason)}")
     for key, val in info.props:
-        if val:
-            tokens.append(f"{one_line(key)}={_pvalue(val)}")
+        value = one_line(val)
+        if value:
+            tokens.append(f"{one_line(key)}={_pvalue(value)}")
     return tokens
 
 
