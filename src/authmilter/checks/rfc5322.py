@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import re
 
-_CTL_RUN = re.compile(r"[\x00-\x1f\x7f]+")
+# C0, DEL and C1 controls (U+0085 is NEL), and U+2028/U+2029: str.splitlines() and
+# other Unicode-aware readers break lines at all of them, so none may reach a header.
+_CTL_RUN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
     """Remote text made safe inside a header we write: every run of control characters
-    (CR and LF included) becomes one space, bytes that were not UTF-8 (lone surrogates
-    from a surrogateescape decode: no MTA can write them) become U+FFFD, and the ends
-    are stripped."""
+    (CR and LF included, C1 controls and Unicode line separators too) becomes one space,
+    bytes that were not UTF-8 (lone surrogates from a surrogateescape decode: no MTA can
+    write them) become U+FFFD, and the ends are stripped."""
     if text.isprintable():  # the common case: nothing to replace
         return text.strip()
     return _SURROGATE.sub("\ufffd", _CTL_RUN.sub(" ", text)).strip()
