@@ -171,19 +171,55 @@ def test_put_get_overwrite_and_expiry(store: BatchingStore) -> None:
     assert store.status().keys == 1
 
 
-def test_purge_deletes_expired_rows(store_url: str) -> None:
+def test_purge_deletes_expired_keys_and_records_past_retention(store_url: str) -> None:
+    import dataclasses
+
     s = make_store(store_url)
     s.init()
     s.put("old", b"x", ttl_s=0.01)
     s.put("new", b"y", ttl_s=60)
+    now = time.time()
+    s.submit([dataclasses.replace(record(0), time=now - 40 * 86400), dataclasses.replace(record(1), time=now)])
+    s.flush()
     time.sleep(0.05)
     backend = connector(parse_url(store_url))(1.0)
     try:
-        assert backend.purge(time.time()) == 1
+        assert backend.purge(time.time()) == 1                       # keys only
         assert backend.get("new", time.time()) == b"y"
+        assert backend.purge(time.time(), records_before=now - 31 * 86400) == 1
+    finally:
+        backend.close()
+    assert [r.queue_id for r in rows(store_url)] == ["Q1"]
+    s.close()
+
+
+def test_the_writer_purges_on_its_own(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    from authmilter.store import batching
+
+    monkeypatch.setattr(batching, "PURGE_INTERVAL_S", 0.1)
+    s = make_store(store_url, keep_records_s=3600.0, flush_interval_s=0.01)
+    s.submit([dataclasses.replace(record(0), time=time.time() - 7200), dataclasses.replace(record(1), time=time.time())])
+    s.put("gone", b"x", ttl_s=0.01)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and [r.queue_id for r in rows(store_url)] != ["Q1"]:
+        time.sleep(0.05)
+    assert [r.queue_id for r in rows(store_url)] == ["Q1"]
+    backend = connector(parse_url(store_url))(1.0)
+    try:
+        assert backend.purge(time.time()) == 0                       # the expired key went too
     finally:
         backend.close()
     s.close()
+
+
+def test_status_creates_nothing(store_url: str) -> None:
+    s = make_store(store_url)
+    status = s.status()
+    assert (status.schema_version, status.records, status.keys) == (0, 0, 0)
+    s.close()
+    assert make_store(store_url).status().schema_version == 0        # still no schema
 
 
 # -- processes -----------------------------------------------------------------------------------

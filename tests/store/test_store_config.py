@@ -129,6 +129,14 @@ def test_store_init_and_status_commands(tmp_path: Path, pg_url: str) -> None:
         assert "schema version 1, 0 message record(s), 0 key(s)" in out.stdout
 
 
+def test_store_status_before_init_says_what_to_do(tmp_path: Path) -> None:
+    config = tmp_path / "authmilter.toml"
+    config.write_text(f'[store]\nurl = "sqlite://{tmp_path}/state.db"\n')
+    out = run_cli("store", "status", "-c", str(config))
+    assert out.returncode == 1 and "run authmilter store init" in out.stderr
+    assert not (tmp_path / "state.db").exists()
+
+
 def test_store_init_reports_errors_with_file_and_key(tmp_path: Path) -> None:
     config = tmp_path / "authmilter.toml"
     config.write_text(f'[store]\nurl = "sqlite://{tmp_path}/nodir/state.db"\n')

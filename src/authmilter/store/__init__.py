@@ -73,7 +73,7 @@ def open_store(settings: StoreSettings, file: str = "<store>") -> BatchingStore:
     check_reachable_config(url, file)
     store = BatchingStore(connector(url), url.redacted(), timeout_s=settings.timeout_ms / 1000.0,
                           batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
-                          queue_size=settings.queue_size)
+                          queue_size=settings.queue_size, keep_records_s=settings.keep_records_days * 86400.0)
     _OPEN[settings] = store
     return store
 

@@ -49,6 +49,9 @@ def cmd_store(args: argparse.Namespace) -> int:
                           file=sys.stderr)
             print(f"{store.name}: schema version {version}")
         else:
+            url = parse_url(settings.store.url)
+            if url.kind == SQLITE and not os.path.exists(url.path):
+                raise StoreError(f"{url.path} does not exist yet: run authmilter store init -c {args.config}")
             status = store.status()
             print(f"{status.url}: schema version {status.schema_version}, {status.records} message record(s), "
                   f"{status.keys} key(s)")

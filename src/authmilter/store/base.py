@@ -75,11 +75,12 @@ class Backend(Protocol):
 
     def put(self, key: str, value: bytes, expires: float) -> None: ...
 
-    def purge(self, now: float) -> int:
-        """Delete expired keyed state; returns how many rows went."""
+    def purge(self, now: float, records_before: float | None = None) -> int:
+        """Delete expired keyed state, and message records older than *records_before*
+        (seconds since the epoch) if given; returns how many rows went."""
 
     def status(self) -> tuple[int, int, int]:
-        """(schema version, record count, unexpired keys)."""
+        """(schema version, record count, unexpired keys); (0, 0, 0) before any schema."""
 
     def is_transient(self, exc: BaseException) -> bool:
         """Whether a failed operation is worth retrying on a new connection."""

@@ -57,7 +57,8 @@ class _Marker:
 class BatchingStore:
     def __init__(self, connect: Callable[[float], Backend], name: str, *, timeout_s: float = 0.2,
                  batch_size: int = 100, flush_interval_s: float = 1.0, queue_size: int = 10000,
-                 write_timeout_s: float = 5.0, migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+                 write_timeout_s: float = 5.0, keep_records_s: float = 0.0,
+                 migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
         self.name = name                     # redacted URL, for logs
         self._connect = connect              # timeout_s -> a new Backend (StoreError on failure)
         self.timeout_s = timeout_s
@@ -65,6 +66,7 @@ class BatchingStore:
         self.flush_interval_s = flush_interval_s
         self.queue_size = queue_size
         self.write_timeout_s = write_timeout_s
+        self.keep_records_s = keep_records_s   # 0: records are kept until someone deletes them
         self.migrations = migrations
         self._guard = threading.Lock()       # writer start
         self._fresh_process()
@@ -226,8 +228,7 @@ class BatchingStore:
                     return
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_INTERVAL_S
-                if backend is not None:
-                    backend = self._purge(backend)
+                backend = self._purge(backend)
 
     def _write(self, backend: Backend | None, batch: list[MessageRecord]) -> tuple[Backend | None, str | None]:
         """Commit one batch: (backend to keep, None), or (None, error) to retry later.
@@ -265,9 +266,15 @@ class BatchingStore:
         self.written += len(batch)
         return backend, None
 
-    def _purge(self, backend: Backend) -> Backend | None:
+    def _purge(self, backend: Backend | None) -> Backend | None:
+        """Expired keys and, with a retention, old records: every worker does it every
+        PURGE_INTERVAL_S; the deletes are indexed and usually find nothing."""
+        now = time.time()
         try:
-            backend.purge(time.time())
+            if backend is None:
+                backend = self._connect(self.write_timeout_s)
+                self._migrate(backend)
+            backend.purge(now, now - self.keep_records_s if self.keep_records_s > 0 else None)
             return backend
         except Exception as exc:  # noqa: BLE001 - retried at the next interval
             log.debug("store %s: purge failed: %s", self.name, exc)
@@ -285,10 +292,11 @@ class BatchingStore:
 
     # -- keyed state -------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _reading(self) -> Iterator[Backend]:
+    def _reading(self, migrate: bool = True) -> Iterator[Backend]:
         self._own()
         if self._closed:
             raise StoreError("store closed")
+        self._start_writer()                  # it also purges expired keys
         if not self._rlock.acquire(timeout=self.timeout_s):
             raise StoreError(f"store {self.name}: busy for {self.timeout_s * 1000:g} ms")
         try:
@@ -296,14 +304,19 @@ class BatchingStore:
                 if time.monotonic() < self._retry_at:
                     raise StoreError(f"store {self.name} unavailable: {self._last_error}")
                 try:
-                    backend = self._connect(self.timeout_s)
-                    if not self._migrated:
-                        self._migrate(backend)
-                        self._migrated = True
+                    self._reader = self._connect(self.timeout_s)
                 except StoreError as exc:
                     self._failed(str(exc))
                     raise
-                self._reader = backend
+            if migrate and not self._migrated:
+                try:
+                    self._migrate(self._reader)
+                except StoreError as exc:
+                    _close(self._reader)
+                    self._reader = None
+                    self._failed(str(exc))
+                    raise
+                self._migrated = True
             try:
                 yield self._reader
             except self._reader.errors as exc:   # the driver's; our own bugs propagate
@@ -329,8 +342,9 @@ class BatchingStore:
             backend.put(key, bytes(value), time.time() + ttl_s)
 
     def status(self) -> StoreStatus:
-        """Schema version and row counts (``authmilter store status``, tests)."""
-        with self._reading() as backend:
+        """Schema version and row counts (``authmilter store status``, tests); creates
+        nothing."""
+        with self._reading(migrate=False) as backend:
             version, records, keys = backend.status()
         return StoreStatus(self.name, version, records, keys)
 

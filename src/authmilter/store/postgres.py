@@ -88,10 +88,16 @@ class PostgresBackend:
                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
                           (key, value, expires))
 
-    def purge(self, now: float) -> int:
-        return self.conn.execute("DELETE FROM keyed_state WHERE expires <= %s", (now,)).rowcount
+    def purge(self, now: float, records_before: float | None = None) -> int:
+        gone = self.conn.execute("DELETE FROM keyed_state WHERE expires <= %s", (now,)).rowcount
+        if records_before is not None:
+            gone += self.conn.execute("DELETE FROM message_records WHERE time < %s", (records_before,)).rowcount
+        return int(gone)
 
     def status(self) -> tuple[int, int, int]:
+        exists = self.conn.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return 0, 0, 0
         version = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
         records = self.conn.execute("SELECT COUNT(*) FROM message_records").fetchone()
         keys = self.conn.execute("SELECT COUNT(*) FROM keyed_state WHERE expires > %s", (time.time(),)).fetchone()

@@ -91,10 +91,15 @@ class SqliteBackend:
                           "ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires = excluded.expires",
                           (key, value, expires))
 
-    def purge(self, now: float) -> int:
-        return self.conn.execute("DELETE FROM keyed_state WHERE expires <= ?", (now,)).rowcount
+    def purge(self, now: float, records_before: float | None = None) -> int:
+        gone = self.conn.execute("DELETE FROM keyed_state WHERE expires <= ?", (now,)).rowcount
+        if records_before is not None:
+            gone += self.conn.execute("DELETE FROM message_records WHERE time < ?", (records_before,)).rowcount
+        return int(gone)
 
     def status(self) -> tuple[int, int, int]:
+        if self.conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'schema_version'").fetchone() is None:
+            return 0, 0, 0
         version = self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()[0]
         records = self.conn.execute("SELECT COUNT(*) FROM message_records").fetchone()[0]
         keys = self.conn.execute("SELECT COUNT(*) FROM keyed_state WHERE expires > ?", (time.time(),)).fetchone()[0]
