@@ -164,9 +164,16 @@ class BatchingStore:
             return
         with self._guard:
             if self._writer is None:
-                thread = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+                thread = threading.Thread(target=self._write_loop_guarded, name="store-writer", daemon=True)
                 thread.start()
                 self._writer = thread
+
+    def _write_loop_guarded(self) -> None:
+        try:
+            self._write_loop()
+        except Exception as exc:  # our bug: said once here; submit then reports the full queue
+            log.error("store %s: writer stopped by an internal error: %s", self.name, _describe(exc),
+                      exc_info=exc)
 
     def _write_loop(self) -> None:
         backend: Backend | None = None
