@@ -156,3 +156,37 @@ def test_store_init_as_root_hands_the_file_to_the_daemon_user(tmp_path: Path) ->
     out = run_cli("store", "init", "-c", str(config))
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "state.db").stat().st_uid == nobody.pw_uid
+
+
+def test_rows_round_trip_any_text_through_sqlite(tmp_path: Path) -> None:
+    """Remote text (HELO, envelope From, override comments) survives JSON and the
+    database unchanged, whatever it contains (NUL aside, which PostgreSQL refuses)."""
+    import sqlite3
+
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from authmilter.records import DkimEvidence, MessageRecord
+    from authmilter.store.schema import MIGRATIONS
+
+    text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
+    conn = sqlite3.connect(tmp_path / "rows.db")
+    for sql in MIGRATIONS[0].sqlite:
+        conn.execute(sql)
+    insert = f"INSERT INTO message_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+
+    @settings(max_examples=60, deadline=None)
+    @given(helo=text, env=text, qid=text, sel=text, comment=text, aligned=st.booleans(),
+           when=st.floats(min_value=0, max_value=4e9))
+    def check(helo: str, env: str, qid: str, sel: str, comment: str, aligned: bool, when: float) -> None:
+        rec = MessageRecord(time=when, helo=helo, envelope_from=env, queue_id=qid, dkim_aligned=aligned,
+                            dkim=(DkimEvidence("example.org", sel, "pass"),), overrides=(("local_policy", comment),))
+        conn.execute("DELETE FROM message_records")
+        conn.execute(insert, to_row(rec))
+        (row,) = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM message_records").fetchall()
+        assert from_row(row) == rec
+
+    try:
+        check()
+    finally:
+        conn.close()
