@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from authmilter.config.schema import load_settings
-    from authmilter.ops.logsafe import log_line
     from authmilter.model import Client, Envelope, Message, Session
     from authmilter.pipeline import process
     from authmilter.runtime import Runtime
@@ -96,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
 def time_stages(sessions: list, runtime: object, count: int) -> None:
     """CPU per call of each inbound step, measured alone on warm caches."""
     from authmilter import authresults
-    from authmilter.ops.logsafe import log_line
     from authmilter.checks import arc, dkim, dmarc, fromhdr, spf
+    from authmilter.ops.logsafe import log_line
     from authmilter.pipeline import classify, process
 
     rt = runtime

@@ -5,8 +5,8 @@ import argparse
 import sys
 
 from .config.schema import Settings, load_settings
+from .config.sockets import parse_socket
 from .errors import AuthmilterError
-from .milter.sockets import parse_socket
 
 
 def load_runtime_or_explain(path: str, out=sys.stderr):  # type: ignore[no-untyped-def]

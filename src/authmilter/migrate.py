@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import tomlwrite
+from .config.hostlist import HostList
 from .config.opendkim import Dataset, KeyTable, SigningTable
 from .config.schema import SigningSettings, load_settings, settings_from_dict
+from .config.sockets import parse_socket
 from .errors import AuthmilterError, ConfigError
+from .keys import check_key_permissions
 
 MAX_INCLUDE = 5          # config.c MAXLEVEL
 
@@ -155,7 +158,6 @@ def _dataset_items(spec: str) -> list[str]:
 
 def _socket(value: str) -> tuple[str, str]:
     """OpenDKIM's Socket (libmilter syntax) -> (authmilter socket, comment)."""
-    from .milter.sockets import parse_socket
 
     text = value.strip()
     kind, _, rest = text.partition(":")
@@ -388,9 +390,6 @@ def render(imp: Import, source: str) -> str:
 
 def _check_tables(imp: Import, source: str) -> None:
     """Parse the tables (not the keys' contents) as authmilter will, and check key files."""
-    from .config.opendkim import HostList
-    from .keys import check_key_permissions
-
     signing = imp.data.get("signing", {})
     try:
         HostList.load(signing.get("internal_hosts", ()), source=source)

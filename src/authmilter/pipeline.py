@@ -132,7 +132,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     # SPF for the real sender: behind our own relays, the first untrusted hop.
     ip, helo, via = client.ip, client.helo, ""
     if runtime.trusted_relays.contains_ip(ip):
-        hop = received.first_untrusted_hop(msg, runtime.trusted_relays)
+        hop = received.first_untrusted_hop(msg, runtime.trusted_relays.contains_ip)
         if hop is not None:
             via = ip or ""
             ip, helo = hop

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .config.opendkim import HostList
+from .config.hostlist import HostList
 from .config.schema import Settings
 from .domain import normalize_domain
 from .errors import ConfigError, DomainError
@@ -51,7 +51,8 @@ class Runtime:
             signer = Signer.from_settings(settings.signing, source=file)
         internal = signer.internal_hosts if signer is not None else \
             HostList.load(settings.signing.internal_hosts, source=file, setting="signing.internal_hosts")
-        relays = HostList.load(settings.verify.trusted_relays, source=file, setting="verify.trusted_relays")
+        relays = HostList.load(settings.verify.trusted_relays, source=file, setting="verify.trusted_relays",
+                               addresses_only=True)
         forwarders = HostList.load(settings.policy.trusted_forwarders, source=file,
                                    setting="policy.trusted_forwarders")
         own = set(signer.domains) if signer is not None else set()

@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 
 from . import dkimcore, keys, model
+from .config.hostlist import HostList
 from .config.opendkim import (
-    HostList,
     KeyTable,
     KeyTableEntry,
     SigningMatch,

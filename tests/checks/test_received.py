@@ -4,9 +4,10 @@ from __future__ import annotations
 import pytest
 
 from authmilter.checks.received import first_untrusted_hop, parse_received_from
+from authmilter.config.hostlist import HostList
 from authmilter.model import Message
 
-TRUSTED = ["10.1.2.3", "192.0.2.0/24", "2001:db8:1::/48"]
+TRUSTED = HostList.load(["10.1.2.3", "192.0.2.0/24", "2001:db8:1::/48"], addresses_only=True).contains_ip
 
 POSTFIX_OURS = (b"Received: from relay1.example.com (relay1.example.com [10.1.2.3])\r\n"
                 b"\tby mx.example.com (Postfix) with ESMTPS id 4Zx1;\r\n\tMon, 1 Jun 2026 10:00:02 +0000 (UTC)\r\n")
@@ -104,7 +105,7 @@ def test_forged_header_on_top_is_not_reached_past_an_untrusted_hop():
     # if a relay's header is missing the believed chain ends at the untrusted sender
     forged = b"Received: from trusted.looking ([10.1.2.3]) by relay1.example.com\r\n"
     msg = _msg(POSTFIX_OURS, POSTFIX_RELAY1, forged)
-    assert first_untrusted_hop(msg, ["10.1.2.3"]) == ("198.51.100.25", "mail.sender.example")
+    assert first_untrusted_hop(msg, HostList.load(["10.1.2.3"]).contains_ip) == ("198.51.100.25", "mail.sender.example")
 
 
 def test_unparsable_believed_header_means_unknown():

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from authmilter.config.schema import iter_schema, load_settings, settings_from_dict
+from authmilter.config.sockets import parse_socket
 from authmilter.errors import ConfigError
-from authmilter.milter.sockets import parse_socket
+from authmilter.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[2]
 AUTHMILTER = [sys.executable, "-m", "authmilter.cli"]
@@ -29,14 +30,16 @@ def write(tmp_path, text):
     ('[policy]\non_dmarc_reject = "discard"\n', "policy.on_dmarc_reject", "must be one of"),
     ('socket = "tcp:25"\n', "socket", "unknown socket type"),
     ('socket_mode = "rw"\n', "socket_mode", "octal"),
-    ('[signing]\ninternal_hosts = ["10.0.0.0/33"]\n', "signing.internal_hosts", "not an IP"),
+    ('[signing]\ninternal_hosts = ["10.0.0.0/33"]\n', "signing.internal_hosts", "bad prefix length"),
+    ('[verify]\ntrusted_relays = ["relay.example"]\n', "verify.trusted_relays", "matched by address only"),
+    ('[policy]\ntrusted_forwarders = ["10.1.2.3/8"]\n', "policy.trusted_forwarders", "host bits set"),
     ('dns = 5\n', "dns", "expected a table"),
     ('[dns]\nresult_cache_entries = -1\n', "dns.result_cache_entries", "must not be negative"),
 ])
 def test_config_error_names_file_key_and_reason(tmp_path, text, key, reason):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
-        load_settings(path)
+        Runtime.load(load_settings(path))   # what start-up and check-config run
     assert info.value.file == str(path) and info.value.key == key
     assert reason in info.value.reason
 

@@ -1,7 +1,7 @@
 """The shipped examples are usable as they stand."""
 import shutil
-import sys
 import subprocess
+import sys
 from pathlib import Path
 
 from support import require

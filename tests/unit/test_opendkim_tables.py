@@ -5,15 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from authmilter.config.hostlist import HostList, ntop
 from authmilter.config.opendkim import (
     Dataset,
-    HostList,
     KeyTable,
     KeyTableEntry,
     SigningTable,
     expand_keyname,
     glob_to_regex,
-    ntop,
     split_spec,
 )
 from authmilter.errors import ConfigError, DomainError

@@ -13,9 +13,8 @@ Assumption: every trusted relay adds a Received header (all common MTAs do).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable
 
-from ..config.opendkim import HostList
 from ..domain import normalize_ip
 from ..model import Message
 from .rfc5322 import comment_end
@@ -122,21 +121,20 @@ def parse_received_from(value: bytes | str) -> tuple[str, str] | None:
     return ip, helo
 
 
-def first_untrusted_hop(message: Message, trusted: HostList | Sequence[str]) -> tuple[str, str] | None:
-    """(ip, helo) of the first host outside *trusted* (a HostList, or IP/CIDR strings) in
-    the Received chain.
+def first_untrusted_hop(message: Message, trusted: Callable[[str], bool]) -> tuple[str, str] | None:
+    """(ip, helo) of the first host in the Received chain for whose address *trusted*
+    (e.g. the ``contains_ip`` of the relays' host list) says no.
 
     The caller knows the connecting client is trusted. None when the chain cannot tell:
     a believed header without a parsable "from" clause and address, or a chain that ends
     while every named host is still trusted (the message originated inside).
     """
-    hosts = trusted if isinstance(trusted, HostList) else HostList.load(trusted, setting="verify.trusted_relays")
     for name, value in message.headers:
         if name.strip().lower() != b"received":
             continue
         hop = parse_received_from(value)
         if hop is None:
             return None
-        if not hosts.contains_ip(hop[0]):
+        if not trusted(hop[0]):
             return hop
     return None

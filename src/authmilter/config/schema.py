@@ -8,7 +8,6 @@ file, the dotted key and the reason.
 from __future__ import annotations
 
 import dataclasses
-
 import ipaddress
 import os
 import tomllib
@@ -18,6 +17,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from ..errors import ConfigError
+from .sockets import parse_socket
 
 DEFAULT_CONFIG_PATH = "/etc/authmilter/authmilter.toml"
 
@@ -228,21 +228,6 @@ def _closest(key: str, known: dict[str, Any]) -> str:
     return match[0] if match else ""
 
 
-def _parse_addr_list(file: str, key: str, items: tuple[str, ...], allow_names: bool = False,
-                     allow_negation: bool = False) -> None:
-    for item in items:
-        if item.startswith("file:") or item.startswith("refile:"):
-            continue
-        if allow_negation and item.startswith("!"):
-            item = item[1:]
-        try:
-            ipaddress.ip_network(item, strict=False)
-        except ValueError:
-            if allow_names and item and all(c.isalnum() or c in ".-_" for c in item):
-                continue
-            raise ConfigError(file, key, f"not an IP address or CIDR network: {item!r}") from None
-
-
 def _parse_dns_server(item: str) -> tuple[str, int]:
     """'1.2.3.4', '1.2.3.4:53', '::1', '[::1]:5353' -> (ip, port). Raises ValueError."""
     text = item.strip()
@@ -271,8 +256,6 @@ def parse_dns_server(item: str) -> tuple[str, int]:
 def validate(settings: Settings) -> Settings:
     """Cross-field checks that types alone cannot express."""
     file = settings.source
-    from ..milter.sockets import parse_socket  # local import: milter.sockets is pure
-
     try:
         parse_socket(settings.socket)
     except ValueError as exc:
@@ -288,12 +271,9 @@ def validate(settings: Settings) -> Settings:
             _parse_dns_server(server)
         except ValueError as exc:
             raise ConfigError(file, "dns.servers", f"bad server {server!r}: {exc}") from None
-    # OpenDKIM host-list grammar: IPs, CIDRs, host names, "!" negation (config/opendkim.HostList).
-    _parse_addr_list(file, "signing.internal_hosts", settings.signing.internal_hosts, allow_names=True,
-                     allow_negation=True)
-    _parse_addr_list(file, "verify.trusted_relays", settings.verify.trusted_relays)
-    _parse_addr_list(file, "policy.trusted_forwarders", settings.policy.trusted_forwarders, allow_names=True,
-                     allow_negation=True)
+    # Host lists (signing.internal_hosts, verify.trusted_relays, policy.trusted_forwarders)
+    # have one grammar and one parser, config/hostlist.HostList, run by Runtime.load (and
+    # so by check-config): entries and the files they name are checked there.
     canon = settings.signing.canonicalization.split("/")
     if len(canon) > 2 or any(c not in ("simple", "relaxed") for c in canon):
         raise ConfigError(file, "signing.canonicalization",

@@ -99,7 +99,7 @@ def eom_callback(ctx: object) -> int:
         log.error("NOQUEUE: action=tempfail dir=unknown reason=%s", sanitize(f"internal error in eom: {exc!r}"))
     try:
         ctx.setreply("451", "4.3.0", "temporary local problem while checking this message; try again later")  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001, S110 - the verdict stands without our text
+    except Exception:  # noqa: BLE001 - the verdict stands without our text
         pass
     return int(Milter.TEMPFAIL)
 
@@ -320,7 +320,7 @@ class Handler(Milter.Base):
                 except Exception as exc:  # noqa: BLE001 - records are best-effort, never the verdict
                     log.warning("%s: store: %s", qid or "NOQUEUE", sanitize(str(exc)))
             return rc
-        except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
+        except Exception as exc:
             log.debug("%s: internal error in eom", qid or "NOQUEUE", exc_info=exc)
             return self._answer_error(runtime, qid, _Failure("eom", exc))
         finally:

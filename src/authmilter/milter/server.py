@@ -42,13 +42,13 @@ import time
 from dataclasses import dataclass
 
 from ..config.schema import Settings, load_settings, reload_refusal
+from ..config.sockets import SocketSpec, parse_socket
 from ..errors import AuthmilterError, ConfigError
 from ..ops import logging as ops_logging
 from ..ops import sdnotify
 from ..ops.logsafe import sanitize
 from ..ops.metrics import METRICS, serve_forever
 from .connwatch import WATCH
-from .sockets import SocketSpec, parse_socket
 
 log = ops_logging.get_logger("server")
 

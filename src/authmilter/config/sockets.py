@@ -2,7 +2,7 @@
 
 libmilter writes ``unix:/path`` (or ``local:/path``), ``inet:PORT@HOST`` and
 ``inet6:PORT@HOST``; Postfix's smtpd_milters writes ``unix:/path`` and
-``inet:HOST:PORT``. This module is pure (no pymilter) so config validation can use it.
+``inet:HOST:PORT``. Configuration data: config validation, check-config and the daemon all read it here.
 """
 from __future__ import annotations
 
