@@ -139,6 +139,8 @@ def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
     dmarc("dnsdown.test", "v=DMARC1; p=reject")
     spf("crash.test", f"v=spf1 ip4:{SENDER_IP} -all")                   # authmilter killed
     dmarc("crash.test", "v=DMARC1; p=reject")
+    spf("chaos.test", f"v=spf1 ip4:{SENDER_IP} -all")                   # workers, master killed
+    dmarc("chaos.test", "v=DMARC1; p=reject")
     spf("forged.test", f"v=spf1 ip4:{SENDER_IP} -all")                  # forged A-R headers
     spf("verify.test", "v=spf1 -all")                                   # authmilter verify
     dmarc("verify.test", "v=DMARC1; p=reject")

@@ -38,10 +38,12 @@ import dns.query
 import dns.rdatatype
 
 from authmilter.config import tomlwrite
+from authmilter.config.sockets import SocketSpec, parse_socket
 
 T = TypeVar("T")
 
 POSTFIX = "/usr/sbin/postfix"
+POSTCONF = "/usr/sbin/postconf"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
 SENDMAIL = "/usr/sbin/sendmail"
@@ -377,6 +379,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         except OSError:
             return False
 
+    def set_milter(self, milter: str) -> None:
+        """Point smtpd_milters and non_smtpd_milters at *milter* (Postfix spelling) and
+        reload; smtpd processes still in a session finish it with the old setting."""
+        self.milter = milter
+        run([POSTCONF, "-c", str(self.config_dir), "-e",
+             f"smtpd_milters = {milter}", f"non_smtpd_milters = {milter}"])
+        run([POSTFIX, "-c", str(self.config_dir), "reload"])
+
     def master_pid(self) -> int | None:
         try:
             return int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
@@ -550,8 +560,18 @@ class Authmilter:
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
+    def socket_spec(self) -> SocketSpec:
+        return parse_socket(self.settings["socket"])
+
+    @property
     def postfix_socket(self) -> str:
-        return f"inet:127.0.0.1:{self.port}"
+        return self.socket_spec.postfix()
+
+    def use_socket(self, spec: str | None) -> None:
+        """Listen on *spec* (libmilter spelling) from the next start; None: the default
+        inet:PORT@127.0.0.1."""
+        self.settings["socket"] = spec or f"inet:{self.port}@127.0.0.1"
+        self.write_config()
 
     def write_config(self, overrides: dict | None = None) -> None:
         self.config.write_text(tomlwrite.dumps(tomlwrite.merge(self.settings, overrides or {})))
@@ -567,7 +587,7 @@ class Authmilter:
     def _ready(self) -> bool:
         if self.proc is None or self.proc.poll() is not None:
             raise AssertionError(f"authmilter exited: {self.log_tail()}")
-        return _port_open(self.port)
+        return _listening(self.socket_spec)
 
     def log_tail(self, n: int = 4000) -> str:
         try:
@@ -615,7 +635,23 @@ class Authmilter:
         except ProcessLookupError:
             pass
         self.proc.wait(timeout=15)
-        wait_for(lambda: not _port_open(self.port), "the milter port to close")
+        wait_for(lambda: not _listening(self.socket_spec), "the milter socket to close")
+
+    def worker_pids(self) -> list[int]:
+        """The master's live child processes (workers; the metrics exporter if enabled)."""
+        if self.proc is None:
+            return []
+        return [pid for pid in _process_group(self.proc.pid) if pid != self.proc.pid]
+
+    def kill_master(self) -> None:
+        """SIGKILL the master alone, as an OOM killer might; its workers notice within a
+        second, finish what they hold and exit. Returns once the last of them is gone."""
+        if self.proc is None:
+            return
+        group = self.proc.pid
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=15)
+        wait_for(lambda: not _process_group(group), "authmilter's orphaned workers to exit", timeout_s=90)
 
     def stop(self) -> None:
         stop_process(self.proc)
@@ -645,6 +681,34 @@ def _port_open(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def _listening(spec: SocketSpec) -> bool:
+    if spec.family != "unix":
+        return _port_open(spec.port)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(spec.path)
+            return True
+        except OSError:
+            return False
+
+
+def _process_group(pgid: int) -> list[int]:
+    """Live (not zombie) processes of process group *pgid*."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            pids.append(int(entry))
+    return pids
 
 
 # ---------------------------------------------------------------------------------------
