@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 
 from .checks.rfc5322 import comment_end, comment_text, one_line, quoted_string
-from .checks.types import ResInfo
+from .results import ResInfo
 
 __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
 

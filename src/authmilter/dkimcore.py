@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 
 from . import model
-from .checks.types import Result
 from .domain import DomainError, is_subdomain, normalize_domain
 from .errors import AuthmilterError
+from .results import Result
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 CANONS = ("simple", "relaxed")

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from .checks.types import ResInfo
 from .records import MessageRecord
+from .results import ResInfo
 
 
 class Action(StrEnum):

@@ -15,11 +15,11 @@ from . import authresults
 from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
-from .checks.types import DmarcPolicy, ResInfo, Result
 from .model import Session
 from .outcome import Action, Direction, HeaderDelete, HeaderInsert, Outcome, SignedWith
 from .policy import Decision, Evidence, decide, decide_missing_key
 from .records import DkimEvidence, MessageRecord
+from .results import DmarcPolicy, ResInfo, Result
 from .runtime import Runtime
 
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .checks.types import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
 from .config.schema import PolicySettings
 from .domain import is_subdomain
 from .outcome import Action
+from .results import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .checks.types import DmarcPolicy
+from .results import DmarcPolicy
 
 
 @dataclass(frozen=True, slots=True)

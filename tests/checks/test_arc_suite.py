@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from authmilter.checks.arc import check_arc
-from authmilter.checks.types import Result
 from authmilter.model import Message
+from authmilter.results import Result
 
 SUITE = Path(__file__).resolve().parents[1] / "data" / "arc_test_suite" / "arc-draft-validation-tests.yml"
 

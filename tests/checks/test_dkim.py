@@ -15,9 +15,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from authmilter import dkimcore, model
 from authmilter.checks.dkim import verify_dkim
-from authmilter.checks.types import Result
 from authmilter.keys import load_signing_key
 from authmilter.resolver import dkim_dnsfunc
+from authmilter.results import Result
 
 D = "example.com"
 MESSAGE = (

@@ -12,10 +12,10 @@ from authmilter.checks.orgdomain import (
     org_domain_rfc9989,
     walk_targets,
 )
-from authmilter.checks.types import DkimResult, FromResult, Result, SpfResult
 from authmilter.errors import AuthmilterError
 from authmilter.model import Message
 from authmilter.resolver import Resolver
+from authmilter.results import DkimResult, FromResult, Result, SpfResult
 
 
 def author(domain: str) -> FromResult:

@@ -6,8 +6,8 @@ import re
 import pytest
 
 from authmilter.checks.spf import check_helo, check_spf, received_spf_value
-from authmilter.checks.types import Result, SpfResult
 from authmilter.resolver import Resolver
+from authmilter.results import Result, SpfResult
 
 
 @pytest.mark.parametrize("record,result", [

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from authmilter.checks import spf
-from authmilter.checks.types import Result
 from authmilter.resolver import Resolver
+from authmilter.results import Result
 
 
 @pytest.fixture

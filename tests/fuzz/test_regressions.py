@@ -6,7 +6,7 @@ import authres
 from authmilter import authresults
 from authmilter.checks.rfc5322 import one_line
 from authmilter.checks.spf import received_spf_value
-from authmilter.checks.types import ResInfo, Result, SpfResult
+from authmilter.results import ResInfo, Result, SpfResult
 
 
 def _parse(value: str):  # type: ignore[no-untyped-def]

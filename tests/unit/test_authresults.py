@@ -10,7 +10,7 @@ from authmilter.authresults import (
     received_spf_indices,
     render,
 )
-from authmilter.checks.types import DkimResult, DmarcResult, ResInfo, Result, SpfResult
+from authmilter.results import DkimResult, DmarcResult, ResInfo, Result, SpfResult
 
 
 def _parse(value: str):

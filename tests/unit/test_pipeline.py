@@ -8,11 +8,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authmilter import dkimcore, keys
 from authmilter.checks.dkim import verify_dkim
-from authmilter.checks.types import Result
 from authmilter.config.schema import settings_from_dict
 from authmilter.model import Client, Envelope, Message, Session
 from authmilter.outcome import Action, Direction
 from authmilter.pipeline import process
+from authmilter.results import Result
 from authmilter.runtime import Runtime
 
 AUTHSERV = "mx.test.example"

@@ -3,10 +3,10 @@ from dataclasses import replace
 
 import pytest
 
-from authmilter.checks.types import DkimResult, DmarcResult, FromResult, Result, SpfResult
 from authmilter.config.schema import PolicySettings
 from authmilter.outcome import Action
 from authmilter.policy import Evidence, decide
+from authmilter.results import DkimResult, DmarcResult, FromResult, Result, SpfResult
 
 GOOD_FROM = FromResult(ok=True, domain="example.com", address="a@example.com")
 

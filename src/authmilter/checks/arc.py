@@ -10,7 +10,7 @@ import dkim
 
 from ..model import Message
 from ..resolver import DnsLookup, dkim_dnsfunc
-from .types import ArcResult, Result
+from ..results import ArcResult, Result
 
 _CV = {b"pass": Result.PASS, b"fail": Result.FAIL, b"none": Result.NONE}
 

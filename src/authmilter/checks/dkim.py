@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .. import dkimcore, model
 from ..resolver import DnsLookup, DnsStatus
-from .types import DkimResult, Result
+from ..results import DkimResult, Result
 
 
 def _key_fetcher(resolver: DnsLookup):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ from typing import Any
 from ..domain import DomainError, normalize_domain
 from ..errors import AuthmilterError
 from ..resolver import Answer, DnsLookup, DnsStatus
+from ..results import DkimResult, DmarcPolicy, DmarcResult, FromResult, Result, SpfResult
 from .orgdomain import (
     OrgTempError,
     PolicyLookup,
@@ -27,7 +28,6 @@ from .orgdomain import (
     org_domain_psl,
     org_domain_rfc9989,
 )
-from .types import DkimResult, DmarcPolicy, DmarcResult, FromResult, Result, SpfResult
 
 __all__ = ["check_dmarc"]
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from ..domain import DomainError, normalize_domain
 from ..model import Message
+from ..results import FromResult
 from .rfc5322 import comment_end, quoted_string
-from .types import FromResult
 
 __all__ = ["parse_from"]
 

@@ -16,8 +16,8 @@ import spf as pyspf  # type: ignore[import-untyped]
 from .. import resolver as _resolver
 from ..domain import DomainError, normalize_domain, normalize_ip
 from ..errors import AuthmilterError
+from ..results import Result, SpfResult
 from .rfc5322 import comment_text, one_line
-from .types import Result, SpfResult
 
 __all__ = ["check_helo", "check_spf", "received_spf_value"]
 

@@ -1,4 +1,4 @@
-"""Typed results of the checks, valued with RFC 8601 result tokens.
+"""Typed results of the checks, valued with RFC 8601 result tokens (a value module).
 
 Each result knows how to present itself as one Authentication-Results ``resinfo``
 (method, result, reason, properties); `authresults.render` turns any list of them into a
