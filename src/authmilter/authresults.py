@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 
 from .checks.rfc5322 import comment_end, comment_text, one_line, quoted_string
+from .model import header_key
 from .results import ResInfo
 
 __all__ = ["authserv_id_of", "forged_indices", "received_spf_indices", "render"]
@@ -154,7 +155,7 @@ def forged_indices(headers: Sequence[tuple[bytes, bytes]], authserv_id: str) -> 
         return []
     out, index = [], 0
     for name, value in headers:
-        if name.strip().lower() != b"authentication-results":
+        if header_key(name) != b"authentication-results":
             continue
         index += 1
         found = authserv_id_of(value)
@@ -175,7 +176,7 @@ def received_spf_indices(headers: Sequence[tuple[bytes, bytes]], trusted_ids: Se
     trusted = [t for t in (_norm(x) for x in trusted_ids) if t]
     out, index = [], 0
     for name, value in headers:
-        if name.strip().lower() != b"received-spf":
+        if header_key(name) != b"received-spf":
             continue
         index += 1
         m = _RECEIVER.search(_text(value))

@@ -299,7 +299,7 @@ def cmd_testkey(args: argparse.Namespace) -> int:
       4 published key != private key    8 record syntax error
                                         9 private key unreadable or unsafe
     """
-    from .resolver import Resolver
+    from .runtime import resolver_for  # runtime -> signing -> keys: imported when the command runs
 
     try:
         if args.all and not os.path.exists(args.config or ""):
@@ -308,7 +308,7 @@ def cmd_testkey(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"authmilter testkey: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    resolver = Resolver.from_settings(settings.dns)  # type: ignore[attr-defined]
+    resolver = resolver_for(settings.dns)
 
     jobs: list[tuple[str, str, str, bool]] = []
     if args.all:

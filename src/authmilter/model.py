@@ -98,6 +98,12 @@ class Body:
         return f"Body({self.size} octets {where})"
 
 
+def header_key(name: bytes) -> bytes:
+    """The one header-name matcher: case-insensitive, white space around the name ignored
+    (RFC 5322 §4.5.3 obsolete syntax allows ``Name :``, and MTAs pass it on)."""
+    return name.strip(b" \t").lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """Header fields exactly as received, and the body with CRLF line ends.
@@ -117,8 +123,14 @@ class Message:
             object.__setattr__(self, "body", Body(self.body))
 
     def get_all(self, name: str) -> list[bytes]:
+        """Values of every header called *name*, in arrival order (see `header_key`)."""
         key = name.lower().encode()
-        return [v for n, v in self.headers if n.lower() == key]
+        return [v for n, v in self.headers if header_key(n) == key]
+
+    def numbered(self, name: str) -> list[tuple[int, bytes]]:
+        """(occurrence index from 1, value) of every header called *name*: the index
+        smfi_chgheader takes to change or delete that occurrence."""
+        return list(enumerate(self.get_all(name), 1))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Message:

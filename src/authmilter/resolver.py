@@ -211,19 +211,6 @@ class Resolver:
         # (ops/metrics.py: DNS latency histogram); None = off.
         self.observer: Callable[[str, float, str], None] | None = None
 
-    @classmethod
-    def from_settings(cls, dns_settings: object) -> Resolver:
-        from .config.schema import parse_dns_server
-
-        return cls(
-            servers=[parse_dns_server(s) for s in dns_settings.servers],  # type: ignore[attr-defined]
-            timeout_s=dns_settings.timeout_s,  # type: ignore[attr-defined]
-            cache_entries=dns_settings.cache_entries,  # type: ignore[attr-defined]
-            max_ttl_s=dns_settings.max_ttl_s,  # type: ignore[attr-defined]
-            negative_ttl_s=dns_settings.negative_ttl_s,  # type: ignore[attr-defined]
-            derived_entries=dns_settings.result_cache_entries,  # type: ignore[attr-defined]
-        )
-
     def clear_cache(self) -> None:
         self._cache.clear()
         self.derived.clear()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .config.hostlist import HostList
-from .config.schema import Settings
+from .config.schema import DnsSettings, Settings, parse_dns_server
 from .domain import normalize_domain
 from .errors import ConfigError, DomainError
 from .resolver import Resolver, install_spf_adapter
@@ -43,7 +43,7 @@ class Runtime:
         """Build everything once; raises ConfigError / KeyError_ naming file, key and reason."""
         file = settings.source
         install_spf_adapter()
-        resolver = Resolver.from_settings(settings.dns)
+        resolver = resolver_for(settings.dns)
         signer = None
         if settings.signing.enabled and settings.signing.key_table:
             from .signing import Signer
@@ -102,6 +102,13 @@ def store_needed(settings: Settings) -> bool:
     greylisting) add their switch here; with none on, nothing is opened or created, so
     a host without /var/lib/authmilter runs as before."""
     return settings.store.enabled
+
+
+def resolver_for(dns: DnsSettings) -> Resolver:
+    """The resolver ``[dns]`` describes (the resolver itself knows nothing of config)."""
+    return Resolver(servers=[parse_dns_server(s) for s in dns.servers], timeout_s=dns.timeout_s,
+                    cache_entries=dns.cache_entries, max_ttl_s=dns.max_ttl_s, negative_ttl_s=dns.negative_ttl_s,
+                    derived_entries=dns.result_cache_entries)
 
 
 def load_psl(path: str, file: str) -> Any:

@@ -13,7 +13,7 @@ from authmilter.errors import ConfigError
 from authmilter.runtime import Runtime
 from authmilter.store import parse_url
 from authmilter.store.rows import COLUMNS, from_row, record_fields, to_row
-from authmilter.store.url import POSTGRESQL, SQLITE
+from authmilter.config.storeurl import POSTGRESQL, SQLITE
 
 AUTHMILTER = Path(sys.executable).with_name("authmilter")
 NO_SIGNING = {"signing": {"enabled": False}}

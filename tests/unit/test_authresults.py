@@ -173,3 +173,16 @@ def test_received_spf_headers_are_removed_unless_from_a_trusted_receiver():
     assert received_spf_indices(headers) == [1, 2, 3, 4]
     assert received_spf_indices(headers, ["upstream.example"]) == [3, 4]
     assert received_spf_indices(headers, ["mx.upstream.example"]) == [2, 3, 4]
+
+
+def test_one_header_name_matcher_for_every_reader():
+    """Architecture issue: model.get_all missed a 'Name :' header that the AR and From
+    readers matched; now every reader uses model.header_key."""
+    from authmilter.checks.fromhdr import parse_from
+    from authmilter.model import Message
+
+    msg = Message.from_bytes(b"From : Alice <alice@example.org>\r\nfrom: Mallory <m@evil.example>\r\n"
+                             b"AUTHENTICATION-RESULTS : mx.example.com; spf=pass\r\n\r\nx\r\n")
+    assert len(msg.get_all("From")) == 2 and parse_from(msg).error == "2 From headers"
+    assert msg.numbered("authentication-results") == [(1, b" mx.example.com; spf=pass")]
+    assert forged_indices(msg.headers, "mx.example.com") == [1]

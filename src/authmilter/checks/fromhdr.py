@@ -143,7 +143,7 @@ def _mailbox(tokens: list[tuple[str, str]]) -> tuple[str, str]:
 
 def parse_from(message: Message) -> FromResult:
     """Extract the Author Domain (RFC 9989 §5.3.1) or say precisely why there is none."""
-    values = [v for n, v in message.headers if n.strip().lower() == b"from"]
+    values = message.get_all("From")
     if not values:
         return FromResult(ok=False, error="no From header", missing=True)
     if len(values) > 1:

@@ -129,9 +129,7 @@ def first_untrusted_hop(message: Message, trusted: Callable[[str], bool]) -> tup
     a believed header without a parsable "from" clause and address, or a chain that ends
     while every named host is still trusted (the message originated inside).
     """
-    for name, value in message.headers:
-        if name.strip().lower() != b"received":
-            continue
+    for value in message.get_all("Received"):
         hop = parse_received_from(value)
         if hop is None:
             return None

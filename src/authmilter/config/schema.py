@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from .sockets import parse_socket
+from .storeurl import parse_url
 
 DEFAULT_CONFIG_PATH = "/etc/authmilter/authmilter.toml"
 
@@ -228,7 +229,7 @@ def _closest(key: str, known: dict[str, Any]) -> str:
     return match[0] if match else ""
 
 
-def _parse_dns_server(item: str) -> tuple[str, int]:
+def parse_dns_server(item: str) -> tuple[str, int]:
     """'1.2.3.4', '1.2.3.4:53', '::1', '[::1]:5353' -> (ip, port). Raises ValueError."""
     text = item.strip()
     port = 53
@@ -249,10 +250,6 @@ def _parse_dns_server(item: str) -> tuple[str, int]:
     return host, port
 
 
-def parse_dns_server(item: str) -> tuple[str, int]:
-    return _parse_dns_server(item)
-
-
 def validate(settings: Settings) -> Settings:
     """Cross-field checks that types alone cannot express."""
     file = settings.source
@@ -268,7 +265,7 @@ def validate(settings: Settings) -> Settings:
         raise ConfigError(file, "socket_mode", f"expected an octal mode such as \"0660\", got {settings.socket_mode!r}") from None
     for server in settings.dns.servers:
         try:
-            _parse_dns_server(server)
+            parse_dns_server(server)
         except ValueError as exc:
             raise ConfigError(file, "dns.servers", f"bad server {server!r}: {exc}") from None
     # Host lists (signing.internal_hosts, verify.trusted_relays, policy.trusted_forwarders)
@@ -289,7 +286,6 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(file, "metrics.listen", 'expected "HOST:PORT"')
     if settings.verify.max_signatures < 1:
         raise ConfigError(file, "verify.max_signatures", "must be at least 1")
-    from ..store.url import parse_url  # pure: no database driver is imported
 
     try:
         parse_url(settings.store.url)

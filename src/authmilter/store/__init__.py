@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from ..config.storeurl import POSTGRESQL, SQLITE, StoreUrl, parse_url
 from ..errors import ConfigError
 from .base import Backend, Store, StoreError, StoreStatus
 from .batching import BatchingStore
-from .url import POSTGRESQL, SQLITE, StoreUrl, parse_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import StoreSettings

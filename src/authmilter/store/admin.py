@@ -12,9 +12,9 @@ import os
 import sys
 
 from ..config.schema import load_settings
+from ..config.storeurl import SQLITE
 from ..errors import AuthmilterError
 from . import StoreError, open_store, parse_url
-from .url import SQLITE
 
 
 def _chown_to_daemon_user(path: str, user: str, group: str) -> None:

@@ -13,10 +13,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..config.storeurl import POSTGRESQL
 from .base import StoreError
 from .rows import COLUMNS
 from .schema import SCHEMA_VERSION_TABLE, Migration, check_order, pending
-from .url import POSTGRESQL
 
 _INSERT = (f"INSERT INTO message_records ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('%s' for _ in COLUMNS)})")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .url import POSTGRESQL, SQLITE
+from ..config.storeurl import POSTGRESQL, SQLITE
 
 
 @dataclass(frozen=True, slots=True)

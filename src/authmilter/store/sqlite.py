@@ -14,10 +14,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from ..config.storeurl import SQLITE
 from .base import StoreError
 from .rows import COLUMNS
 from .schema import SCHEMA_VERSION_TABLE, Migration, check_order, pending
-from .url import SQLITE
 
 _INSERT = (f"INSERT INTO message_records ({', '.join(COLUMNS)}) "
            f"VALUES ({', '.join('?' for _ in COLUMNS)})")

@@ -1,0 +1,117 @@
+"""The layering rules of design.md, enforced by reading every module's imports (ast).
+
+Function-local imports count as imports: hiding a dependency in a function does not
+change which way it runs.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "authmilter"
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module *path* imports (absolute names; 'authmilter.x.y' or third-party)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            if node.module is None or node.level and not node.module:
+                out.update(f"{mod}.{a.name}" for a in node.names)   # from . import x
+            else:
+                out.add(mod)
+    return out
+
+
+MODULES = {_module_name(p): _imports(p) for p in sorted(SRC.rglob("*.py"))}
+
+
+def _ours(imports: set[str]) -> set[str]:
+    return {i for i in imports if i == "authmilter" or i.startswith("authmilter.")}
+
+
+def _within(name: str, prefixes: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def test_every_module_was_read():
+    assert "authmilter.pipeline" in MODULES and "authmilter.milter.handler" in MODULES
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_only_the_milter_package_imports_pymilter(module):
+    if _within(module, ("authmilter.milter",)):
+        return
+    assert not {i for i in MODULES[module] if i.split(".")[0] in ("Milter", "milter")}, module
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.checks",))))
+def test_checks_import_only_values_domain_and_the_resolver(module):
+    allowed = ("authmilter.checks", "authmilter.results", "authmilter.model", "authmilter.domain",
+               "authmilter.resolver", "authmilter.errors", "authmilter.dkimcore", "authmilter.dkim")
+    bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["authmilter.results", "authmilter.model", "authmilter.records",
+                                    "authmilter.outcome"])
+def test_value_modules_import_only_values(module):
+    values = ("authmilter.results", "authmilter.model", "authmilter.records")
+    bad = {i for i in _ours(MODULES[module]) if not _within(i, values)}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.dkimcore", "authmilter.dkim"))))
+def test_the_dkim_engine_sits_below_the_checks(module):
+    allowed = ("authmilter.dkimcore", "authmilter.dkim", "authmilter.results", "authmilter.model",
+               "authmilter.domain", "authmilter.errors", "authmilter.resolver")
+    bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", ["authmilter.resolver", "authmilter.domain", "authmilter.errors"])
+def test_foundations_import_no_layer_above(module):
+    allowed = ("authmilter.domain", "authmilter.errors", "authmilter.resolver")
+    bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.config",))))
+def test_config_imports_no_layer_above(module):
+    allowed = ("authmilter.config", "authmilter.errors", "authmilter.domain")
+    bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if not _within(m, ("authmilter.milter",))))
+def test_nothing_below_the_entry_points_imports_the_milter_adapter(module):
+    if module in ("authmilter.cli", "authmilter.demo"):
+        return   # the command line starts the daemon
+    bad = {i for i in _ours(MODULES[module]) if _within(i, ("authmilter.milter",))}
+    assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_policy_and_pipeline_do_not_reach_into_operations():
+    for module in ("authmilter.policy", "authmilter.pipeline", "authmilter.authresults", "authmilter.signing"):
+        bad = {i for i in _ours(MODULES[module]) if _within(i, ("authmilter.ops", "authmilter.milter", "authmilter.store"))}
+        assert not bad, f"{module} imports {sorted(bad)}"
