@@ -64,6 +64,7 @@ class _Session:
     """What the callbacks tell us about one connection."""
 
     fd: int
+    inode: int = 0        # the fd number may be reused after a close we did not see
     busy: int = 0
     last: float = field(default_factory=time.monotonic)
 
@@ -73,6 +74,13 @@ class _Conn:
     inode: int
     first_seen: float
     family: int
+
+
+def _inode(fd: int) -> int:
+    try:
+        return os.fstat(fd).st_ino if fd >= 0 else 0
+    except OSError:
+        return 0
 
 
 def _unread(fd: int) -> int:
@@ -116,7 +124,8 @@ class ConnectionWatch:
             with self._lock:
                 sess = self._sessions.get(key)
                 if sess is None:
-                    sess = self._sessions[key] = _Session(self._claim(ctx))
+                    fd = self._claim(ctx)
+                    sess = self._sessions[key] = _Session(fd, _inode(fd))
                 sess.busy += 1
                 sess.last = time.monotonic()
             try:
@@ -155,7 +164,10 @@ class ConnectionWatch:
 
     # -- the kernel's view (watch thread, drain) ----------------------------------------------
     def _is_ours(self, fd: int) -> bool:
-        sock = socket.socket(fileno=fd)      # borrowed: detached below, never closed
+        try:
+            sock = socket.socket(fileno=fd)  # borrowed: detached below, never closed
+        except OSError:                      # closed (or reused) since it was listed
+            return False
         try:
             if sock.family != self._family or sock.type != socket.SOCK_STREAM:
                 return False
@@ -214,7 +226,10 @@ class ConnectionWatch:
         """Linux copies TCP_NODELAY from the listener to accepted sockets; make sure."""
         if self._family not in (socket.AF_INET, socket.AF_INET6):
             return
-        sock = socket.socket(fileno=fd)
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            return
         try:
             on = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             if not on:
@@ -232,7 +247,8 @@ class ConnectionWatch:
         limit = self._timeout_s()
         conns = self.scan()
         with self._lock:
-            by_fd = {s.fd: s for s in self._sessions.values()}
+            by_fd = {s.fd: s for s in self._sessions.values()
+                     if s.fd < 0 or (s.fd in conns and conns[s.fd].inode == s.inode)}
         # With a session we could not map alive, an unclaimed connection may be its.
         mapped = -1 not in by_fd
         out = []
