@@ -54,6 +54,21 @@ def is_subdomain(child: str, parent: str) -> bool:
     return child == parent or child.endswith("." + parent)
 
 
+def aligned(identifier: str, author: str, *, strict: bool = False, identifier_org: str = "",
+            author_org: str = "") -> bool:
+    """Identifier Alignment (RFC 9989 §3.2.10, §4.10.2), the one rule for DMARC and the
+    own-domain check: identical names, or in relaxed mode the same Organizational
+    Domain. When the organizational domains are not known (no DMARC evaluation), relaxed
+    alignment narrows to one name lying under the other: never wider than the RFC's."""
+    if identifier == author:
+        return True
+    if strict:
+        return False
+    if identifier_org and author_org:
+        return identifier_org == author_org
+    return is_subdomain(identifier, author) or is_subdomain(author, identifier)
+
+
 @lru_cache(maxsize=4096)
 def normalize_ip(text: str) -> str | None:
     """The canonical text of an IP address, an IPv4-mapped IPv6 address as its IPv4

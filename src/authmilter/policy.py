@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .config.schema import PolicySettings
-from .domain import is_subdomain
+from .domain import aligned, is_subdomain
 from .outcome import Action
 from .results import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
 
@@ -62,15 +62,15 @@ _DOWNGRADE = {"reject": "quarantine", "quarantine": "none", "none": "none"}
 
 
 def _aligned_pass_for(domain: str, ev: Evidence, accept_l: bool = False) -> bool:
-    """Relaxed alignment of a passing SPF (MAIL FROM) or DKIM identity with *domain*'s tree."""
+    """A passing SPF (MAIL FROM) or DKIM identity aligned with *domain*: DMARC's own
+    verdict when it evaluated one, else domain.aligned in relaxed mode."""
+    if ev.dmarc is not None and ev.dmarc.result in (Result.PASS, Result.FAIL) and ev.dmarc.from_domain == domain:
+        return ev.dmarc.spf_aligned or ev.dmarc.dkim_aligned
     if ev.spf is not None and ev.spf.result is Result.PASS and ev.spf.scope == "mailfrom":
-        if ev.spf.domain and (is_subdomain(ev.spf.domain, domain) or is_subdomain(domain, ev.spf.domain)):
+        if ev.spf.domain and aligned(ev.spf.domain, domain):
             return True
-    for sig in ev.dkim:
-        if sig.result is Result.PASS and (accept_l or not sig.has_length_tag) and sig.domain:
-            if is_subdomain(sig.domain, domain) or is_subdomain(domain, sig.domain):
-                return True
-    return False
+    return any(sig.result is Result.PASS and (accept_l or not sig.has_length_tag) and sig.domain
+               and aligned(sig.domain, domain) for sig in ev.dkim)
 
 
 def _temperrors(ev: Evidence) -> list[str]:
@@ -117,8 +117,9 @@ def _could_align(ev: Evidence, domain: str) -> bool:
     if ev.spf is not None and ev.spf.scope == "mailfrom" and ev.spf.result is Result.TEMPERROR:
         ids.append(ev.spf.domain)
     ids.extend(s.domain for s in ev.dkim if s.result is Result.TEMPERROR)
-    return any(d and (is_subdomain(d, org) or is_subdomain(org, d) or is_subdomain(d, domain)
-                      or is_subdomain(domain, d)) for d in ids)
+    # The identity's own organizational domain is unknown (its lookup failed): any name
+    # in the From domain's organizational tree might align.
+    return any(d and (aligned(d, domain) or aligned(d, org)) for d in ids)
 
 
 def _reject(text: str, reason: str, xcode: str = "5.7.1") -> Decision:

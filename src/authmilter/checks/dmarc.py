@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..domain import DomainError, normalize_domain
+from ..domain import aligned as domain_aligned
 from ..errors import AuthmilterError
 from ..resolver import Answer, DnsLookup, DnsStatus
 from ..results import DkimResult, DmarcPolicy, DmarcResult, FromResult, Result, SpfResult
@@ -112,7 +113,7 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
             if isinstance(org, OrgTempError):
                 temperrors.append(org.reason)
                 return False
-        return org_a == org_i
+        return bool(org_a) and domain_aligned(identifier, author, identifier_org=org_i, author_org=org_a)
 
     notes: list[str] = []
     spf_domain = ""
