@@ -7,12 +7,11 @@ import sys
 from .config.schema import Settings, load_settings
 from .config.sockets import parse_socket
 from .errors import AuthmilterError
+from .runtime import Runtime
 
 
 def load_runtime_or_explain(path: str, out=sys.stderr):  # type: ignore[no-untyped-def]
     """Load settings and the full runtime (tables, keys); print 'file: key: reason' on error."""
-    from .runtime import Runtime
-
     try:
         settings = load_settings(path)
         return settings, Runtime.load(settings)

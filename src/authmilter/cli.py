@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from . import __version__
 from .config.schema import DEFAULT_CONFIG_PATH
 
 # command -> "module:function"; the function takes the parsed Namespace, returns an exit code
@@ -34,8 +35,6 @@ def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="authmilter", description=__doc__.splitlines()[0])
-    from . import __version__
-
     parser.add_argument("--version", action="version", version=f"authmilter {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -10,6 +10,11 @@ import argparse
 import os
 from pathlib import Path
 
+from .checkconfig import mta_lines
+from .config.schema import load_settings
+from .keys import cmd_genkey
+from .milter.server import cmd_run
+
 DEMO_DOMAIN = "example.com"
 DEMO_SELECTOR = "demo"
 
@@ -41,8 +46,6 @@ on_dns_error = "tempfail"
 
 def prepare(directory: Path, socket: str | None = None) -> Path:
     """Create keys/ and run/ content; return the config path."""
-    from .keys import cmd_genkey
-
     keys = directory / "keys"
     run = directory / "run"
     keys.mkdir(exist_ok=True)
@@ -67,9 +70,6 @@ def prepare(directory: Path, socket: str | None = None) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .checkconfig import mta_lines
-    from .config.schema import load_settings
-
     directory = Path(args.dir).resolve()
     config = prepare(directory, args.socket)
     settings = load_settings(config)
@@ -83,8 +83,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("\nStarting in the foreground; Ctrl-C stops.\n", flush=True)
     if args.print_only:
         return 0
-    from .milter.server import cmd_run
-
     return cmd_run(argparse.Namespace(config=str(config), workers=None, socket=None))
 
 

@@ -21,7 +21,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from . import dkimcore
+from .dkim.sign import SigningKey, public_key_bytes
+from .dkim.tags import TagListError, parse_key_record
 from .domain import DomainError, normalize_domain
 from .errors import AuthmilterError, ConfigError, KeyError_
 
@@ -108,7 +109,7 @@ def key_algorithm(key: object) -> tuple[str, int]:
     return "ed25519-sha256", 256
 
 
-def load_signing_key(path: str, domain: str, selector: str) -> dkimcore.SigningKey:
+def load_signing_key(path: str, domain: str, selector: str) -> SigningKey:
     """Load a private key once for signing (RFC 6376 §3.3, RFC 8463).
 
     Raises KeyError_ naming the path and the reason: unsafe permissions, unreadable,
@@ -119,13 +120,13 @@ def load_signing_key(path: str, domain: str, selector: str) -> dkimcore.SigningK
 
 
 def signing_key_from_data(data: bytes, domain: str, selector: str, source: str = "<inline key>"
-                          ) -> dkimcore.SigningKey:
+                          ) -> SigningKey:
     """Like load_signing_key for key material held inline (an OpenDKIM KeyTable may
     carry the key itself instead of a path); there is no file to check."""
     return _signing_key(data, source, domain, selector)
 
 
-def _signing_key(data: bytes | None, path: str, domain: str, selector: str) -> dkimcore.SigningKey:
+def _signing_key(data: bytes | None, path: str, domain: str, selector: str) -> SigningKey:
     try:
         domain = normalize_domain(domain)
         selector = normalize_domain(selector, allow_underscore=True)
@@ -135,7 +136,7 @@ def _signing_key(data: bytes | None, path: str, domain: str, selector: str) -> d
     algorithm, bits = key_algorithm(key)
     if algorithm.startswith("rsa") and bits < MIN_RSA_BITS:
         raise KeyError_(f"{path}: RSA key of {bits} bits is too short (RFC 8301 requires {MIN_RSA_BITS})")
-    return dkimcore.SigningKey(domain=domain, selector=selector, algorithm=algorithm, private_key=key,
+    return SigningKey(domain=domain, selector=selector, algorithm=algorithm, private_key=key,
                                bits=bits, path=path)
 
 
@@ -144,7 +145,7 @@ def _signing_key(data: bytes | None, path: str, domain: str, selector: str) -> d
 
 def dns_record(key: object, *, testmode: bool = False, restrict: bool = False) -> str:
     """The TXT record text (RFC 6376 §3.6.1) publishing *key*'s public half."""
-    k, public = dkimcore.public_key_bytes(key)
+    k, public = public_key_bytes(key)
     tags = ["v=DKIM1", f"k={k}"]
     if testmode:
         tags.append("t=y")
@@ -256,12 +257,12 @@ def check_published_key(resolver: object, domain: str, selector: str, keyfile: s
         return EXIT_DNS_TEMP, f"{name}: {answer.error or 'temporary failure'}"
     if not answer.ok or not answer.records:
         return EXIT_NO_RECORD, f"{name}: {answer.error or answer.status.value}"
-    k, public = dkimcore.public_key_bytes(key)
+    k, public = public_key_bytes(key)
     errors: list[tuple[int, str]] = []
     for txt in answer.records:
         try:
-            record = dkimcore.parse_key_record(txt)
-        except dkimcore.TagListError as exc:
+            record = parse_key_record(txt)
+        except TagListError as exc:
             errors.append((EXIT_SYNTAX, f"{name}: {exc}"))
             continue
         if record.revoked:

@@ -2,7 +2,7 @@
 
 The KeyTable and SigningTable are read once (config/opendkim.py) and every key they
 name is parsed once per load; per message there is a table lookup and the RSA/Ed25519
-operation (dkimcore.sign). The choice follows OpenDKIM 2.11 (tests/parity checks it
+operation (dkim.sign.sign). The choice follows OpenDKIM 2.11 (tests/parity checks it
 against the Debian package) with two deliberate differences: the same key is never
 used twice for one message (OpenDKIM signs twice when two SigningTable steps name one
 key), and the authenticated-user restriction below, which OpenDKIM does not have.
@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from . import dkimcore, keys, model
+from . import keys, model
 from .config.hostlist import HostList
 from .config.opendkim import (
     KeyTable,
@@ -24,6 +24,8 @@ from .config.opendkim import (
     expand_keyname,
 )
 from .config.schema import SigningSettings
+from .dkim.canon import body_hash
+from .dkim.sign import SigningKey, sign
 from .domain import is_subdomain, normalize_domain
 from .errors import ConfigError, DomainError, KeyError_
 from .outcome import HeaderInsert
@@ -44,7 +46,7 @@ class Choice:
     ``identities[i]`` is the i= for ``keys[i]`` (SigningTable second field), or None.
     """
 
-    keys: tuple[dkimcore.SigningKey, ...]
+    keys: tuple[SigningKey, ...]
     why: tuple[str, ...]
     refused: str = ""
     identities: tuple[str | None, ...] = ()
@@ -76,13 +78,13 @@ class Signer:
     """
 
     def __init__(self, settings: SigningSettings, key_table: KeyTable, signing_table: SigningTable,
-                 internal_hosts: HostList, loaded: dict[str, dkimcore.SigningKey]) -> None:
+                 internal_hosts: HostList, loaded: dict[str, SigningKey]) -> None:
         self.settings = settings
         self.key_table = key_table
         self.signing_table = signing_table
         self.internal_hosts = internal_hosts
         self._loaded = loaded                     # KeyTable name -> key (domain-independent keys)
-        self._per_domain: dict[tuple[str, str], dkimcore.SigningKey | str] = {}
+        self._per_domain: dict[tuple[str, str], SigningKey | str] = {}
         self._lock = threading.Lock()
         self.header_canon, self.body_canon = _canons(settings.canonicalization)
         self.domains = self._domains()
@@ -108,7 +110,7 @@ class Signer:
                 raise ConfigError(rec.file if rec.kind != "csl" else source, "",
                                   f"{rec.key!r} names key {name!r}, which is not in the KeyTable{hint}", rec.line)
         hosts = HostList.load(s.internal_hosts, source=source)
-        loaded: dict[str, dkimcore.SigningKey] = {}
+        loaded: dict[str, SigningKey] = {}
         for name, entry in kt.entries.items():
             if not entry.inline and "%" in entry.keypath:
                 continue
@@ -137,7 +139,7 @@ class Signer:
                     continue
         return frozenset(out)
 
-    def _key_for(self, entry: KeyTableEntry, from_domain: str) -> dkimcore.SigningKey:
+    def _key_for(self, entry: KeyTableEntry, from_domain: str) -> SigningKey:
         """The parsed key for *entry* signing mail of *from_domain*; KeyError_ if unusable."""
         domain, selector, keypath = expand_keyname(entry, from_domain)
         base = self._loaded.get(entry.name)
@@ -158,9 +160,9 @@ class Signer:
     # -- choosing ---------------------------------------------------------------
 
     def _resolve(self, matches: list[SigningMatch], from_domain: str
-                 ) -> tuple[list[tuple[dkimcore.SigningKey, str, str]], list[str]]:
+                 ) -> tuple[list[tuple[SigningKey, str, str]], list[str]]:
         """[(key, signer, why)] for the matches, without repeats; and the unusable key names."""
-        found: list[tuple[dkimcore.SigningKey, str, str]] = []
+        found: list[tuple[SigningKey, str, str]] = []
         missing: list[str] = []
         seen: set[tuple[str, str, str]] = set()
         for m in matches:
@@ -197,8 +199,8 @@ class Signer:
         return Choice(tuple(k for k, _, _ in found), tuple(w for _, _, w in found),
                       identities=tuple(sig or None for _, sig, _ in found))
 
-    def _restrict(self, found: list[tuple[dkimcore.SigningKey, str, str]], sasl_user: str
-                  ) -> tuple[list[tuple[dkimcore.SigningKey, str, str]], str]:
+    def _restrict(self, found: list[tuple[SigningKey, str, str]], sasl_user: str
+                  ) -> tuple[list[tuple[SigningKey, str, str]], str]:
         """Keep the keys the SASL login's own SigningTable lookup also yields (see class doc)."""
         login = sasl_user.strip()
         local, at, ldomain = login.rpartition("@")
@@ -235,12 +237,12 @@ class Signer:
         edits = []
         # Every key signs with sha256 and the same body canonicalization: one pass over
         # the (spooled) body serves them all.
-        bh = dkimcore.body_hash(message.body, self.body_canon) if choice.keys else None
+        bh = body_hash(message.body, self.body_canon) if choice.keys else None
         for i, key in enumerate(choice.keys):
             ident = choice.identities[i] if i < len(choice.identities) else None
             if ident and ("@" not in ident or not is_subdomain(ident.rpartition("@")[2].lower(), key.domain)):
                 ident = None
-            value = dkimcore.sign(message, key, header_canon=self.header_canon, body_canon=self.body_canon,
+            value = sign(message, key, header_canon=self.header_canon, body_canon=self.body_canon,
                                   sign_headers=s.sign_headers, oversign=over, identity=ident,
                                   timestamp=t, expire_s=s.expire_s, bh=bh)
             edits.append(HeaderInsert("DKIM-Signature", value))

@@ -16,6 +16,8 @@ from .config.schema import Settings, load_settings, validate
 from .errors import AuthmilterError
 from .model import Client, Envelope, Message, Session
 from .outcome import Direction, Outcome
+from .pipeline import process
+from .runtime import Runtime
 
 
 def _return_path(msg: Message) -> str:
@@ -27,9 +29,6 @@ def _return_path(msg: Message) -> str:
 
 def verify_bytes(raw: bytes, settings: Settings, *, client_ip: str, helo: str,
                  mail_from: str | None) -> tuple[Session, Outcome]:
-    from .pipeline import process
-    from .runtime import Runtime
-
     msg = Message.from_bytes(raw)
     sender = _return_path(msg) if mail_from is None else mail_from
     session = Session(client=Client(ip=client_ip or None, hostname="", helo=helo),

@@ -13,8 +13,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from authmilter import dkimcore, model
+from authmilter import model
 from authmilter.checks.dkim import verify_dkim
+from authmilter.dkim.sign import SigningKey, public_key_bytes, sign
+from authmilter.dkim.tags import parse_tag_list
 from authmilter.keys import load_signing_key
 from authmilter.resolver import dkim_dnsfunc
 from authmilter.results import Result
@@ -65,12 +67,12 @@ def rsa1024():
     return rsa.generate_private_key(public_exponent=65537, key_size=1024)
 
 
-def key_of(keydir, name: str, selector: str = "sel") -> dkimcore.SigningKey:
+def key_of(keydir, name: str, selector: str = "sel") -> SigningKey:
     return load_signing_key(str(keydir / f"{name}.private"), D, selector)
 
 
 def publish(dns_server, key, selector="sel", extra="", domain=D) -> None:
-    k, public = dkimcore.public_key_bytes(key)
+    k, public = public_key_bytes(key)
     dns_server.add_txt(f"{selector}._domainkey.{domain}",
                        f"v=DKIM1; k={k};{extra} p={base64.b64encode(public).decode()}")
 
@@ -81,9 +83,9 @@ def dkimpy_private(key) -> bytes:
     return base64.b64encode(key.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, _nocrypt()))
 
 
-def signed(sk: dkimcore.SigningKey, message: bytes = MESSAGE, **kw) -> bytes:
+def signed(sk: SigningKey, message: bytes = MESSAGE, **kw) -> bytes:
     kw.setdefault("sign_headers", SIGN)
-    value = dkimcore.sign(model.Message.from_bytes(message), sk, **kw)
+    value = sign(model.Message.from_bytes(message), sk, **kw)
     return b"DKIM-Signature:" + value.encode() + b"\r\n" + message
 
 
@@ -109,7 +111,7 @@ def test_our_signature_verifies_with_dkimpy_and_with_us(keydir, dns_server, reso
     (res,) = verify(raw, resolver)
     assert res.result is Result.PASS, res.reason
     assert (res.domain, res.selector, res.algorithm, res.identity) == (D, "sel", sk.algorithm, "@example.com")
-    b = dkimcore.parse_tag_list(raw.split(b"\r\n\r\n")[0].split(b":", 1)[1])["b"].value
+    b = parse_tag_list(raw.split(b"\r\n\r\n")[0].split(b":", 1)[1])["b"].value
     assert res.b_prefix == re.sub(rb"\s", b"", b)[:8].decode()
     assert res.key_bits == sk.bits and not res.has_length_tag and not res.testing
 
@@ -158,7 +160,7 @@ def test_rsa_sha1_is_policy_unless_allowed(keydir, dns_server, resolver):
 
 
 def test_short_rsa_key_is_not_a_pass(dns_server, resolver, rsa1024):
-    sk = dkimcore.SigningKey(D, "short", "rsa-sha256", rsa1024, 1024, "<test>")
+    sk = SigningKey(D, "short", "rsa-sha256", rsa1024, 1024, "<test>")
     publish(dns_server, rsa1024, "short")
     raw = signed(sk)
     (res,) = verify(raw, resolver, min_rsa_bits=2048)
@@ -251,8 +253,8 @@ def test_no_key_record_is_permerror(keydir, resolver):
 ])
 def test_key_record_problems_are_permerror(keydir, dns_server, resolver, record, reason):
     sk = key_of(keydir, "test-ed-seed")
-    rsa_pub = base64.b64encode(dkimcore.public_key_bytes(key_of(keydir, "test-rsa-pkcs8").private_key)[1]).decode()
-    ed_pub = base64.b64encode(dkimcore.public_key_bytes(sk.private_key)[1]).decode()
+    rsa_pub = base64.b64encode(public_key_bytes(key_of(keydir, "test-rsa-pkcs8").private_key)[1]).decode()
+    ed_pub = base64.b64encode(public_key_bytes(sk.private_key)[1]).decode()
     dns_server.add_txt("sel._domainkey.example.com", record.format(rsa=rsa_pub, ed=ed_pub))
     (res,) = verify(signed(sk), resolver)
     assert res.result is Result.PERMERROR

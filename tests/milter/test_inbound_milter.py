@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from milterd import Daemon, merge
 
-from authmilter import dkimcore, keys
+from authmilter import keys
+from authmilter.dkim.sign import SigningKey, sign
 from authmilter.model import Message
 
 AUTHSERV = "mx.test"
@@ -156,10 +157,10 @@ def test_dkim_signed_mail_passes_dmarc_through_dkim_alone(daemon, dns_server, tm
     dns_server.add_txt(f"_dmarc.{d}", "v=DMARC1; p=reject; adkim=s")
     tmp_path.chmod(0o700)
     from cryptography.hazmat.primitives.asymmetric import ed25519
-    key = dkimcore.SigningKey(d, "ed", "ed25519-sha256", ed25519.Ed25519PrivateKey.generate(), 256, "mem")
+    key = SigningKey(d, "ed", "ed25519-sha256", ed25519.Ed25519PrivateKey.generate(), 256, "mem")
     dns_server.add_txt(f"ed._domainkey.{d}", keys.dns_record(key.private_key))
     raw = message(domain=d)
-    sig = dkimcore.sign(Message.from_bytes(raw), key, sign_headers=("From", "To", "Subject", "Date"))
+    sig = sign(Message.from_bytes(raw), key, sign_headers=("From", "To", "Subject", "Date"))
     r = send(daemon, b"DKIM-Signature:" + sig.encode() + b"\r\n" + raw, domain=d)
     assert r.action == "accept"
     ar = ar_of(r)

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from milterd import Daemon
 
-from authmilter import dkimcore, keys
+from authmilter import keys
+from authmilter.dkim.sign import SigningKey, sign
 from authmilter.model import Message
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/PID/status")
@@ -53,7 +54,7 @@ def body_of(size: int) -> bytes:
 
 
 @pytest.fixture
-def signing(tmp_path: Path, dns_server) -> tuple[dict[str, Any], list[dkimcore.SigningKey]]:  # type: ignore[no-untyped-def]
+def signing(tmp_path: Path, dns_server) -> tuple[dict[str, Any], list[SigningKey]]:  # type: ignore[no-untyped-def]
     """An RSA key in a KeyTable (outbound) and an Ed25519 key for the test's own
     inbound signatures; both published."""
     keydir = tmp_path / "keys"
@@ -70,18 +71,18 @@ def signing(tmp_path: Path, dns_server) -> tuple[dict[str, Any], list[dkimcore.S
     (tmp_path / "SigningTable").write_text(f"*@{DOMAIN} k1\n")
     settings = {"enabled": True, "key_table": str(tmp_path / "KeyTable"),
                 "signing_table": f"refile:{tmp_path / 'SigningTable'}", "internal_hosts": ["10.0.0.0/8"]}
-    sign_keys = [dkimcore.SigningKey(DOMAIN, "rsa", "rsa-sha256", rsa_key, 2048, str(path)),
-                 dkimcore.SigningKey(DOMAIN, "ed", "ed25519-sha256", ed_key, 256, "<ed>")]
+    sign_keys = [SigningKey(DOMAIN, "rsa", "rsa-sha256", rsa_key, 2048, str(path)),
+                 SigningKey(DOMAIN, "ed", "ed25519-sha256", ed_key, 256, "<ed>")]
     return settings, sign_keys
 
 
-def signed_inbound(size: int, sign_keys: list[dkimcore.SigningKey], mid: str) -> bytes:
+def signed_inbound(size: int, sign_keys: list[SigningKey], mid: str) -> bytes:
     """A message carrying a relaxed and a simple DKIM-Signature (made here, in the test)."""
     raw = headers(mid) + b"\r\n" + body_of(size)
     msg = Message.from_bytes(raw)
     sigs = b""
     for key, canon in zip(sign_keys, ("relaxed", "simple"), strict=True):
-        value = dkimcore.sign(msg, key, header_canon=canon, body_canon=canon, sign_headers=["from", "subject"])
+        value = sign(msg, key, header_canon=canon, body_canon=canon, sign_headers=["from", "subject"])
         sigs += b"DKIM-Signature:" + value.encode() + b"\r\n"
     return sigs + raw
 
@@ -99,7 +100,7 @@ def send(daemon: Daemon, raw: bytes, *, outbound: bool, qid: str) -> Any:
                          macros={"i": qid, "j": "mx.test"})
 
 
-def run(daemon: Daemon, sign_keys: list[dkimcore.SigningKey], size: int, tag: str) -> tuple[int, int, int]:
+def run(daemon: Daemon, sign_keys: list[SigningKey], size: int, tag: str) -> tuple[int, int, int]:
     """(baseline, after inbound, after outbound) peak RSS of the one worker."""
     pid = worker_pid(daemon)
     small_in = signed_inbound(4096, sign_keys, f"small-{tag}")

@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from support import require
 
-from authmilter import dkimcore, keys, model
+from authmilter import keys, model
+from authmilter.dkim.sign import public_key_bytes, sign
+from authmilter.dkim.tags import parse_key_record
 from authmilter.errors import KeyError_
 from authmilter.resolver import dkim_dnsfunc
 
@@ -92,7 +94,7 @@ def test_ed25519_formats_load(keydir, ed_key, fmt):
     path = write_key(keydir, "test-ed.private", seed(ed_key) + b"\n" if fmt == "seed" else pem(ed_key))
     sk = keys.load_signing_key(str(path), "example.com", "ed")
     assert (sk.algorithm, sk.bits) == ("ed25519-sha256", 256)
-    assert dkimcore.public_key_bytes(sk.private_key) == dkimcore.public_key_bytes(ed_key)
+    assert public_key_bytes(sk.private_key) == public_key_bytes(ed_key)
 
 
 def test_inline_key_data_loads(rsa_key):
@@ -149,8 +151,8 @@ def test_opendkim_genkey_key_loads(keydir):
     sk = keys.load_signing_key(str(keydir / "test-odk.private"), "example.com", "test-odk")
     assert sk.algorithm == "rsa-sha256"
     text = (keydir / "test-odk.txt").read_text()
-    published = dkimcore.parse_key_record("".join(zone_strings(text)).encode())
-    assert published.public == dkimcore.public_key_bytes(sk.private_key)[1]
+    published = parse_key_record("".join(zone_strings(text)).encode())
+    assert published.public == public_key_bytes(sk.private_key)[1]
 
 
 # -- genkey -----------------------------------------------------------------------
@@ -168,12 +170,12 @@ def test_genkey_rsa_writes_0600_key_and_zone_stub(keydir, dns_server, resolver):
     record = "".join(strings)
     sk = keys.load_signing_key(str(private), "example.com", "sel")
     assert sk.bits == 2048
-    parsed = dkimcore.parse_key_record(record.encode())
-    assert parsed.public == dkimcore.public_key_bytes(sk.private_key)[1] and parsed.testing
+    parsed = parse_key_record(record.encode())
+    assert parsed.public == public_key_bytes(sk.private_key)[1] and parsed.testing
     # what genkey prints is what a verifier needs: publish it and let dkimpy check a signature
     dns_server.add_txt("sel._domainkey.example.com", record)
     msg = b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n"
-    value = dkimcore.sign(model.Message.from_bytes(msg), sk, sign_headers=("From", "Subject"))
+    value = sign(model.Message.from_bytes(msg), sk, sign_headers=("From", "Subject"))
     assert dkim.verify(b"DKIM-Signature:" + value.encode() + b"\r\n" + msg, dnsfunc=dkim_dnsfunc(resolver))
 
 
@@ -184,7 +186,7 @@ def test_genkey_ed25519_writes_dkimpy_seed(keydir):
     sk = keys.load_signing_key(str(keydir / "ed.private"), "example.com", "ed")
     record = "".join(zone_strings((keydir / "ed.txt").read_text()))
     assert record.startswith("v=DKIM1; k=ed25519; p=")
-    assert dkimcore.parse_key_record(record.encode()).public == dkimcore.public_key_bytes(sk.private_key)[1]
+    assert parse_key_record(record.encode()).public == public_key_bytes(sk.private_key)[1]
 
 
 def test_genkey_refuses_short_keys_and_overwriting(keydir, capsys):
@@ -222,7 +224,7 @@ def run_testkey(config, *args: str) -> subprocess.CompletedProcess:
 
 
 def publish(dns_server, key, name="sel._domainkey.example.com", extra=""):
-    k, public = dkimcore.public_key_bytes(key)
+    k, public = public_key_bytes(key)
     dns_server.add_txt(name, f"v=DKIM1; k={k};{extra} p={base64.b64encode(public).decode()}")
 
 

@@ -6,9 +6,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from authmilter import dkimcore, keys
+from authmilter import keys
 from authmilter.checks.dkim import verify_dkim
 from authmilter.config.schema import settings_from_dict
+from authmilter.dkim.sign import sign
 from authmilter.model import Client, Envelope, Message, Session
 from authmilter.outcome import Action, Direction
 from authmilter.pipeline import process
@@ -63,7 +64,7 @@ def session(raw=RAW, ip="192.0.2.10", helo="mail.example.com", mail_from="alice@
 def signed(raw, keydir):
     key = keys.load_signing_key(str(keydir / "test-sel.private"), "example.com", "sel")
     msg = Message.from_bytes(raw)
-    value = dkimcore.sign(msg, key, sign_headers=("From", "To", "Subject", "Date"))
+    value = sign(msg, key, sign_headers=("From", "To", "Subject", "Date"))
     return b"DKIM-Signature:" + value.encode() + b"\r\n" + raw
 
 

@@ -14,8 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from authmilter import dkimcore, model
+from authmilter import model
 from authmilter.config.schema import SigningSettings
+from authmilter.dkim.sign import SigningKey, public_key_bytes
 from authmilter.errors import ConfigError, KeyError_
 from authmilter.resolver import dkim_dnsfunc
 from authmilter.signing import Choice, Signer
@@ -201,8 +202,8 @@ def test_restriction_can_be_switched_off_and_needs_a_login(tmp_path, keydir):
 
 # -- signing ------------------------------------------------------------------------------------
 
-def publish(dns_server, key: dkimcore.SigningKey) -> None:
-    k, public = dkimcore.public_key_bytes(key.private_key)
+def publish(dns_server, key: SigningKey) -> None:
+    k, public = public_key_bytes(key.private_key)
     dns_server.add_txt(f"{key.selector}._domainkey.{key.domain}",
                        f"v=DKIM1; k={k}; p={base64.b64encode(public).decode()}")
 

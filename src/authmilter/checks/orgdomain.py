@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from publicsuffixlist import PublicSuffixList
+
 from ..resolver import DnsLookup, DnsStatus
 
 __all__ = [
@@ -72,7 +74,7 @@ def parse_record(text: str, mode: str = "rfc9989") -> DmarcRecord | None:
     Tag names and the keyword values are case-insensitive (ABNF literals), "DMARC1" is
     case-sensitive; unknown tags are ignored and a bad value falls back to its default
     (RFC 9989 §4.8). The first occurrence of a repeated tag wins. Memoised: the same
-    record text arrives with every message from its domain (as dkimcore.parse_key_record).
+    record text arrives with every message from its domain (as dkim.tags.parse_key_record).
     """
     tags: dict[str, str] = {}
     first = True
@@ -293,8 +295,6 @@ def _applied(rec: DmarcRecord, policy_domain: str, org: str, psd: str, notes: li
 @lru_cache(maxsize=1)
 def default_psl() -> Any:
     """The list shipped with the publicsuffixlist package (loaded once)."""
-    from publicsuffixlist import PublicSuffixList
-
     return PublicSuffixList()
 
 
