@@ -309,7 +309,7 @@ def cmd_testkey(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"authmilter testkey: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    resolver = resolver_for(settings.dns)
+    resolver = resolver_for(settings.dns)  # type: ignore[attr-defined]
 
     jobs: list[tuple[str, str, str, bool]] = []
     if args.all:

@@ -109,10 +109,9 @@ def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[D
         if strict or author.rsplit(".", 1)[-1] != identifier.rsplit(".", 1)[-1]:
             return False   # not identical; or no common label, so no common org domain
         org_a, org_i = org_of(author), org_of(identifier)
-        for org in (org_a, org_i):
-            if isinstance(org, OrgTempError):
-                temperrors.append(org.reason)
-                return False
+        if isinstance(org_a, OrgTempError) or isinstance(org_i, OrgTempError):
+            temperrors.append(org_a.reason if isinstance(org_a, OrgTempError) else org_i.reason)  # type: ignore[union-attr]
+            return False
         return bool(org_a) and domain_aligned(identifier, author, identifier_org=org_i, author_org=org_a)
 
     notes: list[str] = []
