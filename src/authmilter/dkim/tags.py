@@ -31,11 +31,13 @@ class Tag:
     end: int
 
 
-def parse_tag_list(data: bytes) -> dict[str, Tag]:
+def parse_tag_list(data: bytes, *, strict: bool = False) -> dict[str, Tag]:
     """Parse ``tag=value; tag=value`` into {tag name: Tag}.
 
     Tag names are case-sensitive (§3.2). A duplicate tag or a spec without "=" is an
-    error; empty specs (";;" or a trailing ";") are tolerated, as deployed verifiers do.
+    error; empty specs (";;" or a trailing ";") are tolerated, as deployed DKIM
+    verifiers do. *strict* follows the grammar (only the trailing ";" may stand alone),
+    as ARC validators do (RFC 8617 §4.1; the ValiMail suite's tags_sc cases).
     """
     tags: dict[str, Tag] = {}
     pos = 0
@@ -44,6 +46,8 @@ def parse_tag_list(data: bytes) -> dict[str, Tag]:
         semi = data.find(b";", pos)
         end = n if semi < 0 else semi
         spec = data[pos:end]
+        if strict and not spec.strip(FWS) and semi >= 0:
+            raise TagListError("empty tag-spec (';;')")
         if spec.strip(FWS):
             eq = spec.find(b"=")
             if eq < 0:
