@@ -35,7 +35,7 @@ class Body:
     The milter spools the body as it arrives and hands the spool over unread, so a large
     message never exists as one bytes object: readers take it in bounded chunks
     (`chunks`). `as_bytes` copies it whole, for the rare paths that need the entire
-    message (ARC through dkimpy, which only runs when ARC headers are present).
+    message (tests, tools); DKIM and ARC verification read chunks.
 
     A spooled Body reads from a file its owner (the milter handler) closes after
     end-of-message; it never writes to it, and each read seeks first, so two readers
