@@ -19,6 +19,8 @@ Process model (one master, N workers, optionally one metrics exporter)::
                        keep the runtime they started with)
               SIGUSR2  drain: accept nothing new, finish open connections, exit
             (under systemd use KillMode=mixed, so that only the master gets SIGTERM).
+            A third thread, the connection watch (connwatch.py), closes MTA
+            connections quiet for milter_timeout_s, which libmilter's pool does not.
 
 libmilter deletes a unix socket's path when a non-root process's listener stops
 (mi_closener). With several workers sharing one socket, a single worker exiting would
