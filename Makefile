@@ -10,13 +10,22 @@ APT_RUN  := libmilter-dev gcc
 APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks postgresql
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test deps test-deps lint bench clean
+.PHONY: run test fuzz deps test-deps lint bench clean
 
 run: deps
 	$(VENV)/bin/authmilter demo
 
 test: deps test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fuzzers of tests/fuzz/ with a larger budget than `make test` gives them: milter
+# sessions over the real socket (a new seed each run unless AUTHMILTER_FUZZ_SEED is set;
+# a failure prints the seed) and the parser property tests with random examples.
+FUZZ_ITERATIONS ?= 5000
+fuzz: deps test-deps
+	AUTHMILTER_FUZZ_ITERATIONS=$${AUTHMILTER_FUZZ_ITERATIONS:-$(FUZZ_ITERATIONS)} \
+	AUTHMILTER_FUZZ_SEED=$${AUTHMILTER_FUZZ_SEED:-$$(date +%s)} AUTHMILTER_FUZZ_PROFILE=fuzz \
+	  $(PY) -m pytest -p no:cacheprovider -rxX tests/fuzz $(PYTEST_ARGS)
 
 # apt packages: installed only when missing, so a prepared machine needs no network.
 # Services are never started by these installs (the tests run their own copies).
