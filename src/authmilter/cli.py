@@ -1,7 +1,7 @@
 """Command line: ``authmilter COMMAND ...``.
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | store.
+run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | store | reports.
 Each command lives in the module that owns its subject; this file only parses.
 """
 from __future__ import annotations
@@ -25,6 +25,7 @@ HANDLERS: dict[str, str] = {
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
     "store": "authmilter.store.admin:cmd_store",
+    "reports": "authmilter.reports.command:cmd_reports",
 }
 
 
@@ -88,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("store", help="create or migrate the store's schema (init); count its rows (status)")
     p.add_argument("action", choices=("init", "status"))
     _config_arg(p)
+
+    p = sub.add_parser("reports", help="DMARC aggregate reports: build and mail them (send); list pending and "
+                                       "suppressed destinations (show)")
+    p.add_argument("action", choices=("send", "show"))
+    _config_arg(p)
+    p.add_argument("--dry-run", action="store_true", help="write the reports and mails to --outdir instead of sending")
+    p.add_argument("--outdir", default=None, metavar="DIR", help="where --dry-run writes .xml.gz and .eml files")
+    p.add_argument("--until", default=None, metavar="now|TIME",
+                   help="report up to this time (now, epoch seconds or ISO 8601) instead of the last closed window")
+    p.add_argument("--unsuppress", default=None, metavar="ADDRESS", help="show: send to a suppressed destination again")
     return parser
 
 

@@ -243,6 +243,12 @@ def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float
     log.append(("dkim", ",".join(f"{d.result.value}:{d.domain or '?'}" for d in ev.dkim) or "none"))
     if ev.dmarc is not None:
         log.append(("dmarc", ev.dmarc.result.value + (f":p={ev.dmarc.policy}" if ev.dmarc.policy else "")))
+        if ev.dmarc.policy:
+            # As in Authentication-Results (RFC 8601 policy.dmarc), with why it was not
+            # applied as requested (RFC 9990 PolicyOverrideType: the report's reason).
+            log.append(("policy.dmarc", ev.dmarc.policy))
+        if decision.overrides:
+            log.append(("override", ",".join(f"{t}:{c}" if c else t for t, c in decision.overrides)))
     else:
         log.append(("dmarc", "none"))
     if ev.arc is not None and ev.arc.result is not Result.NONE:

@@ -101,7 +101,7 @@ def store_needed(settings: Settings) -> bool:
     """Whether this configuration uses the store. Features that keep state (reports,
     greylisting) add their switch here; with none on, nothing is opened or created, so
     a host without /var/lib/authmilter runs as before."""
-    return settings.store.enabled
+    return settings.store.enabled or settings.reports.enabled
 
 
 def resolver_for(dns: DnsSettings) -> Resolver:

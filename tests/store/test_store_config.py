@@ -13,6 +13,7 @@ from authmilter.errors import ConfigError
 from authmilter.runtime import Runtime
 from authmilter.store import parse_url
 from authmilter.store.rows import COLUMNS, from_row, record_fields, to_row
+from authmilter.store.schema import LATEST
 from authmilter.config.storeurl import POSTGRESQL, SQLITE
 
 AUTHMILTER = Path(sys.executable).with_name("authmilter")
@@ -122,11 +123,11 @@ def test_store_init_and_status_commands(tmp_path: Path, pg_url: str) -> None:
         config.write_text(f'[store]\nurl = "{url}"\n')          # works without enabled = true
         out = run_cli("store", "init", "-c", str(config))
         assert out.returncode == 0, out.stderr
-        assert "schema version 1" in out.stdout
+        assert f"schema version {LATEST}" in out.stdout
         assert run_cli("store", "init", "-c", str(config)).returncode == 0     # idempotent
         out = run_cli("store", "status", "-c", str(config))
         assert out.returncode == 0, out.stderr
-        assert "schema version 1, 0 message record(s), 0 key(s)" in out.stdout
+        assert f"schema version {LATEST}, 0 message record(s), 0 key(s)" in out.stdout
 
 
 def test_store_status_before_init_says_what_to_do(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from milterd import Daemon
 
 from authmilter.store import BatchingStore, connector, parse_url
 from authmilter.store.rows import COLUMNS, from_row
+from authmilter.store.schema import LATEST
 
 WAIT_S = 60.0
 
@@ -91,7 +92,7 @@ def test_two_mx_hosts_share_one_postgresql(tmp_path: Path, dns_server: Any, pg_u
         mx.append(daemon.start())
     # The master created the schema before its workers forked.
     reader = BatchingStore(connector(parse_url(pg_url)), "t")
-    assert reader.status().schema_version == 1
+    assert reader.status().schema_version == LATEST
     reader.close()
     for n in range(6):
         daemon = mx[n % 2]
@@ -134,7 +135,7 @@ def test_the_master_creates_the_schema_before_its_workers_fork(tmp_path: Path, d
     reader = BatchingStore(connector(parse_url(pg_url)), "t")
     status = reader.status()
     reader.close()
-    assert (status.schema_version, status.records) == (1, 0)
+    assert (status.schema_version, status.records) == (LATEST, 0)
     assert daemon.stop() == 0
 
 

@@ -134,6 +134,27 @@ class StoreSettings:
 
 
 @dataclass(frozen=True)
+class ReportsSettings:
+    enabled: bool = _f(False, "collect DMARC aggregate report data (opens the store); `authmilter reports send` mails them")
+    org_name: str = _f("", "our organisation in reports (RFC 9990 org_name); empty = authserv_id, else the from_address domain")
+    from_address: str = _f("", "From and envelope sender of report mail, e.g. dmarc-reports@example.com (required)")
+    email: str = _f("", "contact address in the report (report_metadata/email); empty = from_address")
+    extra_contact: str = _f("", "extra contact information in the report (extra_contact_info); empty = none")
+    interval_s: int = _f(86400, "reporting window, seconds; windows are aligned to multiples of it since the epoch (UTC)")
+    settle_s: int = _f(300, "a window is reported this long after it ends, so records still queued on any host arrive")
+    retention_days: int = _f(62, "sent-report bookkeeping older than this is deleted (at least store.keep_records_days)")
+    rfc7489: bool = _f(False, "write the RFC 7489 report format instead of RFC 9990")
+    report_all_domains: bool = _f(False,
+        "report domains none of whose messages passed DMARC in the window too (default: they get nothing)")
+    max_report_bytes: int = _f(10_000_000, "largest report mail sent to one destination (a smaller rua !size wins)")
+    max_reports_per_destination: int = _f(50, "reports sent to one destination per run; the rest wait for the next")
+    max_failures: int = _f(5, "a destination that failed this many times in a row is suppressed (see reports show)")
+    relay: str = _f("", 'send through SMTP to "HOST:PORT" instead of sendmail(1)')
+    sendmail: str = _f("/usr/sbin/sendmail", "sendmail(1) program used when no relay is set")
+    timeout_s: float = _f(60.0, "DNS, SMTP and database timeout of one reports run, seconds")
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str = _f("unix:/run/authmilter/authmilter.sock",
                      "milter socket: unix:/path, local:/path, inet:PORT@HOST, inet6:PORT@HOST")
@@ -153,6 +174,7 @@ class Settings:
     policy: PolicySettings = field(default_factory=PolicySettings, metadata={"doc": "what to do with the results"})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"doc": "Prometheus metrics"})
     store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
+    reports: ReportsSettings = field(default_factory=ReportsSettings, metadata={"doc": "DMARC aggregate reports"})
     # Where the settings came from, for error messages and relative paths.
     source: str = field(default="<defaults>", metadata={"internal": True})
     # Dotted keys the file really set (the rest are defaults): a reload checks them.
@@ -294,6 +316,21 @@ def validate(settings: Settings) -> Settings:
     for key in ("timeout_ms", "batch_size", "queue_size"):
         if getattr(settings.store, key) < 1:
             raise ConfigError(file, f"store.{key}", "must be at least 1")
+    r = settings.reports
+    if r.enabled and "@" not in r.from_address:
+        raise ConfigError(file, "reports.from_address", "reports need a From address such as dmarc-reports@example.com")
+    for key in ("interval_s", "max_report_bytes", "max_reports_per_destination", "max_failures"):
+        if getattr(r, key) < 1:
+            raise ConfigError(file, f"reports.{key}", "must be at least 1")
+    if r.retention_days < max(1, settings.store.keep_records_days):
+        # A window whose records still exist must still be known as sent, or a later
+        # run would report it again.
+        raise ConfigError(file, "reports.retention_days",
+                          f"must be at least store.keep_records_days ({settings.store.keep_records_days}) and 1")
+    if r.relay:
+        host, _, port = r.relay.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(file, "reports.relay", 'expected "HOST:PORT"')
     return settings
 
 

@@ -66,6 +66,22 @@ _INDEXES = (
     "CREATE INDEX keyed_state_expires ON keyed_state (expires)",
 )
 
+# DMARC aggregate report bookkeeping (reports/): one row per report built (its gzip kept
+# for retries, so a resend is byte-identical), one per report and destination, the
+# state of each destination, and a lock row for SQLite (PostgreSQL uses an advisory lock).
+_REPORT_TABLES = (
+    "CREATE TABLE dmarc_reports (report_id TEXT PRIMARY KEY, policy_domain TEXT NOT NULL,"
+    " begin_ts DOUBLE PRECISION NOT NULL, end_ts DOUBLE PRECISION NOT NULL, created DOUBLE PRECISION NOT NULL,"
+    " messages INTEGER NOT NULL, rua TEXT NOT NULL, file_name TEXT NOT NULL, status TEXT NOT NULL, {blob})",
+    "CREATE INDEX dmarc_reports_domain_end ON dmarc_reports (policy_domain, end_ts)",
+    "CREATE TABLE dmarc_deliveries (report_id TEXT NOT NULL, destination TEXT NOT NULL, status TEXT NOT NULL,"
+    " attempts INTEGER NOT NULL, detail TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (report_id, destination))",
+    "CREATE TABLE dmarc_destinations (destination TEXT PRIMARY KEY, failures INTEGER NOT NULL,"
+    " suppressed BOOLEAN NOT NULL, detail TEXT NOT NULL, updated DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE dmarc_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "message records and keyed state with expiry",
@@ -82,6 +98,11 @@ MIGRATIONS: tuple[Migration, ...] = (
             " expires DOUBLE PRECISION NOT NULL)",
             *_INDEXES,
         ),
+    ),
+    Migration(
+        2, "DMARC aggregate report bookkeeping",
+        sqlite=tuple(s.replace("{blob}", "xml_gz BLOB NOT NULL") for s in _REPORT_TABLES),
+        postgresql=tuple(s.replace("{blob}", "xml_gz BYTEA NOT NULL") for s in _REPORT_TABLES),
     ),
 )
 
