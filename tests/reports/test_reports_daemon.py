@@ -124,7 +124,7 @@ def test_sqlite_dry_run_reports_match_what_was_sent(tmp_path: Path, dns_server: 
                                                     caplog: pytest.LogCaptureFixture) -> None:
     publish(dns_server, "alpha.example")
     publish(dns_server, "beta.example", "p=none")
-    publish(dns_server, "spam.example", "p=none", "mailto:harvest@spam.example")
+    publish(dns_server, "spam.example", "p=quarantine; t=y", "mailto:harvest@spam.example")
     cfg = config(tmp_path, dns_server, "mx.test", f"sqlite://{tmp_path}/state.db")
     mx = start(tmp_path / "mx", cfg, daemons)
     sent = Counter()
@@ -164,6 +164,9 @@ def test_sqlite_dry_run_reports_match_what_was_sent(tmp_path: Path, dns_server: 
         {p.name: p.read_bytes() for p in again.glob("*.xml.gz")}
     show = cli("reports", "show", "-c", str(mx.config_path))
     assert show.returncode == 0 and "pending deliveries: 0" in show.stdout
+    # The log line names the requested policy and why it was not applied (RFC 9990 types).
+    assert mx.wait_log(r"dmarc=fail:p=reject policy\.dmarc=reject from=alpha\.example", timeout=0)
+    assert mx.wait_log(r"policy\.dmarc=quarantine override=policy_test_mode:t=y from=spam\.example", timeout=0)
 
 
 def test_two_mx_hosts_on_postgresql_give_one_report_per_domain(tmp_path: Path, dns_server: Any, reports_pg: Any,
