@@ -68,7 +68,7 @@ def test_only_the_milter_package_imports_pymilter(module):
 @pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.checks",))))
 def test_checks_import_only_values_domain_and_the_resolver(module):
     allowed = ("authmilter.checks", "authmilter.results", "authmilter.model", "authmilter.domain",
-               "authmilter.resolver", "authmilter.errors", "authmilter.dkimcore", "authmilter.dkim")
+               "authmilter.resolver", "authmilter.errors", "authmilter.dkim")
     bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
     assert not bad, f"{module} imports {sorted(bad)}"
 
@@ -81,9 +81,9 @@ def test_value_modules_import_only_values(module):
     assert not bad, f"{module} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.dkimcore", "authmilter.dkim"))))
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, ("authmilter.dkim",))))
 def test_the_dkim_engine_sits_below_the_checks(module):
-    allowed = ("authmilter.dkimcore", "authmilter.dkim", "authmilter.results", "authmilter.model",
+    allowed = ("authmilter.dkim", "authmilter.results", "authmilter.model",
                "authmilter.domain", "authmilter.errors", "authmilter.resolver")
     bad = {i for i in _ours(MODULES[module]) if not _within(i, allowed)}
     assert not bad, f"{module} imports {sorted(bad)}"
