@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from authmilter.checks.received import first_untrusted_hop, parse_received_from
+from authmilter.checks.received import first_untrusted_hop, parse_received, parse_received_from
 from authmilter.config.hostlist import HostList
 from authmilter.model import Message
 
@@ -145,3 +145,40 @@ def test_received_header_name_case_and_other_headers_in_between():
 def test_helo_address_literal_never_names_the_peer(value):
     parsed = parse_received_from(value)
     assert parsed is not None and parsed[0] == "198.51.100.7", parsed
+
+
+# parse_received: every clause, for `authmilter analyze` (RFC 5321 §4.4 Stamp)
+
+def test_parse_received_reads_every_clause_of_a_postfix_header():
+    f = parse_received(POSTFIX_RELAY1.partition(b":")[2])
+    assert (f.from_name, f.rdns, f.from_ip, f.by_name, f.by_ip) == (
+        "mail.sender.example", "mail.sender.example", "198.51.100.25", "relay1.example.com", None)
+    assert (f.protocol, f.id, f.recipient) == ("ESMTPS", "4Zx0", "bob@example.com")
+    assert f.date is not None and f.date.isoformat() == "2026-06-01T10:00:01+00:00"
+    assert "Postfix" in f.comments
+
+
+def test_parse_received_microsoft_build_and_front_end():
+    f = parse_received(" from RDW083A006ED62.bt.com (62.239.224.235) by\r\n VE1EUR02FT011.mail.protection.outlook.com"
+                       " (10.152.12.150) with Microsoft SMTP\r\n Server id 15.1.587.6 via Frontend Transport; "
+                       "Mon, 18 Jul 2016 10:12:07 +0000")
+    assert (f.from_ip, f.by_ip, f.protocol, f.id, f.via) == (
+        "62.239.224.235", "10.152.12.150", "Microsoft SMTP Server", "15.1.587.6", "Frontend Transport")
+
+
+def test_parse_received_exim_and_gmail_internal():
+    f = parse_received(" from rdns.example ([198.51.100.25]:51234 helo=helo.example) by mx.example.com "
+                       "with esmtps (TLS1.3) tls X (Exim 4.96) (envelope-from <a@b.example>) id 1abc-000; "
+                       "Mon, 1 Jun 2026 10:00:00 +0000")
+    assert (f.rdns, f.helo, f.from_ip, f.protocol, f.id) == ("rdns.example", "helo.example", "198.51.100.25",
+                                                             "esmtps", "1abc-000")
+    g = parse_received(" by 2002:a05:6a10:a28b::1 with SMTP id x12csp1; Mon, 1 Jun 2026 03:00:01 -0700 (PDT)")
+    assert (g.from_name, g.from_ip, g.by_ip, g.protocol) == ("", None, "2002:a05:6a10:a28b::1", "SMTP")
+
+
+@pytest.mark.parametrize("value", ["", ";", "garbage ;;; (((", "by by by with with", "from (", "(((((((((" * 1000,
+                                   "from x by y; not a date", "\x00\x1b[31m from [1.2.3.4]"])
+def test_parse_received_is_total(value):
+    f = parse_received(value)
+    assert f.date is None or f.date_text
+    assert parse_received_from(value) == ((f.from_ip, f.helo) if f.from_ip else None)

@@ -7,6 +7,8 @@ import pytest
 from authmilter.authresults import (
     authserv_id_of,
     forged_indices,
+    parse_authres,
+    parse_received_spf,
     received_spf_indices,
     render,
 )
@@ -186,3 +188,39 @@ def test_one_header_name_matcher_for_every_reader():
     assert len(msg.get_all("From")) == 2 and parse_from(msg).error == "2 From headers"
     assert msg.numbered("authentication-results") == [(1, b" mx.example.com; spf=pass")]
     assert forged_indices(msg.headers, "mx.example.com") == [1]
+
+
+# parse_authres / parse_received_spf: whole verdicts, read leniently (authmilter analyze)
+
+def test_parse_authres_reads_microsoft_365_layout():
+    # authserv-id after the first resinfo and repeated between them
+    value = (" spf=fail (sender IP is 62.239.224.235)\r\n smtp.mailfrom=m0noc.net; btgroupcloud.mail.onmicrosoft.com;"
+             " dkim=fail\r\n (signature did not verify) header.d=m0noc.net;btgroupcloud.mail.onmicrosoft.com;\r\n"
+             " dmarc=fail action=oreject header.from=m0noc.net;bt.com;")
+    parsed = parse_authres(value)
+    assert parsed.authserv_id == "btgroupcloud.mail.onmicrosoft.com"
+    assert [(r.method, r.result) for r in parsed.results] == [("spf", "fail"), ("dkim", "fail"), ("dmarc", "fail")]
+    assert parsed.results[0].comments == ("sender IP is 62.239.224.235",)
+    assert parsed.results[1].prop("header.d") == "m0noc.net"
+
+
+def test_parse_authres_arc_instance_reason_and_quoted_values():
+    parsed = parse_authres(b' i=2; mx.example.net; dkim=pass reason="good sig" header.b="ab cd";'
+                           b' spf=pass smtp.mailfrom="a b@x.example"')
+    assert (parsed.instance, parsed.authserv_id) == (2, "mx.example.net")
+    assert parsed.results[0].reason == "good sig" and parsed.results[0].prop("HEADER.B") == "ab cd"
+    assert parsed.results[1].prop("smtp.mailfrom") == "a b@x.example"
+
+
+@pytest.mark.parametrize("value", ["", ";;;", "(((", '"', "mx; none", "i=999999999; x; spf", "\x00=\x00"])
+def test_parse_authres_is_total(value):
+    parsed = parse_authres(value)
+    assert all(r.method for r in parsed.results)
+
+
+def test_parse_received_spf():
+    info = parse_received_spf(" Pass (mailfrom) identity=mailfrom; client-ip=209.85.221.41;\r\n\thelo=h.example;"
+                              " envelope-from=a@gmail.com; receiver=mx.example.com")
+    assert (info.method, info.result) == ("spf", "pass")
+    assert info.prop("client-ip") == "209.85.221.41" and info.prop("receiver") == "mx.example.com"
+    assert parse_received_spf("").result == ""
