@@ -1,7 +1,7 @@
 """Command line: ``authmilter COMMAND ...``.
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | store | reports.
+run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | analyze | store | reports.
 Each command lives in the module that owns its subject; this file only parses.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ HANDLERS: dict[str, str] = {
     "import-opendkim": "authmilter.migrate:cmd_import_opendkim",
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
+    "analyze": "authmilter.analyze.command:cmd_analyze",
     "store": "authmilter.store.admin:cmd_store",
     "reports": "authmilter.reports.command:cmd_reports",
 }
@@ -85,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mail-from", default=None, help="envelope sender (default: Return-Path of the message)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     _config_arg(p)
+
+    p = sub.add_parser("analyze", help="read a message's Received path and verdicts; find where authentication broke")
+    p.add_argument("file", nargs="?", default="-", help="message file, mbox From line allowed (default stdin)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-c", "--config", default=None, metavar="FILE",
+                   help="recognise this server's relays (internal_hosts, trusted_relays) from this config")
 
     p = sub.add_parser("store", help="create or migrate the store's schema (init); count its rows (status)")
     p.add_argument("action", choices=("init", "status"))
