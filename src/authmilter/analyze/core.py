@@ -380,6 +380,8 @@ def analyze(raw: bytes, *, own_relay: Callable[[str], bool] | None = None,
     domains = {h.id: _org_domains(h.names) for h in hosts}
     org = [0] * (n + 1)
     for k, f in enumerate(fields, 1):
+        # no recorded peer address (local pickup, LMTP, a header without one): nothing says the
+        # message crossed a border, so the hop is taken as internal
         inside = (f.from_ip is None or address_scope(f.from_ip) in INTERNAL or host_of[k - 1] == host_of[k]
                   or bool(domains[host_of[k - 1]] & domains[host_of[k]]))
         org[k] = org[k - 1] if inside else k
@@ -649,7 +651,7 @@ def _findings(hops: list[Hop], hosts: tuple[Host, ...], host_of: list[int], org:
         if addrs:
             parts.append("internal addresses " + ", ".join(addrs))
         if hostnames:
-            parts.append("internal host names " + ", ".join(hostnames))
+            parts.append("names of hosts on internal links or in private zones " + ", ".join(hostnames))
         if software:
             parts.append("server software " + "; ".join(software))
         out.append(Finding("internal-leak", first,
