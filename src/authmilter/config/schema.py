@@ -163,7 +163,7 @@ class Settings:
     user: str = _f("", "drop to this user after binding the socket (when started as root)")
     group: str = _f("", "group for the socket and the process (default: the user's group)")
     workers: int = _f(0, "worker processes sharing the socket; 0 = two per CPU")
-    milter_timeout_s: int = _f(600, "libmilter's I/O timeout towards the MTA")
+    milter_timeout_s: int = _f(600, "I/O timeout towards the MTA; a connection quiet this long (nothing sent, stalled mid-session) is closed")
     log_level: str = _f("info", "debug, info, warning or error", choices=("debug", "info", "warning", "error"))
     log_target: str = _f("stderr", '"stderr" (with syslog <N> prefixes under systemd) or "syslog" (facility mail)',
                          choices=("stderr", "syslog"))
