@@ -499,6 +499,23 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             procs.append(am2)
             wait_milter(am2, f"unix:{sock2}")
             sides_in.append(Side("authmilter (SPF cache off)", [f"unix:{sock2}"], [am2]))
+    if args.baseline:
+        # Another build of authmilter (e.g. an install of the previous round's commit), with
+        # the same config file contents, messages and client: before/after in one run.
+        # The config written by authmilter_conf uses only keys both versions know.
+        sock3 = work / "authmilter-baseline.sock"
+        conf3 = authmilter_conf(s, sock3, args.workers, name="authmilter-baseline.toml")
+        base_bin = Path(args.baseline).expanduser()
+        try:
+            am3 = start("authmilter-baseline", [str(base_bin), "run", "-c", str(conf3)], work)
+            procs.append(am3)
+            neg3 = wait_milter(am3, f"unix:{sock3}")
+        except (OSError, RuntimeError) as exc:
+            raise SystemExit(f"baseline {base_bin} did not start: {exc}") from exc
+        log(f"authmilter (baseline) up: {base_bin} at {_git_rev(_checkout_of(base_bin))}, "
+            f"protocol={neg3.protocol:#x} actions={neg3.actions:#x}")
+        sides_sign.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
+        sides_in.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
 
     opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
     ods_sock, odv_sock, odm_sock = work / "opendkim-s.sock", work / "opendkim-v.sock", work / "opendmarc.sock"
@@ -620,7 +637,9 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "opendkim": _version([opendkim, "-V"]), "opendmarc": _version([opendmarc, "-V"]),
-                    "knotd": _version([knotd, "-V"]), "authmilter": _git_rev()},
+                    "knotd": _version([knotd, "-V"]), "authmilter": _git_rev(),
+                    **({"baseline": f"{args.baseline} at {_git_rev(_checkout_of(Path(args.baseline)))}"}
+                       if args.baseline else {})},
         "settings": {"count": args.count, "duration_s": args.duration, "rounds": args.rounds,
                      "warmup": args.warmup, "wait_idle_s": args.wait_idle, "variants": args.variants, "client_procs": args.client_procs,
                      "authmilter_workers": args.workers, "dns": f"knotd {dns_ip}:{dns_port}"},
@@ -655,12 +674,21 @@ def _version(argv: list[str]) -> str:
         return "?"
 
 
-def _git_rev() -> str:
+def _git_rev(repo: Path = REPO) -> str:
     try:
-        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=False).stdout.strip()
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10, check=False).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+                                "src"], capture_output=True, text=True, timeout=30, check=False).stdout.strip()
+        return f"{rev}{' (+ uncommitted changes in src/)' if dirty else ''}" if rev else "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
+
+
+def _checkout_of(console_script: Path) -> Path:
+    """The source tree an `authmilter` console script runs: <tree>/.venv/bin/authmilter -> <tree>."""
+    p = console_script.resolve()
+    return p.parents[2] if len(p.parents) > 2 else p.parent
 
 
 # -- report --------------------------------------------------------------------------------
@@ -671,7 +699,8 @@ def render(result: dict) -> str:
     m = result["machine"]
     st = result["settings"]
     lines += [f"- machine: {m['cpus']} CPUs, {m['platform']}, Python {m['python']}",
-              f"- {m['opendkim']}; {m['opendmarc']}; {m['knotd']}; authmilter at {m['authmilter']}",
+              f"- {m['opendkim']}; {m['opendmarc']}; {m['knotd']}; authmilter at {m['authmilter']}"
+              + (f"; authmilter (baseline): {m['baseline']}" if m.get("baseline") else ""),
               (f"- per cell: {st['rounds']} rounds per side (alternating order), each up to {st['count']} messages "
               f"or {st['duration_s']} s; medians shown; {st['variants']} message variants; "
               f"client processes: {st['client_procs']}; DNS: {st['dns']}"), ""]
@@ -741,6 +770,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-floor", dest="floor", action="store_false",
                     help="skip the pymilter null-milter reference runs")
     ap.add_argument("--skip-authmilter", action="store_true", help="only the OpenDKIM/OpenDMARC side")
+    ap.add_argument("--baseline", metavar="BIN", default="",
+                    help="another authmilter console script (e.g. an older commit's install): one more side, "
+                         "'authmilter (baseline)', same config, messages and client, rounds interleaved")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 300 messages, 3 s")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "latest"), help="results path, no suffix")
