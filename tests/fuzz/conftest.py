@@ -6,6 +6,8 @@ Budgets come from the environment so `make fuzz` can run the same tests longer:
   `make test` is reproducible);
 * ``AUTHMILTER_FUZZ_ITERATIONS`` — content sessions (the protocol fuzzer runs half as
   many malformed conversations);
+* ``AUTHMILTER_FUZZ_STALLS`` — connections the protocol fuzzer leaves in the middle of a
+  packet while it goes on (default 1);
 * ``AUTHMILTER_FUZZ_PROFILE`` — the Hypothesis profile of the property tests: ``ci``
   (derandomised, few examples; the default) or ``fuzz`` (random, many examples).
 """
