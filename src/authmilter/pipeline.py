@@ -19,6 +19,7 @@ from .model import Session
 from .outcome import Action, Direction, HeaderDelete, HeaderInsert, Outcome, SignedWith
 from .policy import Decision, Evidence, decide, decide_missing_key
 from .records import DkimEvidence, MessageRecord
+from .reports import failure
 from .results import DmarcPolicy, ResInfo, Result
 from .runtime import Runtime
 
@@ -189,6 +190,8 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
 
     log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000)
     records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
+    if records and settings.reports.failure_reports:
+        records = failure.with_samples(records, msg.headers)   # RFC 9991: only what ruf=/fo= ask for
     return Outcome(
         action=decision.action, direction=Direction.INBOUND,
         smtp_code=decision.code, smtp_xcode=decision.xcode, smtp_text=decision.text,

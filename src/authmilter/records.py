@@ -52,3 +52,6 @@ class MessageRecord:
     policy: DmarcPolicy = field(default_factory=DmarcPolicy)   # as published
     disposition: str = "none"   # what we applied: none, quarantine, reject
     overrides: tuple[tuple[str, str], ...] = ()   # (type, comment): RFC 9990 PolicyOverrideType
+    # RFC 9991 failure report sample: the redacted header section, only when failure
+    # reports are on and the domain asked for this failure (ruf=, fo=); else "".
+    sample: str = ""

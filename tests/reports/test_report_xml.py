@@ -137,3 +137,45 @@ def test_the_reports_package_stays_off_the_milter_and_its_pure_modules_off_the_s
         assert not any("milter" in n.split(".")[-1] or n.startswith("..milter") for n in names), (path.name, names)
         if path.name != "command.py":
             assert not any("store" in n for n in names), (path.name, names)
+
+
+# -- failure reports (RFC 9991) ---------------------------------------------------------------------------------------
+
+
+def test_fo_options_select_the_failures_a_domain_asked_for() -> None:
+    from dataclasses import replace as r
+
+    from authmilter.reports.failure import wanted
+
+    ruf = r(POLICY, ruf=("mailto:ruf@example.org",))
+    fail, passed = record("203.0.113.1", "fail"), record("192.0.2.1")
+    assert wanted(r(fail, policy=r(ruf, fo="0"))) and not wanted(r(passed, policy=r(ruf, fo="0")))
+    half = r(passed, spf_aligned=False)
+    assert wanted(r(half, policy=r(ruf, fo="1"))) and not wanted(r(half, policy=r(ruf, fo="0")))
+    assert wanted(r(fail, policy=r(ruf, fo="d"))) and wanted(r(fail, policy=r(ruf, fo="s")))
+    assert not wanted(fail)                                    # no ruf=: never
+
+
+def test_samples_keep_headers_only_with_local_parts_hashed() -> None:
+    from authmilter.reports.failure import sample
+
+    text = sample([(b"From", b" Alice <alice.smith@example.org>"), (b"To", b" bob@mx.test"),
+                   (b"Received", b" from x by mx.test for <bob@mx.test>;\r\n\tMon, 1 Jan 2026")])
+    assert "alice" not in text and "bob@" not in text
+    assert text.count("@example.org") == 1 and "redacted-" in text and "\r\n\tMon" in text
+
+
+def test_failure_report_mail_is_read_by_parsedmarc_as_a_failure_report() -> None:
+    from dataclasses import replace as r
+
+    from authmilter.reports.failure import build_message, sample
+
+    rec = r(record("203.0.113.1", "fail"), sample=sample([(b"From", b" a@example.org"), (b"Subject", b" hi")]),
+            queue_id="Q1")
+    raw = build_message(rec, from_address="dmarc-reports@mx.test", to_address="ruf@example.org",
+                        org_name="mx.test", user_agent="authmilter/test", now=2000.0)
+    parsed = parsedmarc.parse_report_email(raw, offline=True)
+    assert parsed["report_type"] == "failure"
+    report = parsed["report"]
+    assert report["feedback_type"] == "auth-failure" and report["source"]["ip_address"] == "203.0.113.1"
+    assert report["reported_domain"] == "example.org" and report["auth_failure"] == ["dmarc"]

@@ -282,3 +282,34 @@ def test_sent_reports_are_dkim_signed_parse_and_are_never_sent_twice(tmp_path: P
         show = cli("reports", "show", "-c", str(mx.config_path))
         assert "suppressed destinations: 1" in show.stdout and "gone@bounce.example: 2 failure(s)" in show.stdout
         assert "550 5.1.1 no such user" in show.stdout
+
+
+def test_failure_reports_go_only_where_asked_redacted_and_rate_limited(tmp_path: Path, dns_server: Any,
+                                                                        daemons: list) -> None:
+    publish(dns_server, "eps.example", "p=reject; ruf=mailto:ruf@eps.example; fo=1")
+    publish(dns_server, "quiet.example", "p=reject")                       # no ruf=: no failure report
+    with SmtpSink() as sink:
+        cfg = config(tmp_path, dns_server, "mx.test", f"sqlite://{tmp_path}/state.db", relay=sink.address,
+                     failure_reports=True, failure_max_per_hour=1)
+        mx = start(tmp_path / "mx", cfg, daemons)
+        for i in range(2):
+            assert send(mx, "eps.example", "203.0.113.60", i) == "reject"
+        assert send(mx, "quiet.example", "203.0.113.61", 0) == "reject"
+        wait_records(mx.config_path, 3)
+        dry = cli("reports", "send", "-c", str(mx.config_path), "--dry-run", "--outdir", str(tmp_path / "out"),
+                  "--until", "now")
+        assert dry.returncode == 0, dry.stderr
+        assert len(list((tmp_path / "out").glob("failure!eps.example!*!ruf@eps.example.eml"))) == 2
+        run = cli("reports", "send", "-c", str(mx.config_path), "--until", "now")
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "1 failure report(s) sent, 1 not sent" in run.stdout and "per hour" in run.stdout
+        assert [m.rcpts for m in sink.state.messages] == [["ruf@eps.example"]]
+        data = sink.state.messages[0].data
+        parsed = parsedmarc.parse_report_email(data, offline=True)
+        assert parsed["report_type"] == "failure"
+        assert parsed["report"]["source"]["ip_address"] == "203.0.113.60"
+        assert b"alice@" not in data and b"bob@" not in data and b"redacted-" in data
+        # Samples are deleted once handled: the next run has nothing to send.
+        again = cli("reports", "send", "-c", str(mx.config_path), "--until", "now")
+        assert "0 failure report(s) sent, 0 not sent" in again.stdout
+        assert len(sink.state.messages) == 1

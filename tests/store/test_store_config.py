@@ -172,7 +172,7 @@ def test_rows_round_trip_any_text_through_sqlite(tmp_path: Path) -> None:
 
     text = st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)), max_size=40)
     conn = sqlite3.connect(tmp_path / "rows.db")
-    for sql in MIGRATIONS[0].sqlite:
+    for sql in (sql for m in MIGRATIONS for sql in m.sqlite):
         conn.execute(sql)
     insert = f"INSERT INTO message_records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 

@@ -152,6 +152,9 @@ class ReportsSettings:
     relay: str = _f("", 'send through SMTP to "HOST:PORT" instead of sendmail(1)')
     sendmail: str = _f("/usr/sbin/sendmail", "sendmail(1) program used when no relay is set")
     timeout_s: float = _f(60.0, "DNS, SMTP and database timeout of one reports run, seconds")
+    failure_reports: bool = _f(False,
+        "RFC 9991 failure reports to domains that ask (ruf=, fo=): headers only, local parts hashed")
+    failure_max_per_hour: int = _f(20, "failure reports sent to one destination per hour; more are dropped")
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from ..model import Message
 from ..resolver import DnsLookup
 from ..store.base import StoreError
 from ..store.reportdb import ReportDb, open_reportdb
-from . import mail, xmlreport
+from . import failure, mail, xmlreport
 from .aggregate import Aggregate, report_id, window_of
 from .destinations import Destination, Verdict, parse_rua, verify
 
@@ -94,6 +94,11 @@ class Reporter:
         """The windows ready to report: after each domain's last handled window, before *cut*."""
         done = db.reported_until()
         oldest = self.now - self.r.retention_days * 86400.0
+        last = db.last_end()
+        if last is not None:
+            # Everything before the last window handled was read by an earlier run; one
+            # interval of margin still lets a domain's late records reach its next window.
+            oldest = max(oldest, last - self.r.interval_s)
         groups: dict[tuple[str, int, int], Aggregate] = {}
         for rec in db.records(oldest, cut):
             domain = rec.policy.domain or rec.header_from
@@ -272,6 +277,65 @@ class Reporter:
                 self.say(f"{label}: failed (will retry): {error}")
         return sent, failed
 
+    # -- failure reports (RFC 9991) ------------------------------------------------------------------
+    def failures(self, outdir: Path | None = None) -> tuple[int, int]:
+        """Send (or with *outdir* write) the failure reports waiting in the store; (sent, dropped).
+
+        Best effort by design (RFC 9991 §3): a report that cannot be sent now is dropped
+        with its sample, except while DNS cannot tell whether a destination is allowed.
+        """
+        assert self.db is not None
+        db, r = self.db, self.r
+        sent = dropped = 0
+        for record_id, rec in db.failure_samples():
+            domain = rec.policy.domain or rec.header_from
+            dests, notes = parse_rua(rec.policy.ruf)
+            for note in notes:
+                self.say(f"failure report {domain}: ruf {note}")
+            keep = False
+            for dest in dests:
+                label = f"failure report {domain} ({rec.queue_id or record_id}) to {dest.address}"
+                verdict, why = verify(domain, dest, self.resolver)
+                if verdict is Verdict.TEMPERROR and self.now - rec.time < 86400:
+                    keep = True
+                    self.say(f"{label}: deferred: {why}")
+                    continue
+                if verdict is not Verdict.OK:
+                    dropped += 1
+                    self.say(f"{label}: not sent: {why}")
+                    continue
+                reason = db.suppressed(dest.address)
+                if reason is not None:
+                    dropped += 1
+                    self.say(f"{label}: not sent: destination suppressed ({reason})")
+                    continue
+                if db.failures_sent(dest.address, self.now - 3600.0) >= r.failure_max_per_hour:
+                    dropped += 1
+                    self.say(f"{label}: dropped: {r.failure_max_per_hour} failure report(s) per hour to one "
+                             "destination")
+                    continue
+                raw = self.sign(failure.build_message(rec, from_address=r.from_address, to_address=dest.address,
+                                                      org_name=self.org_name, user_agent=f"authmilter/{__version__}",
+                                                      now=self.now))
+                if outdir is not None:
+                    eml = outdir / f"failure!{domain}!{record_id}!{dest.address}.eml"
+                    eml.write_bytes(raw)
+                    self.say(f"{label}: wrote {eml}")
+                    continue
+                error = self.send(raw, dest.address)
+                if error:
+                    dropped += 1
+                    db.destination_result(dest.address, False, error, r.max_failures)
+                    self.say(f"{label}: failed, dropped: {error}")
+                    continue
+                db.failure_sent(dest.address)
+                db.destination_result(dest.address, True, "", r.max_failures)
+                sent += 1
+                self.say(f"{label}: sent")
+            if outdir is None and not keep:
+                db.clear_sample(record_id)
+        return sent, dropped
+
     def purge(self) -> None:
         assert self.db is not None
         gone = self.db.purge_reports(self.now - self.r.retention_days * 86400.0)
@@ -319,12 +383,17 @@ def cmd_reports(args: argparse.Namespace) -> int:
             rep = Reporter(settings, db, resolver_for(settings.dns), _signer(settings), now=now)
             if outdir is not None:
                 built = rep.build(rep.cut(until), outdir)
+                if settings.reports.failure_reports:
+                    rep.failures(outdir)
                 print(f"dry run: {built} report(s) written to {outdir}; nothing recorded as sent")
                 return 0
             rep.purge()
             rep.build(rep.cut(until))
             sent, failed = rep.deliver()
             print(f"{sent} report mail(s) sent, {failed} failed")
+            if settings.reports.failure_reports:
+                fsent, fdropped = rep.failures()
+                print(f"{fsent} failure report(s) sent, {fdropped} not sent")
             return 0
         finally:
             db.close()

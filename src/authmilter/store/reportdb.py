@@ -125,6 +125,11 @@ class ReportDb:
         return int(self._x("DELETE FROM message_records WHERE time < ?", (before,)).rowcount)
 
     # -- reports -----------------------------------------------------------------------------------
+    def last_end(self) -> float | None:
+        """The end of the newest window handled, for any domain (None before any)."""
+        row = self._x("SELECT MAX(end_ts) FROM dmarc_reports").fetchone()
+        return float(row[0]) if row is not None and row[0] is not None else None
+
     def reported_until(self) -> dict[str, int]:
         """Per policy domain, the end of the last window already handled."""
         rows = self._x("SELECT policy_domain, MAX(end_ts) FROM dmarc_reports GROUP BY policy_domain").fetchall()
@@ -191,6 +196,24 @@ class ReportDb:
         return bool(self._x("UPDATE dmarc_destinations SET suppressed = ?, failures = 0 WHERE destination = ?",
                             (False, destination)).rowcount)
 
+    # -- failure reports (RFC 9991) ----------------------------------------------------------------
+    def failure_samples(self, limit: int = 1000) -> list[tuple[int, MessageRecord]]:
+        """Records carrying a failure report sample, oldest first."""
+        rows = self._x(f"SELECT id, {', '.join(COLUMNS)} FROM message_records WHERE sample <> '' ORDER BY id LIMIT ?",
+                       (limit,)).fetchall()
+        return [(int(r[0]), from_row(r[1:])) for r in rows]
+
+    def clear_sample(self, record_id: int) -> None:
+        """The sample is personal data: gone once handled, whatever the outcome."""
+        self._x("UPDATE message_records SET sample = '' WHERE id = ?", (record_id,))
+
+    def failures_sent(self, destination: str, since: float) -> int:
+        return int(self._x("SELECT COUNT(*) FROM dmarc_failures_sent WHERE destination = ? AND sent >= ?",
+                           (destination, since)).fetchone()[0])
+
+    def failure_sent(self, destination: str) -> None:
+        self._x("INSERT INTO dmarc_failures_sent (destination, sent) VALUES (?, ?)", (destination, time.time()))
+
     # -- show and purge -----------------------------------------------------------------------------------
     def overview(self, since: float) -> dict[str, list[tuple[Any, ...]]]:
         return {
@@ -213,6 +236,7 @@ class ReportDb:
 
     def purge_reports(self, before: float) -> int:
         with self._transaction():
+            self.conn.execute(self._q("DELETE FROM dmarc_failures_sent WHERE sent < ?"), (time.time() - 86400.0,))
             self.conn.execute(self._q("DELETE FROM dmarc_deliveries WHERE report_id IN"
                                       " (SELECT report_id FROM dmarc_reports WHERE end_ts < ?)"), (before,))
             return int(self.conn.execute(self._q("DELETE FROM dmarc_reports WHERE end_ts < ?"), (before,)).rowcount)

@@ -18,6 +18,7 @@ COLUMNS: tuple[str, ...] = (
     "kind", "time", "reporter", "queue_id", "source_ip", "helo", "envelope_from",
     "envelope_from_domain", "header_from", "spf_result", "spf_domain", "spf_scope", "dkim",
     "dmarc_result", "dkim_aligned", "spf_aligned", "policy", "disposition", "overrides",
+    "sample",                       # migration 3
 )
 def _text(value: str) -> str:
     # Remote values (HELO, envelope From) may carry NUL, which PostgreSQL text refuses;

@@ -82,6 +82,15 @@ _REPORT_TABLES = (
     "CREATE TABLE dmarc_lock (name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires DOUBLE PRECISION NOT NULL)",
 )
 
+# Failure reports (RFC 9991): the redacted header sample rides on its message record
+# until sent (then it is cleared); each report sent is counted per destination.
+_FAILURE_REPORTS = (
+    "ALTER TABLE message_records ADD COLUMN sample TEXT NOT NULL DEFAULT ''",
+    "CREATE TABLE dmarc_failures_sent (destination TEXT NOT NULL, sent DOUBLE PRECISION NOT NULL)",
+    "CREATE INDEX dmarc_failures_sent_dest ON dmarc_failures_sent (destination, sent)",
+    "CREATE INDEX message_records_sample ON message_records (id) WHERE sample <> ''",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "message records and keyed state with expiry",
@@ -103,6 +112,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         2, "DMARC aggregate report bookkeeping",
         sqlite=tuple(s.replace("{blob}", "xml_gz BLOB NOT NULL") for s in _REPORT_TABLES),
         postgresql=tuple(s.replace("{blob}", "xml_gz BYTEA NOT NULL") for s in _REPORT_TABLES),
+    ),
+    Migration(
+        3, "RFC 9991 failure report samples; failure reports sent, for the rate limit",
+        sqlite=_FAILURE_REPORTS,
+        postgresql=_FAILURE_REPORTS,
     ),
 )
 
