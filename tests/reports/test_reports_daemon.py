@@ -313,3 +313,27 @@ def test_failure_reports_go_only_where_asked_redacted_and_rate_limited(tmp_path:
         again = cli("reports", "send", "-c", str(mx.config_path), "--until", "now")
         assert "0 failure report(s) sent, 0 not sent" in again.stdout
         assert len(sink.state.messages) == 1
+
+
+def test_without_a_relay_reports_go_through_the_sendmail_interface(tmp_path: Path, dns_server: Any,
+                                                                    daemons: list) -> None:
+    """``sendmail -oi -f FROM -- RCPT`` with the mail on stdin. The program here is a
+    recorder standing in for /usr/sbin/sendmail (the machine's own MTA is never fed)."""
+    publish(dns_server, "zeta.example", "p=none")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    recorder = tmp_path / "sendmail"
+    recorder.write_text(f"#!{sys.executable}\nimport sys, uuid\n"
+                        f"open('{spool}/' + uuid.uuid4().hex, 'wb').write("
+                        "repr(sys.argv[1:]).encode() + b'\\n' + sys.stdin.buffer.read())\n")
+    recorder.chmod(0o755)
+    cfg = config(tmp_path, dns_server, "mx.test", f"sqlite://{tmp_path}/state.db", sendmail=str(recorder))
+    mx = start(tmp_path / "mx", cfg, daemons)
+    assert send(mx, "zeta.example", "192.0.2.70", 0) == "accept"
+    wait_records(mx.config_path, 1)
+    run = cli("reports", "send", "-c", str(mx.config_path), "--until", "now")
+    assert run.returncode == 0 and "1 report mail(s) sent" in run.stdout, run.stdout + run.stderr
+    (mailed,) = spool.iterdir()
+    argv, _, data = mailed.read_bytes().partition(b"\n")
+    assert argv.decode() == repr(["-oi", "-f", FROM, "--", "dmarc@zeta.example"])
+    assert parsedmarc.parse_report_email(data, offline=True)["report"]["policy_published"]["domain"] == "zeta.example"
