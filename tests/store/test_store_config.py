@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from authmilter.config.schema import settings_from_dict
+from authmilter.config.storeurl import POSTGRESQL, SQLITE
 from authmilter.errors import ConfigError
 from authmilter.runtime import Runtime
 from authmilter.store import parse_url
 from authmilter.store.rows import COLUMNS, from_row, record_fields, to_row
 from authmilter.store.schema import LATEST
-from authmilter.config.storeurl import POSTGRESQL, SQLITE
 
 AUTHMILTER = Path(sys.executable).with_name("authmilter")
 NO_SIGNING = {"signing": {"enabled": False}}
