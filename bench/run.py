@@ -458,6 +458,10 @@ def run_matrix(args: argparse.Namespace) -> dict:
 
 
 def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict:
+    # the code measured is what the trees hold now, not when the run ends (shared trees)
+    revs = {"authmilter": _git_rev()}
+    if args.baseline:
+        revs["baseline"] = f"{args.baseline} at {_git_rev(_checkout_of(Path(args.baseline)))}"
     dns_ip, dns_port = pick_dns_address()
     keyfile, pubkey = make_key(work / "keys")
     s = Setup(work, dns_ip, dns_port, keyfile, pubkey)
@@ -512,7 +516,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             neg3 = wait_milter(am3, f"unix:{sock3}")
         except (OSError, RuntimeError) as exc:
             raise SystemExit(f"baseline {base_bin} did not start: {exc}") from exc
-        log(f"authmilter (baseline) up: {base_bin} at {_git_rev(_checkout_of(base_bin))}, "
+        log(f"authmilter (baseline) up: {revs['baseline']}, "
             f"protocol={neg3.protocol:#x} actions={neg3.actions:#x}")
         sides_sign.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
         sides_in.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
@@ -637,9 +641,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "opendkim": _version([opendkim, "-V"]), "opendmarc": _version([opendmarc, "-V"]),
-                    "knotd": _version([knotd, "-V"]), "authmilter": _git_rev(),
-                    **({"baseline": f"{args.baseline} at {_git_rev(_checkout_of(Path(args.baseline)))}"}
-                       if args.baseline else {})},
+                    "knotd": _version([knotd, "-V"]), **revs},
         "settings": {"count": args.count, "duration_s": args.duration, "rounds": args.rounds,
                      "warmup": args.warmup, "wait_idle_s": args.wait_idle, "variants": args.variants, "client_procs": args.client_procs,
                      "authmilter_workers": args.workers, "dns": f"knotd {dns_ip}:{dns_port}"},
