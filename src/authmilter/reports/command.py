@@ -113,15 +113,18 @@ class Reporter:
             agg.add(rec)
         return [groups[k] for k in sorted(groups)]
 
+    def names(self, agg: Aggregate) -> tuple[str, str]:
+        """(report id, file name) for one window."""
+        rid = report_id(f"{self.org_name}|{self.sender_domain}", agg.policy_domain, agg.begin, agg.end)
+        return rid, mail.file_name(self.sender_domain, agg.policy_domain, agg.begin, agg.end, rid)
+
     def render(self, agg: Aggregate) -> tuple[str, str, bytes]:
         """(report id, file name, gzip) for one window."""
-        rid = report_id(f"{self.org_name}|{self.sender_domain}", agg.policy_domain, agg.begin, agg.end)
+        rid, name = self.names(agg)
         meta = xmlreport.Metadata(org_name=self.org_name, email=self.r.email or self.r.from_address,
                                   report_id=rid, extra_contact=self.r.extra_contact,
                                   generator=f"authmilter {__version__}")
-        xml = xmlreport.render(agg, meta, rfc7489=self.r.rfc7489)
-        name = mail.file_name(self.sender_domain, agg.policy_domain, agg.begin, agg.end, rid)
-        return rid, name, mail.compress(xml)
+        return rid, name, mail.compress(xmlreport.render(agg, meta, rfc7489=self.r.rfc7489))
 
     def skip_reason(self, agg: Aggregate, dests: list[Destination]) -> str:
         if not dests:
@@ -142,14 +145,15 @@ class Reporter:
             for note in notes:
                 self.say(f"report {where}: rua {note}")
             why = self.skip_reason(agg, dests)
-            rid, name, payload = self.render(agg)
             if why:
+                rid, name = self.names(agg)
                 self.say(f"report {where}: not reported: {why}")
                 if outdir is None:
                     self.db.add_report(rid, agg.policy_domain, agg.begin, agg.end, agg.messages, agg.policy.rua,
                                        name, "skipped", b"", [])
                 continue
             built += 1
+            rid, name, payload = self.render(agg)
             if outdir is not None:
                 (outdir / name).write_bytes(payload)
                 self.say(f"report {rid} {where}: {agg.messages} message(s) in {len(agg.rows)} row(s): "
