@@ -104,6 +104,19 @@ def store_needed(settings: Settings) -> bool:
     return settings.store.enabled or settings.reports.enabled
 
 
+def recipients_needed(settings: Settings) -> bool:
+    """Whether a feature reads the envelope recipients (SRS, greylisting add their switch
+    here). Without one, RCPT is not even sent to us (SMFIP_NORCPT): each recipient would
+    cost the MTA two packets and a worker a callback."""
+    return False
+
+
+def envelope_edits_needed(settings: Settings) -> bool:
+    """Whether a feature changes the envelope (SRS: smfi_chgfrom, smfi_delrcpt/addrcpt);
+    only then are those milter actions requested."""
+    return False
+
+
 def resolver_for(dns: DnsSettings) -> Resolver:
     """The resolver ``[dns]`` describes (the resolver itself knows nothing of config)."""
     return Resolver(servers=[parse_dns_server(s) for s in dns.servers], timeout_s=dns.timeout_s,

@@ -4,9 +4,10 @@ One `Handler` lives for one MTA connection (which may carry several messages). E
 callback before eom only records what the MTA said and is marked ``@noreply`` so the
 MTA does not wait for an answer (milter protocol v6 SMFIP_NR_*): that halves the round
 trips. Header values arrive as bytes with their leading whitespace (SMFIP_HDR_LEADSPC)
-so DKIM ``c=simple`` sees them exactly as sent. RCPT is not asked for (SMFIP_NORCPT):
-no check uses the recipients, and each one would cost the MTA two packets. At eom the facts become a
-`model.Session`, `pipeline.process` turns it into an `Outcome` with the runtime
+so DKIM ``c=simple`` sees them exactly as sent. RCPT is asked for only when a feature
+reads the recipients (runtime.recipients_needed; otherwise SMFIP_NORCPT: each one would
+cost the MTA two packets), and envelope-changing actions only when a feature makes them.
+At eom the facts become a `model.Session`, `pipeline.process` turns it into an `Outcome` with the runtime
 captured when the connection started (a reload never changes rules mid-connection),
 and `apply` hands the result to the MTA.
 
@@ -43,7 +44,7 @@ from ..model import Body, Client, Envelope, Message, Session
 from ..ops.logging import get_logger
 from ..ops.logsafe import log_line, sanitize
 from ..ops.metrics import METRICS
-from ..runtime import HOLDER, Runtime
+from ..runtime import HOLDER, Runtime, envelope_edits_needed, recipients_needed
 from .apply import apply
 
 log = get_logger("milter")
@@ -51,6 +52,8 @@ log = get_logger("milter")
 # What we may do at eom: add/insert headers, delete forged ones, quarantine; and ask
 # for our macro lists. Nothing else is requested from the MTA.
 ACTIONS = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST
+# Envelope edits (SRS), requested only when a feature needs them.
+ENVELOPE_ACTIONS = Milter.CHGFROM | Milter.ADDRCPT | Milter.DELRCPT
 # Macros per stage (at most 5 each: smfi_setsymlist). Postfix sends `i` from MAIL on.
 SYMLISTS = (
     (Milter.M_CONNECT, ("j", "{daemon_name}", "{client_addr}", "{client_name}", "{if_addr}")),
@@ -179,6 +182,7 @@ class Handler(Milter.Base):
         self.in_message = False
         self.msg_macros: dict[str, str] = {}
         self.mail_from = ""
+        self.rcpts: list[str] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
         self._body_size = 0
@@ -215,14 +219,18 @@ class Handler(Milter.Base):
         """Ask only for the actions, steps and macros we use (milter protocol v6)."""
         try:
             offered_actions, offered_steps = opts[0], opts[1]
-            self._actions = offered_actions & ACTIONS
+            wanted = ACTIONS | (ENVELOPE_ACTIONS if envelope_edits_needed(self.runtime.settings) else 0)
+            self._actions = offered_actions & wanted
             opts[0] = self._actions
             if self._actions & Milter.SETSYMLIST:
                 for stage, names in SYMLISTS:
                     # pymilter 1.0.5's Base.setsymlist passes bytes where the C call wants str.
                     self._ctx.setsymlist(stage, " ".join(names))
             # protocol_mask(): the steps and no-reply bits we do NOT want cleared.
-            opts[1] = self._protocol = offered_steps & ~self.protocol_mask()
+            steps = offered_steps & ~self.protocol_mask()
+            if not recipients_needed(self.runtime.settings):
+                steps |= offered_steps & Milter.P_NORCPT   # RCPT on demand: skipped unless a feature reads it
+            opts[1] = self._protocol = steps
             opts[2] = opts[3] = 0
         except Exception as exc:  # noqa: BLE001 - never let negotiation kill the connection
             self._failed("negotiate", exc, per_message=False)
@@ -268,6 +276,19 @@ class Handler(Milter.Base):
             self.msg_error = None
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("envfrom", exc)
+        return Milter.CONTINUE
+
+    @Milter.noreply
+    @Milter.decode("bytes")
+    def envrcpt(self, rcpt: bytes, *params: bytes) -> int:
+        """Recorded only when a feature asked for recipients (see negotiate)."""
+        try:
+            try:
+                self.rcpts.append(_strip_brackets(rcpt.decode("utf-8")))
+            except UnicodeDecodeError:
+                raise UndecodableInput("envelope recipient is not valid UTF-8") from None
+        except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
+            self._failed("envrcpt", exc)
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -356,7 +377,7 @@ class Handler(Milter.Base):
                 macros[name] = value
         return Session(
             client=self.client,
-            envelope=Envelope(mail_from=self.mail_from),
+            envelope=Envelope(mail_from=self.mail_from, rcpts=tuple(self.rcpts)),
             message=Message(headers=tuple(self.headers), body=body),
             macros=MappingProxyType(macros),
             queue_id=qid,

@@ -307,7 +307,7 @@ def register_milter(settings: Settings) -> None:
     import Milter  # type: ignore[import-untyped]
     import milter  # type: ignore[import-not-found]
 
-    from .handler import ACTIONS, Handler, eom_callback, install_excepthook
+    from .handler import ACTIONS, ENVELOPE_ACTIONS, Handler, eom_callback, install_excepthook
 
     Milter.factory = Handler
     # Every callback runs inside WATCH.track: the connection watch must know which
@@ -316,13 +316,14 @@ def register_milter(settings: Settings) -> None:
     milter.set_connect_callback(track(Milter.connect_callback))
     milter.set_helo_callback(track(lambda ctx, host: ctx.getpriv().hello(host)))
     milter.set_envfrom_callback(track(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b)))
+    milter.set_envrcpt_callback(track(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b)))
     milter.set_header_callback(track(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v)))
     milter.set_eoh_callback(track(lambda ctx: ctx.getpriv().eoh()))
     milter.set_body_callback(track(lambda ctx, chunk: ctx.getpriv().body(chunk)))
     milter.set_eom_callback(track(eom_callback))
     milter.set_abort_callback(track(lambda ctx: ctx.getpriv().abort()))
     milter.set_close_callback(WATCH.closed(Milter.close_callback))
-    milter.set_flags(ACTIONS)
+    milter.set_flags(ACTIONS | ENVELOPE_ACTIONS)   # the most we may ask for; negotiate narrows it
     # pymilter failing to build a callback's arguments (bytes that are not UTF-8) reports
     # through sys.excepthook, which marks the session failed; it is answered at eom with
     # on_internal_error. CONTINUE keeps the no-reply steps in step with the MTA: a TEMPFAIL
