@@ -23,9 +23,9 @@ test: deps test-deps
 # a failure prints the seed) and the parser property tests with random examples.
 FUZZ_ITERATIONS ?= 5000
 fuzz: deps test-deps
-	AUTHMILTER_FUZZ_ITERATIONS=$${AUTHMILTER_FUZZ_ITERATIONS:-$(FUZZ_ITERATIONS)} \
-	AUTHMILTER_FUZZ_SEED=$${AUTHMILTER_FUZZ_SEED:-$$(date +%s)} AUTHMILTER_FUZZ_PROFILE=fuzz \
-	AUTHMILTER_FUZZ_STALLS=$${AUTHMILTER_FUZZ_STALLS:-4} \
+	@seed=$${AUTHMILTER_FUZZ_SEED:-$$(date +%s)}; echo "fuzz: AUTHMILTER_FUZZ_SEED=$$seed"; \
+	AUTHMILTER_FUZZ_SEED=$$seed AUTHMILTER_FUZZ_ITERATIONS=$${AUTHMILTER_FUZZ_ITERATIONS:-$(FUZZ_ITERATIONS)} \
+	AUTHMILTER_FUZZ_PROFILE=fuzz AUTHMILTER_FUZZ_STALLS=$${AUTHMILTER_FUZZ_STALLS:-4} \
 	  $(PY) -m pytest -p no:cacheprovider -rxX tests/fuzz $(PYTEST_ARGS)
 
 # apt packages: installed only when missing, so a prepared machine needs no network.
