@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sasl-user", default="", help="also apply the authenticated-user restriction")
     _config_arg(p)
 
-    p = sub.add_parser("verify", help="run the inbound pipeline offline on a stored message")
+    p = sub.add_parser("verify", help="run the inbound pipeline offline on a stored message",
+                       epilog="exit status: 0 accept, 3 quarantine, 4 reject, 5 tempfail, 2 error")
     p.add_argument("file", nargs="?", default="-", help="message file (default stdin)")
     p.add_argument("--client-ip", default="")
     p.add_argument("--helo", default="")

@@ -3,16 +3,22 @@
 Answers "why was this message rejected?": prints the Authentication-Results authmilter
 would add, the decision and the reasons (``--json`` for scripts). DNS and policy come
 from the config (-c); a missing config file means built-in defaults and the system resolver.
+Nothing is written: the store stays closed even when the config enables it.
+
+Exit status says the decision, for scripts: 0 accept, 3 quarantine (hold queue or marker
+header), 4 reject, 5 tempfail; 2 a usage, file or configuration error.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
 from types import MappingProxyType
 
 from .config.schema import Settings, load_settings, validate
+from .outcome import Action
 from .errors import AuthmilterError
 from .model import Client, Envelope, Message, Session
 from .outcome import Direction, Outcome
@@ -34,8 +40,21 @@ def verify_bytes(raw: bytes, settings: Settings, *, client_ip: str, helo: str,
     session = Session(client=Client(ip=client_ip or None, hostname="", helo=helo),
                       envelope=Envelope(mail_from=sender), message=msg,
                       macros=MappingProxyType({}), queue_id="verify")
-    runtime = Runtime.load(settings)
+    # Offline: no state is read or written, whatever [store]/[reports] say.
+    offline = dataclasses.replace(settings, store=dataclasses.replace(settings.store, enabled=False),
+                                  reports=dataclasses.replace(settings.reports, enabled=False))
+    runtime = Runtime.load(offline)
     return session, process(session, runtime, direction=Direction.INBOUND)
+
+
+EXIT_FOR = {Action.ACCEPT: 0, Action.QUARANTINE: 3, Action.REJECT: 4, Action.TEMPFAIL: 5}
+
+
+def exit_status(outcome: Outcome) -> int:
+    """The decision as an exit status (a quarantine marker header counts as quarantine)."""
+    if outcome.action is Action.ACCEPT and outcome.quarantine_reason:
+        return EXIT_FOR[Action.QUARANTINE]
+    return EXIT_FOR[outcome.action]
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -79,4 +98,4 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"quarantine: {outcome.quarantine_reason}")
         for reason in outcome.reasons:
             print(f"because: {reason}")
-    return 0
+    return exit_status(outcome)
