@@ -22,6 +22,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from authmilter import authresults
+from authmilter import results as spf_results
 from authmilter.checks import dkim as dkim_check
 from authmilter.checks import fromhdr, orgdomain, received, spf
 from authmilter.checks.rfc5322 import one_line
@@ -372,3 +373,36 @@ def test_every_header_claiming_our_authserv_id_is_found(prefix, variant, version
 def test_strategies_produce_what_they_promise(ip):
     # guards the generators above: a normalised address is its own normal form
     assert normalize_ip(ip) == str(ipaddress.ip_address(ip))
+
+
+@given(AUTHSERV, st.lists(RESINFO, max_size=5))
+def test_render_and_our_own_parser_agree(authserv_id, infos):
+    """`authmilter analyze` reads headers with `parse_authres`: what `render` writes
+    must read back as exactly the same verdicts (method, result, reason, properties)."""
+    value = authresults.render(authserv_id, infos)
+    parsed = authresults.parse_authres(value)
+    assert parsed.authserv_id == authserv_id
+    if not infos:
+        assert parsed.results == ()
+        return
+    assert [(r.method, r.result) for r in parsed.results] == [(i.method, i.result.value) for i in infos]
+    for r, info in zip(parsed.results, infos, strict=True):
+        reason = one_line(info.reason)
+        if len(reason) > 256:
+            reason = reason[:253] + "..."
+        assert r.reason == reason
+        assert list(r.props) == [(k, one_line(v)) for k, v in info.props if one_line(v)]
+
+
+@given(result=st.sampled_from(list(Result)), scope=st.sampled_from(("mailfrom", "helo")), identity=REMOTE_TEXT,
+       helo=REMOTE_TEXT, reason=REMOTE_TEXT, ip=IP)
+def test_received_spf_we_write_reads_back(result, scope, identity, helo, reason, ip):
+    r = spf_results.SpfResult(result, scope, identity, "victim.example", client_ip=ip, helo=helo, reason=reason)
+    value = spf.received_spf_value(r, "mx.test")
+    assert not _NOT_IN_HEADERS.search(value.replace("\r\n\t", " ")), value
+    parsed = authresults.parse_received_spf(value)
+    assert parsed.result == result.value
+    props = dict(parsed.props)
+    assert props.get("client-ip") == ip and props.get("receiver") == "mx.test"
+    if one_line(helo):
+        assert props.get("helo") == one_line(helo)
