@@ -152,3 +152,44 @@ class ArcResult:
     def resinfo(self) -> ResInfo:
         props = (("header.oldest-pass", str(self.oldest_pass)),) if self.oldest_pass else ()
         return ResInfo("arc", self.result, reason=self.reason, props=props)
+
+
+@dataclass(frozen=True, slots=True)
+class DnsListing:
+    """One DNS list that listed the client: the zone and the answers that counted."""
+
+    zone: str
+    answers: tuple[str, ...]
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class DnsListResult:
+    """The client IP against the configured DNSBL or DNSWL zones (no Authentication-
+    Results method exists for these: the log line and, optionally, X-DNSBL carry them).
+
+    ``refused`` holds zones that answered 127.255.255.x ("query refused", "public
+    resolver"): an operator error, never a listing. ``unanswered`` holds zones whose
+    lookup timed out or failed: not a listing either.
+    """
+
+    listings: tuple[DnsListing, ...] = ()
+    score: int = 0
+    listed: bool = False                 # score reached the threshold
+    refused: tuple[tuple[str, str], ...] = ()   # (zone, answer)
+    unanswered: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """For the log line: "zone(answer/..)*weight,..." or "-"."""
+        return ",".join(f"{x.zone}({'/'.join(x.answers)})" + (f"*{x.weight}" if x.weight != 1 else "")
+                        for x in self.listings) or "-"
+
+
+@dataclass(frozen=True, slots=True)
+class GreylistResult:
+    """What the greylist said for one triplet: pass, or defer until ``retry_at``."""
+
+    passed: bool
+    identity: str                   # "spf:example.org", "dkim:example.org" or "net:192.0.2.0/24"
+    reason: str                     # "new", "too early", "retried", "known", "auto-allowed", ...
+    retry_at: float = 0.0           # epoch seconds; deferred mail is accepted from then on
