@@ -163,8 +163,8 @@ def violations(case: Case, result: MilterResult) -> list[str]:
     ours = [v for v in ars if (authserv_id_of(v) or "").lower() == AUTHSERV]
     if result.action == "accept" and not ours:
         found.append("accepted without our Authentication-Results")
-    if case.clean_victim and result.action == "accept":
-        found.append(f"forged From: {VICTIM} accepted (p=reject)")
+    if case.clean_victim and result.action == "accept" and not result.quarantine:
+        found.append(f"forged From: {VICTIM} delivered (p=reject)")
     return found
 
 
@@ -187,7 +187,8 @@ def _log_problems(daemon, start_pids: set[int], findings: Findings) -> None:  # 
 
 
 def _context(case: Case, result: MilterResult | None) -> str:
-    got = "" if result is None else f"\n  -> action={result.action} reply={result.reply!r} " \
+    got = "" if result is None else f"\n  -> action={result.action} quarantine={result.quarantine!r} " \
+                                    f"reply={result.reply!r} " \
                                     f"AR={result.headers_named('Authentication-Results')!r:.600}"
     return case.describe() + got
 
@@ -217,7 +218,8 @@ def test_fuzz_content_sessions(fuzz_daemon, dns_server):
                 findings.add("stopped early", f"after {i + 1} of {ITERATIONS} sessions ({MAX_HANGS} hangs)")
                 break
             continue
-        seen[result.action + (" clean-victim" if case.clean_victim else "")] += 1
+        action = "quarantine" if result.action == "accept" and result.quarantine else result.action
+        seen[action + (" clean-victim" if case.clean_victim else "")] += 1
         for v in violations(case, result):
             findings.add(v, _context(case, result))
     elapsed = time.monotonic() - started
