@@ -41,6 +41,7 @@ from fuzzgen import AUTHSERV, ITERATIONS, SEED, VICTIM, Case
 from milterclient import MilterClient, MilterProtocolError, MilterResult
 from miltertest import constants as C
 
+from authmilter import authresults
 from authmilter.authresults import authserv_id_of
 from authmilter.checks.rfc5322 import comment_end, quoted_string
 
@@ -105,6 +106,13 @@ def _message(c: MilterClient, case: Case, qid: str) -> MilterResult:
     return c.eom(macros={"i": qid})
 
 
+def decoy_of(case: Case) -> Case:
+    """The honest message sent before *case* on the same connection."""
+    return Case(case.seed, case.iteration, b"", case.ip, None, f"<d@{fuzzgen.ATTACKER}>".encode(), [],
+                [(b"From", f" d@{fuzzgen.ATTACKER}".encode()), (b"Subject", b" first")], b"first\r\n",
+                clean_victim=False)
+
+
 def run_case(daemon, case: Case) -> tuple[MilterResult | None, MilterResult | None, str]:  # type: ignore[no-untyped-def]
     """(decoy result, result, error) of one connection carrying *case*."""
     decoy = None
@@ -121,10 +129,7 @@ def run_case(daemon, case: Case) -> tuple[MilterResult | None, MilterResult | No
                 c.header(b"From", f" d@{VICTIM}".encode())
                 c.abort()
             elif case.decoy == "message":
-                decoy_case = Case(case.seed, case.iteration, b"", case.ip, None, f"<d@{fuzzgen.ATTACKER}>".encode(),
-                                  [], [(b"From", f" d@{fuzzgen.ATTACKER}".encode()), (b"Subject", b" first")],
-                                  b"first\r\n", clean_victim=False)
-                decoy = _message(c, decoy_case, qid + "D")
+                decoy = _message(c, decoy_of(case), qid + "D")
             return decoy, _message(c, case, qid), ""
         except TimeoutError:
             return decoy, None, "no reply before the timeout (hang)"
@@ -152,6 +157,22 @@ def _results_only(value: str) -> str:
     return "".join(out)
 
 
+def _stored(headers: list[tuple[bytes, bytes]], result: MilterResult) -> list[tuple[bytes, bytes]]:
+    """The header list as an MTA stores it after our edits: deletions by (name, index)
+    with names compared as Postfix does (case-insensitive, blanks before the colon
+    ignored), each edit counted in the list as it stands; insertions at their index."""
+    out = list(headers)
+    for index, name, value in result.changed:
+        positions = [i for i, (n, _) in enumerate(out) if n.strip().lower() == name.strip().lower().encode()]
+        if 1 <= index <= len(positions) and not value:
+            del out[positions[index - 1]]
+    for index, name, value in result.inserted:
+        out.insert(min(index, len(out)), (name.encode(), value.encode("utf-8", "surrogateescape")))
+    for name, value in result.added:
+        out.append((name.encode(), value.encode("utf-8", "surrogateescape")))
+    return out
+
+
 def violations(case: Case, result: MilterResult) -> list[str]:
     """What is wrong with *result* for *case* (see the module docstring)."""
     found = []
@@ -163,6 +184,11 @@ def violations(case: Case, result: MilterResult) -> list[str]:
     ours = [v for v in ars if (authserv_id_of(v) or "").lower() == AUTHSERV]
     if result.action == "accept" and not ours:
         found.append("accepted without our Authentication-Results")
+    if result.action == "accept":
+        claims = authresults.forged_indices(_stored(case.headers, result), AUTHSERV)
+        if claims != [1]:
+            found.append(f"after our edits the message carries {len(claims)} headers claiming {AUTHSERV} "
+                         f"(at Authentication-Results positions {claims}), not just ours on top")
     if case.clean_victim and result.action == "accept" and not result.quarantine:
         found.append(f"forged From: {VICTIM} delivered (p=reject)")
     return found
@@ -209,7 +235,7 @@ def test_fuzz_content_sessions(fuzz_daemon, dns_server):
         case = fuzzgen.make_case(SEED, i, world)
         decoy, result, error = run_case(daemon, case)
         if decoy is not None:
-            for v in violations(case, decoy)[:-1] if case.clean_victim else violations(case, decoy):
+            for v in violations(decoy_of(case), decoy):
                 findings.add(f"decoy message: {v}", _context(case, decoy))
         if result is None:
             kind = "hang" if "hang" in error else "dropped"
