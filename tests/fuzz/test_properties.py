@@ -476,7 +476,7 @@ def test_parsers_stay_linear_on_long_adversarial_input(parser):
                           "word.append(c) makes it linear; code in flux (authresults.py -> checks/authres.py), so "
                           "left to its author.", strict=False)
 def test_parse_authres_stays_linear_on_long_adversarial_input():
-    value = b"[" * 50_000          # linear: ~0.05 s; quadratic: ~2 s
+    value = b"[" * 30_000          # linear: ~0.03 s; quadratic: ~0.7 s
     started = time.monotonic()
     parse_authres(value)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 0.25
