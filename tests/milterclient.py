@@ -15,6 +15,7 @@ end-of-message actions::
     result.quarantine        # reason or None
     result.inserted          # [(index, name, value)] from smfi_insheader
     result.changed           # [(index, name, value)]; value "" is a deletion
+    result.envelope          # [("chgfrom" | "delrcpt" | "addrcpt", address)]
     result.apply(headers)    # the header list as the MTA would store it
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Self
 
 from miltertest import MilterConnection
+from miltertest import codec as _codec
 from miltertest import constants as C
 
 from authmilter.model import Message
@@ -51,6 +53,12 @@ _NO_BIT = {
     C.SMFIC_EOH: C.SMFIP_NOEOH,
     C.SMFIC_BODY: C.SMFIP_NOBODY,
 }
+# libmilter's smfi_chgfrom(ctx, from, NULL) sends the address alone; miltertest's table
+# wants ESMTP arguments after it. Read them as optional (an empty list when absent).
+_codec.codectypes.setdefault("optstrs", (_codec.encode_strs,
+                                         lambda data: _codec.decode_strs(data, empty_ok=True)))
+_codec.codec[C.SMFIR_CHGFROM] = (("from", "str"), ("args", "optstrs"))
+
 _FINAL = {C.SMFIR_ACCEPT: "accept", C.SMFIR_CONTINUE: "continue", C.SMFIR_REJECT: "reject",
           C.SMFIR_TEMPFAIL: "tempfail", C.SMFIR_DISCARD: "discard", C.SMFIR_REPLYCODE: "reply"}
 STAGE_NAMES = {0: "connect", 1: "helo", 2: "envfrom", 3: "envrcpt", 4: "data", 5: "eom", 6: "eoh"}
@@ -91,6 +99,8 @@ class MilterResult:
     inserted: list[tuple[int, str, str]] = field(default_factory=list)
     changed: list[tuple[int, str, str]] = field(default_factory=list)
     early: str | None = None          # a stage that answered before eom (e.g. "rcpt:reject")
+    # Envelope edits in the order received: ("chgfrom", addr), ("delrcpt", addr), ("addrcpt", addr).
+    envelope: list[tuple[str, str]] = field(default_factory=list)
     raw: list[tuple[str, dict]] = field(default_factory=list)
 
     def headers_named(self, name: str) -> list[str]:
@@ -254,6 +264,12 @@ class MilterClient:
                 result.changed.append((args["index"], args["name"], args["value"]))
             elif cmd == C.SMFIR_QUARANTINE:
                 result.quarantine = args["reason"]
+            elif cmd == C.SMFIR_CHGFROM:
+                result.envelope.append(("chgfrom", args["from"]))
+            elif cmd in (C.SMFIR_ADDRCPT, C.SMFIR_ADDRCPT_PAR):
+                result.envelope.append(("addrcpt", args["rcpt"]))
+            elif cmd == C.SMFIR_DELRCPT:
+                result.envelope.append(("delrcpt", args["rcpt"]))
             elif cmd in _FINAL:
                 if cmd == C.SMFIR_REPLYCODE:
                     result.reply = f"{args['smtpcode']}{args['space']}{args['text']}"

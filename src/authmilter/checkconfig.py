@@ -33,6 +33,13 @@ def mta_lines(settings: Settings) -> list[str]:
     if spec.family == "unix":
         lines.append("# a chrooted smtpd resolves the path inside its chroot (/var/spool/postfix):")
         lines.append("#   put the socket under /var/spool/postfix/... and name it relative to the chroot")
+    if settings.srs.enabled and settings.srs.socketmap:
+        # SRS for mail Postfix forwards through aliases (the milter never sees it expanded).
+        srs = parse_socket(settings.srs.socketmap).postfix()
+        lines += [f"sender_canonical_maps = socketmap:{srs}:forward",
+                  "sender_canonical_classes = envelope_sender",
+                  f"recipient_canonical_maps = socketmap:{srs}:reverse",
+                  "recipient_canonical_classes = envelope_recipient, header_recipient"]
     lines += ["# Sendmail .mc",
               f"INPUT_MAIL_FILTER(`authmilter', `S={spec.sendmail()}, F=T, T=S:30s;R:2m;E:5m')"]
     return lines

@@ -16,12 +16,24 @@ from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
 from .model import Session
-from .outcome import Action, Direction, HeaderDelete, HeaderInsert, Outcome, SignedWith
-from .policy import Decision, Evidence, decide, decide_missing_key
+from .outcome import (
+    Action,
+    AddRecipient,
+    ChangeFrom,
+    DeleteRecipient,
+    Direction,
+    EnvelopeEdit,
+    HeaderDelete,
+    HeaderInsert,
+    Outcome,
+    SignedWith,
+)
+from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
 from .results import DmarcPolicy, ResInfo, Result
 from .runtime import Runtime
+from .srs import Reversal
 
 
 def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
@@ -57,7 +69,58 @@ def _loopback(ip: str) -> bool:
 
 def process(session: Session, runtime: Runtime, *, now: float | None = None,
             direction: Direction | None = None) -> Outcome:
-    """The whole decision for one message. *direction* forces a path (`authmilter verify`)."""
+    """The whole decision for one message. *direction* forces a path (`authmilter verify`).
+
+    SRS comes first: a bounce to a forged or expired SRS address is refused before any
+    check runs, and the envelope edits are known before signing (the order the issue
+    asks for: SRS, then DKIM signing, then ARC sealing)."""
+    edits, srs_log, refusal = _srs(session, runtime, now)
+    if refusal is not None:
+        d = refusal
+        dir_ = direction or classify(session, runtime)[0]
+        return Outcome(d.action, dir_, d.code, d.xcode, d.text,
+                       log=(("action", d.action.value), ("dir", dir_.value), *srs_log), reasons=d.reasons)
+    outcome = _process_checked(session, runtime, now=now, direction=direction)
+    if edits and outcome.action in (Action.ACCEPT, Action.QUARANTINE):
+        outcome = replace(outcome, envelope=outcome.envelope + edits, log=outcome.log + srs_log)
+    return outcome
+
+
+def _srs(session: Session, runtime: Runtime, now: float | None
+         ) -> tuple[tuple[EnvelopeEdit, ...], tuple[tuple[str, str], ...], Decision | None]:
+    """``[srs]``: restore recipients that are SRS addresses of ours (the bounce path), and
+    rewrite the envelope sender when the mail leaves our domains (the forward path).
+    Returns the envelope edits, log pairs, and the refusal for a bad SRS recipient."""
+    rules = runtime.srs
+    if rules is None:
+        return (), (), None
+    edits: list[EnvelopeEdit] = []
+    log: list[tuple[str, str]] = []
+    rcpts: list[str] = []
+    checked = []
+    for rcpt in session.envelope.rcpts:
+        rev = rules.reverse_recipient(rcpt, now)
+        checked.append(rev)
+        if rev.status is Reversal.RESTORED:
+            edits += [DeleteRecipient(rcpt), AddRecipient(rev.address)]
+            log.append(("srs_rcpt", f"{rcpt}->{rev.address}"))
+            rcpts.append(rev.address)
+        else:
+            rcpts.append(rcpt)
+    refusal = decide_srs(checked)
+    if refusal is not None:
+        return (), (*log, ("srs", refusal.reasons[0])), refusal
+    sender = session.envelope.mail_from
+    if rules.forward_needed(rcpts):
+        rewritten = rules.forward_sender(sender, now)
+        if rewritten is not None:
+            edits.append(ChangeFrom(rewritten))
+            log.append(("srs_from", rewritten))
+    return tuple(edits), tuple(log), None
+
+
+def _process_checked(session: Session, runtime: Runtime, *, now: float | None = None,
+                     direction: Direction | None = None) -> Outcome:
     authserv_id = runtime.authserv_id(session.macro("j"))
     # Forged Authentication-Results claiming our authserv-id go whatever the direction
     # (the adapter deletes from the highest index down: CVE-2022-48521).

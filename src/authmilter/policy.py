@@ -17,12 +17,14 @@ precedence (first that applies wins):
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .config.schema import PolicySettings
 from .domain import aligned, is_subdomain
 from .outcome import Action
 from .results import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
+from .srs import Reversal, Reversed
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +162,17 @@ def decide_missing_key(on_missing_key: str, missing: str) -> Decision:
         return Decision(Action.TEMPFAIL, "451", "4.3.0", "signing key unavailable; try again later",
                         reasons=(reason,))
     return Decision(Action.ACCEPT, reasons=(reason + " (sent unsigned: on_missing_key = accept)",))
+
+
+def decide_srs(refused: Sequence[Reversed]) -> Decision | None:
+    """Mail to SRS addresses at our SRS domain that do not reverse (forged hash, expired,
+    malformed): 550 5.1.1, the address is no mailbox (RFC 3463 X.1.1 "bad destination
+    mailbox address"); None when every SRS recipient was valid."""
+    bad = [r for r in refused if r.status not in (Reversal.RESTORED, Reversal.NOT_SRS)]
+    if not bad:
+        return None
+    reason = f"SRS address {bad[0].status.value}: {bad[0].reason}"
+    return Decision(Action.REJECT, "550", "5.1.1", "invalid SRS address (bounce not accepted)", reasons=(reason,))
 
 
 def decide(ev: Evidence, settings: PolicySettings, own_domains: frozenset[str] = frozenset(),

@@ -19,6 +19,7 @@ from .resolver import Resolver, install_spf_adapter
 
 if TYPE_CHECKING:  # pragma: no cover
     from .signing import Signer
+    from .srs import SrsRules
     from .store import Store
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Runtime:
     # Shared state (store/): None unless a feature needs it. The object is per process
     # and connects lazily, so a runtime loaded before fork is safe to inherit.
     store: Store | None = None
+    # SRS codec and rules ([srs] enabled), secrets read once; None when off.
+    srs: SrsRules | None = None
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
 
@@ -71,7 +74,7 @@ class Runtime:
             store = open_store(settings.store, file)
         return cls(settings=settings, resolver=resolver, signer=signer, internal_hosts=internal,
                    trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl,
-                   store=store)
+                   store=store, srs=load_srs(settings))
 
     def init_store(self) -> None:
         """Create or migrate the store's schema now (the master, at start, before forking).
@@ -108,13 +111,34 @@ def recipients_needed(settings: Settings) -> bool:
     """Whether a feature reads the envelope recipients (SRS, greylisting add their switch
     here). Without one, RCPT is not even sent to us (SMFIP_NORCPT): each recipient would
     cost the MTA two packets and a worker a callback."""
-    return False
+    return settings.srs.enabled
 
 
 def envelope_edits_needed(settings: Settings) -> bool:
     """Whether a feature changes the envelope (SRS: smfi_chgfrom, smfi_delrcpt/addrcpt);
     only then are those milter actions requested."""
-    return False
+    return settings.srs.enabled
+
+
+def load_srs(settings: Settings) -> SrsRules | None:
+    """``[srs]``: the secrets (one per line, the first signs) and the two domain lists in
+    the host-list grammar (names, ``.domain``, ``file:``). ConfigError names the key."""
+    from .srs import SrsCodec, SrsRules, read_secrets
+
+    srs, file = settings.srs, settings.source
+    if not srs.enabled:
+        return None
+    try:
+        with open(srs.secret_file, encoding="utf-8", errors="surrogateescape") as fh:
+            secrets = read_secrets(fh.read())
+    except OSError as exc:
+        raise ConfigError(file, "srs.secret_file", f"cannot read {srs.secret_file}: {exc.strerror}") from None
+    if not secrets:
+        raise ConfigError(file, "srs.secret_file", f"{srs.secret_file} holds no secret")
+    local = HostList.load(srs.local_domains, source=file, setting="srs.local_domains")
+    exclude = HostList.load(srs.exclude_domains, source=file, setting="srs.exclude_domains")
+    codec = SrsCodec(normalize_domain(srs.domain), secrets, max_age_days=srs.max_age_days)
+    return SrsRules(codec, is_local=local.contains_host, is_excluded=exclude.contains_host)
 
 
 def resolver_for(dns: DnsSettings) -> Resolver:

@@ -117,6 +117,20 @@ class PolicySettings:
 class MetricsSettings:
     listen: str = _f("", 'Prometheus exporter address "HOST:PORT"; empty = off')
 
+@dataclass(frozen=True)
+class SrsSettings:
+    enabled: bool = _f(False,
+        "Sender Rewriting Scheme: rewrite the envelope sender of mail relayed out of local_domains, restore bounces")
+    domain: str = _f("", "the SRS domain (SRS0=HHHH=TT=orig.example=user@DOMAIN); required when enabled")
+    secret_file: str = _f("", "secrets, one per line: the first signs, every one verifies (postsrsd's file works)")
+    local_domains: tuple[str, ...] = _f((),
+        'our domains: senders here are not rewritten, recipients here are not "relayed"; list or "file:/path"')
+    exclude_domains: tuple[str, ...] = _f((), 'senders never rewritten (".example.com" = its subdomains too); list or "file:"')
+    max_age_days: int = _f(21, "an SRS0 address older than this is refused (550 5.1.1)")
+    socketmap: str = _f("",
+        'Postfix socketmap for alias-expanded mail: "unix:/run/authmilter/srs.sock" or "inet:PORT@HOST"; empty = off')
+
+
 
 @dataclass(frozen=True)
 class StoreSettings:
@@ -176,6 +190,7 @@ class Settings:
     verify: VerifySettings = field(default_factory=VerifySettings, metadata={"doc": "inbound checks"})
     policy: PolicySettings = field(default_factory=PolicySettings, metadata={"doc": "what to do with the results"})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"doc": "Prometheus metrics"})
+    srs: SrsSettings = field(default_factory=SrsSettings, metadata={"doc": "Sender Rewriting Scheme"})
     store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
     reports: ReportsSettings = field(default_factory=ReportsSettings, metadata={"doc": "DMARC aggregate reports"})
     # Where the settings came from, for error messages and relative paths.
@@ -311,6 +326,7 @@ def validate(settings: Settings) -> Settings:
             raise ConfigError(file, "metrics.listen", 'expected "HOST:PORT"')
     if settings.verify.max_signatures < 1:
         raise ConfigError(file, "verify.max_signatures", "must be at least 1")
+    _validate_srs(settings)
 
     try:
         parse_url(settings.store.url)
@@ -335,6 +351,34 @@ def validate(settings: Settings) -> Settings:
         if not host or not port.isdigit():
             raise ConfigError(file, "reports.relay", 'expected "HOST:PORT"')
     return settings
+
+
+def _validate_srs(settings: Settings) -> None:
+    """[srs]: a domain and a secret file when enabled, a socket the listener can bind.
+    The secret file and the domain lists are read by Runtime.load (check-config too)."""
+    file, srs = settings.source, settings.srs
+    if srs.socketmap:
+        try:
+            spec = parse_socket(srs.socketmap)
+        except ValueError as exc:
+            raise ConfigError(file, "srs.socketmap", str(exc)) from None
+        if spec.family not in ("unix", "inet", "inet6"):
+            raise ConfigError(file, "srs.socketmap", "expected unix:/path or inet:PORT@HOST")
+    if not srs.enabled:
+        return
+    if not srs.domain:
+        raise ConfigError(file, "srs.domain", "SRS needs its domain (enabled = true)")
+    from ..domain import normalize_domain
+    from ..errors import DomainError
+
+    try:
+        normalize_domain(srs.domain)
+    except DomainError as exc:
+        raise ConfigError(file, "srs.domain", str(exc)) from None
+    if not srs.secret_file:
+        raise ConfigError(file, "srs.secret_file", "SRS needs a secret file (enabled = true)")
+    if srs.max_age_days < 1:
+        raise ConfigError(file, "srs.max_age_days", "must be at least 1")
 
 
 def settings_from_dict(data: dict[str, Any], source: str = "<dict>") -> Settings:

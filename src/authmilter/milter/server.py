@@ -267,6 +267,35 @@ class Listener:
         self.inode = None
 
 
+def open_plain_listener(spec: SocketSpec, mode: int, owner: tuple[int, int] | None) -> tuple[socket.socket, tuple[int, int] | None]:
+    """A listening socket we serve ourselves (the SRS socketmap), with the milter socket's
+    checks: a stale unix socket is replaced, anything else at the path refused; the path
+    gets *mode* and *owner* before it appears (bound under a temporary name, renamed)."""
+    probe = Listener(spec)
+    if spec.family == "unix":
+        probe.check_path()
+        tmp = os.path.join(os.path.dirname(spec.path) or ".", f".authmilter-srs.{os.getpid()}.sock")
+        if len(tmp.encode()) > 107 or len(spec.path.encode()) > 107:
+            raise StartupError(f"socket path too long (max 107 bytes): {spec.path}")
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(tmp)
+        os.chmod(tmp, mode)
+        if owner is not None:
+            os.chown(tmp, *owner)
+        sock.listen(64)
+        os.rename(tmp, spec.path)
+        st = os.stat(spec.path)
+        return sock, (st.st_dev, st.st_ino)
+    probe.check_inet()
+    sock = socket.socket(socket.AF_INET6 if spec.family == "inet6" else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((spec.host, spec.port))
+    sock.listen(64)
+    return sock, None
+
+
 # ---------------------------------------------------------------------------------------
 # privileges
 
@@ -514,6 +543,9 @@ class Master:
         self.stop_deadline = 0.0
         self.pid_file = ""
         self.master_pid = os.getpid()
+        # [srs] socketmap: our own listening socket, served by the "srsmap" child.
+        self.srsmap: socket.socket | None = None
+        self.srsmap_inode: tuple[int, int] | None = None
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -529,6 +561,9 @@ class Master:
         register_milter(s)
         self.listener = Listener(spec)
         self.listener.open(int(s.socket_mode, 8), (ids[0], ids[1]) if ids and am_root else None)
+        if s.srs.enabled and s.srs.socketmap:
+            self.srsmap, self.srsmap_inode = open_plain_listener(
+                parse_socket(s.srs.socketmap), int(s.socket_mode, 8), (ids[0], ids[1]) if ids and am_root else None)
         if s.pid_file:
             with open(s.pid_file, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
@@ -549,6 +584,9 @@ class Master:
             self._spawn(0, "metrics")
         for slot in range(worker_count(s)):
             self._spawn(slot, "worker")
+        if self.srsmap is not None:
+            self._spawn(0, "srsmap")
+            log.info("srs socketmap on %s", s.srs.socketmap)
         log.info("listening on %s with %d worker(s)", spec.milter(), worker_count(s))
         sdnotify.ready(f"listening on {spec.milter()}")
 
@@ -557,7 +595,16 @@ class Master:
         if pid == 0:  # child: never return into the master's code
             code = EXIT_FAILURE
             try:
-                if kind == "metrics":
+                if self.srsmap is not None and kind != "srsmap":
+                    self.srsmap.close()           # only the srsmap child serves it
+                if kind == "srsmap":
+                    from .socketmap import run_child
+
+                    if self.listener is not None:
+                        self.listener.release()
+                    assert self.srsmap is not None
+                    code = run_child(self.srsmap, self._child_reload, self.master_pid)
+                elif kind == "metrics":
                     if self.listener is not None:
                         self.listener.release()   # or it would keep the socket open at stop
                     serve_forever(self.settings.metrics.listen, METRICS.directory)
@@ -579,6 +626,17 @@ class Master:
         self.children[pid] = _Child(slot, kind, time.monotonic())
         if kind == "metrics":
             log.info("metrics exporter on %s pid=%d", self.settings.metrics.listen, pid)
+
+    def _child_reload(self) -> None:
+        """SIGUSR1 in the srsmap child: the new runtime (secrets, domain lists) or the old one."""
+        from ..runtime import HOLDER, Runtime
+
+        try:
+            HOLDER.swap(Runtime.load(load(self.config, self.overrides)))
+            log.info("srs socketmap pid=%d reloaded", os.getpid())
+        except Exception as exc:  # noqa: BLE001 - keep serving with what we have
+            log.error("srs socketmap pid=%d: reload failed, keeping the running configuration: %s",
+                      os.getpid(), _one_line(exc))
 
     # -- loop ------------------------------------------------------------------------------
     def run(self) -> int:
@@ -665,6 +723,8 @@ class Master:
                 pass
         if self.listener is not None:
             self.listener.release()
+        if self.srsmap is not None:
+            self.srsmap.close()
 
     def reload(self) -> None:
         from ..runtime import HOLDER, Runtime
@@ -697,6 +757,11 @@ class Master:
                 os.kill(pid, signal.SIGUSR1)
             except ProcessLookupError:
                 pass
+        for pid in [pid for pid, c in self.children.items() if c.kind == "srsmap"]:
+            try:
+                os.kill(pid, signal.SIGUSR1)
+            except ProcessLookupError:
+                pass
         METRICS.reload(True)
         log.info("reloaded %s; signalled %d worker(s)", self.config, len(workers))
         sdnotify.ready("reloaded")
@@ -704,6 +769,14 @@ class Master:
     def cleanup(self) -> None:
         if self.listener is not None:
             self.listener.remove()
+        if self.srsmap_inode is not None and self.settings.srs.socketmap.startswith(("unix:", "local:")):
+            path = parse_socket(self.settings.srs.socketmap).path
+            try:
+                st = os.lstat(path)
+                if (st.st_dev, st.st_ino) == self.srsmap_inode:
+                    os.unlink(path)
+            except OSError:
+                pass
         if self.pid_file:
             try:
                 os.unlink(self.pid_file)
