@@ -178,3 +178,37 @@ def test_socketmap_on_inet_and_check_config_prints_the_postfix_lines(milterd, tm
     assert out.returncode == 0, out.stdout + out.stderr
     assert f"sender_canonical_maps = socketmap:inet:127.0.0.1:{port}:forward" in out.stdout
     assert f"recipient_canonical_maps = socketmap:inet:127.0.0.1:{port}:reverse" in out.stdout
+
+
+def test_postfix_postmap_queries_the_socketmap(milterd, tmp_path):
+    """Postfix's own client (postmap -q) against our socketmap: what sender_canonical_maps
+    and recipient_canonical_maps will ask."""
+    import shutil
+    import subprocess
+
+    from support import require
+
+    postmap = shutil.which("postmap") or "/usr/sbin/postmap"
+    require(Path(postmap).exists(), "postmap not installed (apt-get install postfix)")
+    conf = tmp_path / "postfix"
+    conf.mkdir()
+    (conf / "main.cf").write_text("")          # postmap reads a main.cf; the defaults do
+    path = tmp_path / "srs.sock"
+    d = milterd(srs=srs_config(tmp_path, socketmap=f"unix:{path}"))
+    assert d.wait_log(r"srs socketmap pid=\d+ started")
+
+    def postmap_q(key: str, table: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([postmap, "-c", str(conf), "-q", key, f"socketmap:unix:{path}:{table}"],
+                              capture_output=True, text=True, timeout=60)
+
+    before = time.time()
+    fwd = postmap_q("bob@orig.example", "forward")
+    after = time.time()
+    assert fwd.returncode == 0, fwd.stderr
+    assert fwd.stdout.strip() in forwarded("bob@orig.example", before, after)
+    rev = postmap_q(fwd.stdout.strip(), "reverse")
+    assert (rev.returncode, rev.stdout.strip()) == (0, "bob@orig.example"), rev.stderr
+    # not found: exit status 1, nothing printed
+    for key, table in (("me@example.com", "forward"), ("nobody@srs.example.net", "reverse")):
+        miss = postmap_q(key, table)
+        assert (miss.returncode, miss.stdout) == (1, ""), (key, miss.stderr)
