@@ -87,6 +87,9 @@ class Runtime:
 
         if self.store is None:
             return
+        from .store import prepare_journal
+
+        prepare_journal(self.settings.store, self.settings.source)   # ConfigError naming store.journal_dir
         try:
             self.store.init()  # type: ignore[attr-defined]
         except StoreError as exc:

@@ -57,7 +57,8 @@ def config(tmp: Path, dns: Any, authserv_id: str, url: str, **reports: Any) -> d
         "socket": f"unix:{tmp}/m.sock", "authserv_id": authserv_id, "workers": 2,
         "dns": {"servers": [dns.address], "timeout_s": 1.0, "message_budget_s": 4.0},
         "signing": {"enabled": False},
-        "store": {"enabled": False, "url": url, "flush_interval_s": 0.1},   # [reports] alone opens it
+        "store": {"enabled": False, "url": url, "flush_interval_s": 0.1,   # [reports] alone opens it
+                  "journal_dir": f"{tmp}/journal"},
         "reports": {"enabled": True, "from_address": FROM, "org_name": "Reports Test", **reports},
     }
 

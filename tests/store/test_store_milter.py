@@ -32,7 +32,7 @@ def config(tmp: Path, dns: Any, authserv_id: str, store: dict[str, Any] | None) 
         "signing": {"enabled": False},
     }
     if store is not None:
-        c["store"] = store
+        c["store"] = {"journal_dir": f"{tmp}/journal", **store}
     return c
 
 

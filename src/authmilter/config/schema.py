@@ -145,6 +145,11 @@ class StoreSettings:
     flush_interval_s: float = _f(1.0, "longest a record waits in memory before it is written")
     queue_size: int = _f(10000, "records a worker holds while the database is slow or down; more are dropped (logged)")
     keep_records_days: int = _f(31, "message records older than this are deleted (0: kept until deleted by hand)")
+    journal_dir: str = _f("",
+        "each worker appends its records here before replying, so a killed worker loses none (replayed by the "
+        "next); empty = the SQLite file's path + \".journal\", or /var/lib/authmilter/journal for PostgreSQL")
+    journal_fsync: bool = _f(False,
+        "fdatasync the journal per message: survives a machine crash too, at a cost on the reply path")
 
 
 @dataclass(frozen=True)

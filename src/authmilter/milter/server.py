@@ -456,6 +456,9 @@ class Worker:
             WATCH.attach(self.listen_fd)      # before any park: it learns the listener's address
             WATCH.start()
         log.info("worker %d started pid=%d", self.slot, self.pid)
+        from ..store import start_all
+
+        start_all()   # open this worker's journal; replay the records of dead workers' journals
         try:
             milter.main()
         except milter.error as exc:

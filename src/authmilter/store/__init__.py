@@ -17,12 +17,13 @@ from ..config.storeurl import POSTGRESQL, SQLITE, StoreUrl, parse_url
 from ..errors import ConfigError
 from .base import Backend, Store, StoreError, StoreStatus
 from .batching import BatchingStore
+from .journal import check_directory
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import StoreSettings
 
 __all__ = ["Backend", "BatchingStore", "Store", "StoreError", "StoreStatus", "StoreUrl", "close_all",
-           "connector", "open_store", "parse_url"]
+           "connector", "journal_dir", "open_store", "parse_url", "prepare_journal", "start_all"]
 
 # One store per distinct [store] section in this process: a reload that leaves the
 # section unchanged keeps the same queue, thread and connections.
@@ -61,6 +62,17 @@ def check_reachable_config(url: StoreUrl, file: str) -> None:
                               "PostgreSQL needs psycopg: pip install 'authmilter[postgresql]'") from None
 
 
+DEFAULT_JOURNAL_DIR = "/var/lib/authmilter/journal"
+
+
+def journal_dir(settings: StoreSettings, url: StoreUrl) -> str:
+    """``[store] journal_dir``, or its default: beside the SQLite file (same disk, same
+    owner), else /var/lib/authmilter/journal."""
+    if settings.journal_dir:
+        return settings.journal_dir
+    return url.path + ".journal" if url.kind == SQLITE else DEFAULT_JOURNAL_DIR
+
+
 def open_store(settings: StoreSettings, file: str = "<store>") -> BatchingStore:
     """This process's store for *settings* (no connection is made until first use)."""
     store = _OPEN.get(settings)
@@ -73,9 +85,40 @@ def open_store(settings: StoreSettings, file: str = "<store>") -> BatchingStore:
     check_reachable_config(url, file)
     store = BatchingStore(connector(url), url.redacted(), timeout_s=settings.timeout_ms / 1000.0,
                           batch_size=settings.batch_size, flush_interval_s=settings.flush_interval_s,
-                          queue_size=settings.queue_size, keep_records_s=settings.keep_records_days * 86400.0)
+                          queue_size=settings.queue_size, keep_records_s=settings.keep_records_days * 86400.0,
+                          journal_dir=journal_dir(settings, url), journal_fsync=settings.journal_fsync)
     _OPEN[settings] = store
     return store
+
+
+def prepare_journal(settings: StoreSettings, file: str = "<store>") -> str:
+    """The daemon's start (the master, before forking): the journal directory exists
+    and is ours, else a ConfigError naming ``store.journal_dir``. Tools that only read
+    the store (``store status``, ``reports send``) never journal and skip this."""
+    try:
+        directory = journal_dir(settings, parse_url(settings.url))
+    except ValueError as exc:
+        raise ConfigError(file, "store.url", str(exc)) from None
+    if not os.path.isabs(directory):
+        raise ConfigError(file, "store.journal_dir", f"{directory!r} is not an absolute path")
+    problem = check_directory(directory)
+    if not problem:
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot create {directory}: {exc.strerror}"
+    if problem:
+        raise ConfigError(file, "store.journal_dir", problem + " (set [store] journal_dir to a directory "
+                          "writable by the authmilter user)")
+    return directory
+
+
+def start_all() -> None:
+    """A worker's start: every open store opens its journal and replays dead workers'
+    (store.journal). The master never calls this: it handles no mail and must never
+    wait on a database."""
+    for store in list(_OPEN.values()):
+        store.start()
 
 
 def close_all(timeout_s: float = 5.0) -> None:

@@ -7,6 +7,12 @@ database is unreachable the thread keeps its batch and retries with backoff whil
 queue fills; once full, `submit` drops records and says so. The reply to the MTA never
 waits for any of this.
 
+Journal (``journal_dir``): before a record is queued it is appended to this worker's
+journal file (store.journal), so a worker killed with records still queued loses
+none of them: the next worker's writer thread replays dead workers' journals (`start`).
+Every row carries a unique ``uid`` and inserts ignore a uid already present, which makes
+replaying a line twice harmless.
+
 Keyed state: `get`/`put` run in the caller's thread on a second connection guarded by
 a lock, within ``timeout_ms``. After a failure, reads fail fast for `RETRY_S` instead
 of paying a connection timeout per message.
@@ -19,17 +25,21 @@ a psycopg connection in a child would end the parent's session on the shared soc
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ..records import MessageRecord
+from . import journal as jnl
 from .base import Backend, StoreError, StoreStatus
+from .journal import Entry, Journal
 from .rows import to_row
 from .schema import MIGRATIONS, Migration
 
@@ -43,6 +53,9 @@ CLOSE_FLUSH_S = 5.0
 
 _ABANDONED: list[object] = []   # other processes' connections: referenced, never closed
 _INSTANCES: weakref.WeakSet[BatchingStore] = weakref.WeakSet()
+# Tests only: a file whose existence makes the next replay stop after its first batch
+# (and remove the file), so a test can kill a worker in the middle of a replay.
+_TEST_REPLAY_PAUSE = os.environ.get("AUTHMILTER_TEST_REPLAY_PAUSE", "")
 
 
 @dataclass(eq=False)
@@ -58,7 +71,8 @@ class BatchingStore:
     def __init__(self, connect: Callable[[float], Backend], name: str, *, timeout_s: float = 0.2,
                  batch_size: int = 100, flush_interval_s: float = 1.0, queue_size: int = 10000,
                  write_timeout_s: float = 5.0, keep_records_s: float = 0.0,
-                 migrations: tuple[Migration, ...] = MIGRATIONS) -> None:
+                 migrations: tuple[Migration, ...] = MIGRATIONS, journal_dir: str = "",
+                 journal_fsync: bool = False) -> None:
         self.name = name                     # redacted URL, for logs
         self._connect = connect              # timeout_s -> a new Backend (StoreError on failure)
         self.timeout_s = timeout_s
@@ -68,13 +82,23 @@ class BatchingStore:
         self.write_timeout_s = write_timeout_s
         self.keep_records_s = keep_records_s   # 0: records are kept until someone deletes them
         self.migrations = migrations
+        self.journal_dir = journal_dir       # "": records live in memory only until written
+        self.journal_fsync = journal_fsync
+        self._journal: Journal | None = None
         self._guard = threading.Lock()       # writer start
         self._fresh_process()
         _INSTANCES.add(self)
 
     def _fresh_process(self) -> None:
         self._pid = os.getpid()
-        self._queue: queue.Queue[MessageRecord | _Marker] = queue.Queue(self.queue_size)
+        if self._journal is not None:
+            self._journal.abandon()
+        self._journal = None
+        self._token = uuid.uuid4().hex       # uid = token-sequence: unique across processes and hosts
+        self._seq = itertools.count(1)
+        self._replay_pending = False
+        self.replayed = 0                    # records replayed from dead workers' journals
+        self._queue: queue.Queue[Entry | _Marker] = queue.Queue(self.queue_size)
         self._writer: threading.Thread | None = None
         self._closed = False
         self._reader: Backend | None = None
@@ -122,15 +146,49 @@ class BatchingStore:
                              transient=backend.is_transient(exc)) from None
 
     # -- records ---------------------------------------------------------------------------------
+    def start(self) -> None:
+        """A worker's start: open its journal and start the writer thread, which first
+        replays the journals of dead workers (their records were promised already)."""
+        self._own()
+        if self._closed:
+            return
+        if self.journal_dir:
+            self._open_journal()
+            self._replay_pending = True
+        self._start_writer()
+
+    def _open_journal(self) -> Journal | None:
+        if self._journal is None:
+            with self._guard:
+                if self._journal is None:
+                    try:
+                        os.makedirs(self.journal_dir, mode=0o700, exist_ok=True)
+                        self._journal = Journal(self.journal_dir, self.journal_fsync)
+                    except OSError as exc:
+                        self._warn(logging.ERROR, f"store {self.name}: cannot open a journal in "
+                                                  f"{self.journal_dir}: {exc}")
+        return self._journal
+
     def submit(self, records: Iterable[MessageRecord]) -> None:
         self._own()
         if self._closed:
             raise StoreError("store closed")
         self._start_writer()
-        lost = 0
-        for record in records:
+        journal = self._open_journal() if self.journal_dir else None
+        if journal is None:
+            # Without a journal the writer thread converts (off the reply path).
+            entries = [Entry(r, 0) for r in records]
+        else:
+            rows = [self._row(r) for r in records]
+            entries = [Entry(row, 0) for row in rows]
             try:
-                self._queue.put_nowait(record)
+                entries = journal.append(rows)
+            except OSError as exc:   # a full disk: the records still go to the queue
+                self._warn(logging.ERROR, f"store {self.name}: journal write failed: {exc}")
+        lost = 0
+        for entry in entries:
+            try:
+                self._queue.put_nowait(entry)
             except queue.Full:
                 lost += 1
         if lost:
@@ -177,7 +235,9 @@ class BatchingStore:
 
     def _write_loop(self) -> None:
         backend: Backend | None = None
-        batch: list[MessageRecord] = []
+        if self._replay_pending:
+            backend = self._replay(backend)
+        batch: list[Entry] = []
         markers: list[_Marker] = []
         due = 0.0                      # when the current batch must be written
         backoff = 0.0
@@ -236,8 +296,58 @@ class BatchingStore:
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + PURGE_INTERVAL_S
                 backend = self._purge(backend)
+                if self._replay_pending:      # the database was down at the last attempt
+                    backend = self._replay(backend)
 
-    def _write(self, backend: Backend | None, batch: list[MessageRecord]) -> tuple[Backend | None, str | None]:
+    def _row(self, record: MessageRecord) -> tuple[object, ...]:
+        return (*to_row(record), f"{self._token}-{next(self._seq)}")
+
+    def _write(self, backend: Backend | None, batch: list[Entry]) -> tuple[Backend | None, str | None]:
+        """Commit one batch of queued records, then tell the journal how far it got."""
+        for i, e in enumerate(batch):
+            if isinstance(e.row, MessageRecord):   # converted once; a retry reuses the row and its uid
+                batch[i] = Entry(self._row(e.row), 0)
+        backend, error = self._insert(backend, [e.row for e in batch])  # type: ignore[misc]
+        if error is None and self._journal is not None:
+            end = max(e.end for e in batch)
+            if end:
+                try:
+                    self._journal.committed(end)
+                except OSError as exc:   # the lines stay; a replay would find them in the database
+                    log.warning("store %s: journal %s: %s", self.name, self._journal.path, exc)
+        return backend, error
+
+    def _replay(self, backend: Backend | None) -> Backend | None:
+        """Write the records in dead workers' journals, then remove those files.
+
+        A journal is claimed with its flock, so two workers never replay the same file
+        at once and a live worker's file is never touched. On a transient database
+        error the rest waits for the next purge tick (the claimed files stay).
+        """
+        for path in jnl.orphans(self.journal_dir, self._journal.path if self._journal else ""):
+            with jnl.claim(path) as fd:
+                if fd is None:
+                    continue
+                count = 0
+                rows: list[tuple[object, ...]] = []
+                for row in itertools.chain(jnl.read_rows(fd, path), [None]):
+                    if row is not None:
+                        rows.append(row)
+                    if rows and (row is None or len(rows) >= self.batch_size):
+                        backend, error = self._insert(backend, rows)
+                        if error is not None:
+                            return backend
+                        count += len(rows)
+                        rows = []
+                        _test_pause(path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                self.replayed += count
+                log.info("store %s: replayed %d record(s) from %s", self.name, count, os.path.basename(path))
+        self._replay_pending = False
+        return backend
+
+    def _insert(self, backend: Backend | None, rows: list[tuple[object, ...]]) -> tuple[Backend | None, str | None]:
         """Commit one batch: (backend to keep, None), or (None, error) to retry later.
 
         A batch that would fail the same way again (bad data, a schema newer than this
@@ -252,7 +362,7 @@ class BatchingStore:
                     _close(backend)
                     backend = None
                     raise
-            backend.insert_records([to_row(r) for r in batch])
+            backend.insert_records(rows)
         except Exception as exc:  # noqa: BLE001 - a store problem never leaves this thread
             if isinstance(exc, StoreError):
                 transient = exc.transient
@@ -260,17 +370,16 @@ class BatchingStore:
                 transient = backend is not None and backend.is_transient(exc)
             text = _describe(exc)
             if transient:
-                self._warn(logging.WARNING, f"store {self.name}: writing {len(batch)} record(s) failed, "
+                self._warn(logging.WARNING, f"store {self.name}: writing {len(rows)} record(s) failed, "
                                             f"will retry: {text}")
                 _close(backend)
                 return None, text
-            self.dropped += len(batch)
-            self._write_dropped += len(batch)
+            self.dropped += len(rows)
+            self._write_dropped += len(rows)
             self._drop_error = text
-            self._warn(logging.ERROR, f"store {self.name}: {len(batch)} record(s) dropped: {text}")
-            batch.clear()
+            self._warn(logging.ERROR, f"store {self.name}: {len(rows)} record(s) dropped: {text}")
             return backend, None
-        self.written += len(batch)
+        self.written += len(rows)
         return backend, None
 
     def _purge(self, backend: Backend | None) -> Backend | None:
@@ -373,6 +482,18 @@ class BatchingStore:
             with self._rlock:
                 _close(self._reader)
                 self._reader = None
+            if self._journal is not None:
+                # Everything committed: the file goes. Otherwise it stays for the next
+                # worker to replay.
+                if not self._journal.close():
+                    log.warning("store %s: journal %s kept for replay", self.name, self._journal.path)
+
+
+def _test_pause(path: str) -> None:
+    if _TEST_REPLAY_PAUSE and os.path.exists(_TEST_REPLAY_PAUSE):
+        os.unlink(_TEST_REPLAY_PAUSE)
+        log.warning("store: replay of %s paused (AUTHMILTER_TEST_REPLAY_PAUSE)", os.path.basename(path))
+        threading.Event().wait()
 
 
 def _describe(exc: BaseException) -> str:

@@ -15,11 +15,12 @@ from typing import Any
 
 from ..config.storeurl import POSTGRESQL
 from .base import StoreError
-from .rows import COLUMNS
+from .rows import INSERT_COLUMNS
 from .schema import SCHEMA_VERSION_TABLE, Migration, check_order, pending
 
-_INSERT = (f"INSERT INTO message_records ({', '.join(COLUMNS)}) "
-           f"VALUES ({', '.join('%s' for _ in COLUMNS)})")
+# A uid already present is a journal line replayed twice: ignored (store.journal).
+_INSERT = (f"INSERT INTO message_records ({', '.join(INSERT_COLUMNS)}) "
+           f"VALUES ({', '.join('%s' for _ in INSERT_COLUMNS)}) ON CONFLICT (uid) DO NOTHING")
 _MIGRATION_LOCK = 0x61757468   # "auth": any constant, shared by every authmilter
 
 

@@ -20,6 +20,10 @@ COLUMNS: tuple[str, ...] = (
     "dmarc_result", "dkim_aligned", "spf_aligned", "policy", "disposition", "overrides",
     "sample",                       # migration 3
 )
+# What the store writes: a record's columns plus its unique id (migration 4). The id is
+# the store's, not the record's: it makes a replayed journal line land only once.
+INSERT_COLUMNS: tuple[str, ...] = (*COLUMNS, "uid")
+
 def _text(value: str) -> str:
     # Remote values (HELO, envelope From) may carry NUL, which PostgreSQL text refuses;
     # one such message must not poison the batch it is written with.

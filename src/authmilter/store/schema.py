@@ -91,6 +91,14 @@ _FAILURE_REPORTS = (
     "CREATE INDEX message_records_sample ON message_records (id) WHERE sample <> ''",
 )
 
+# Each record's unique id (store.journal): a record replayed from a dead worker's journal
+# after it was already committed is ignored. Older rows keep NULL, which a UNIQUE index
+# allows any number of times in both dialects.
+_RECORD_UID = (
+    "ALTER TABLE message_records ADD COLUMN uid TEXT",
+    "CREATE UNIQUE INDEX message_records_uid ON message_records (uid)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1, "message records and keyed state with expiry",
@@ -117,6 +125,11 @@ MIGRATIONS: tuple[Migration, ...] = (
         3, "RFC 9991 failure report samples; failure reports sent, for the rate limit",
         sqlite=_FAILURE_REPORTS,
         postgresql=_FAILURE_REPORTS,
+    ),
+    Migration(
+        4, "unique record ids, so a replayed journal writes each record once",
+        sqlite=_RECORD_UID,
+        postgresql=_RECORD_UID,
     ),
 )
 

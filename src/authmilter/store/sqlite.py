@@ -16,11 +16,12 @@ from typing import Any
 
 from ..config.storeurl import SQLITE
 from .base import StoreError
-from .rows import COLUMNS
+from .rows import INSERT_COLUMNS
 from .schema import SCHEMA_VERSION_TABLE, Migration, check_order, pending
 
-_INSERT = (f"INSERT INTO message_records ({', '.join(COLUMNS)}) "
-           f"VALUES ({', '.join('?' for _ in COLUMNS)})")
+# A uid already present is a journal line replayed twice: ignored (store.journal).
+_INSERT = (f"INSERT INTO message_records ({', '.join(INSERT_COLUMNS)}) "
+           f"VALUES ({', '.join('?' for _ in INSERT_COLUMNS)}) ON CONFLICT (uid) DO NOTHING")
 
 
 class SqliteBackend:
