@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from ..records import DkimEvidence, MessageRecord, PolicyPublished
@@ -24,10 +24,19 @@ COLUMNS: tuple[str, ...] = (
 # the store's, not the record's: it makes a replayed journal line land only once.
 INSERT_COLUMNS: tuple[str, ...] = (*COLUMNS, "uid")
 
+_FIELDS: dict[type, tuple[str, ...]] = {t: tuple(f.name for f in fields(t)) for t in (DkimEvidence, PolicyPublished)}
+
+
 def _text(value: str) -> str:
     # Remote values (HELO, envelope From) may carry NUL, which PostgreSQL text refuses;
     # one such message must not poison the batch it is written with.
     return value.replace("\x00", "") if "\x00" in value else value
+
+
+def _shallow(value: Any) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies every value; these hold only text, numbers and
+    # tuples of text, and the conversion now runs before the reply (store.journal).
+    return {name: getattr(value, name) for name in _FIELDS[type(value)]}
 
 
 def to_row(record: MessageRecord) -> tuple[Any, ...]:
@@ -35,9 +44,9 @@ def to_row(record: MessageRecord) -> tuple[Any, ...]:
     for name in COLUMNS:
         value = getattr(record, name)
         if name == "dkim":
-            value = json.dumps([asdict(d) for d in value], separators=(",", ":"))
+            value = json.dumps([_shallow(d) for d in value], separators=(",", ":"))
         elif name == "policy":
-            value = json.dumps(asdict(value), separators=(",", ":"))
+            value = json.dumps(_shallow(value), separators=(",", ":"))
         elif name == "overrides":
             value = json.dumps([list(o) for o in value], separators=(",", ":"))
         if isinstance(value, str):
