@@ -1,7 +1,7 @@
 """Command line: ``authmilter COMMAND ...``.
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | which-key | verify | analyze | store | reports.
+run | demo | check-config | genkey | testkey | import-opendkim | import-postgrey | which-key | verify | analyze | store | reports.
 Each command lives in the module that owns its subject; this file only parses.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ HANDLERS: dict[str, str] = {
     "genkey": "authmilter.keys:cmd_genkey",
     "testkey": "authmilter.keys:cmd_testkey",
     "import-opendkim": "authmilter.migrate:cmd_import_opendkim",
+    "import-postgrey": "authmilter.config.postgrey:cmd_import_postgrey",
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
     "analyze": "authmilter.analyze.command:cmd_analyze",
@@ -72,6 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import-opendkim", help="write an authmilter config equivalent to an opendkim.conf")
     p.add_argument("opendkim_conf", nargs="?", default="/etc/opendkim.conf")
+    p.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+
+    p = sub.add_parser("import-postgrey", help="write a [greylist] section equivalent to a postgrey setup")
+    p.add_argument("defaults", nargs="?", default="/etc/default/postgrey",
+                   help="the file setting POSTGREY_OPTS (default /etc/default/postgrey)")
     p.add_argument("-o", "--output", default="-", help="output file (default stdout)")
 
     p = sub.add_parser("which-key", help="show which key(s) would sign mail From this address, and why")

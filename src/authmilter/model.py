@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import IO
 
+from .results import DnsListResult
+
 CHUNK_BYTES = 1 << 16      # what Body.chunks() yields at most: bounded work and memory per step
 
 
@@ -179,6 +181,11 @@ class Session:
     message: Message
     macros: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     queue_id: str = ""
+    # Facts gathered before end-of-message: the client against [dnsbl]/[dnswl] (looked up
+    # at connect), and what the RCPT stage logged (greylisting), for the one log line.
+    dnsbl: DnsListResult | None = None
+    dnswl: DnsListResult | None = None
+    early_log: tuple[tuple[str, str], ...] = ()
 
     def macro(self, name: str) -> str:
         """A macro by its name with or without braces ({auth_type} == auth_type)."""

@@ -11,7 +11,7 @@ import ipaddress
 import time
 from dataclasses import replace
 
-from . import authresults
+from . import antispam, authresults
 from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
@@ -28,7 +28,7 @@ from .outcome import (
     Outcome,
     SignedWith,
 )
-from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs
+from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
 from .results import DmarcPolicy, ResInfo, Result
@@ -224,6 +224,15 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
                   arc=arc_result,
                   trusted_forwarder=runtime.forwarders.contains(client.ip, client.hostname))
     decision = decide(ev, settings.policy, runtime.own_domains, accept_length_tag=v.dmarc_accept_length_tag)
+    # [greylist] stage = "data": after the verdict, so a message that is rejected anyway
+    # is not deferred first; an aligned verifying DKIM signature is an identity here.
+    early_log = session.early_log + antispam.dns_list_log(session)
+    if decision.action is Action.ACCEPT and decision.marker_header is None:
+        deferred, greylist_log = antispam.at_data(session, runtime, from_.domain, spf_result, dkim_results, now)
+        early_log += greylist_log
+        if deferred is not None:
+            decision = deferred
+
 
     infos: list[ResInfo] = []
     if spf_result is not None:
@@ -250,8 +259,11 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     if decision.marker_header is not None:
         name, value = decision.marker_header
         inserted.append(HeaderInsert(name, value))
+    listed = dnsbl_header(session.dnsbl, settings.dnsbl.action, client.ip or "")
+    if listed is not None:
+        inserted.append(HeaderInsert(*listed))
 
-    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000)
+    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000) + early_log
     records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
     if records and settings.reports.failure_reports:
         records = failure.with_samples(records, msg.headers)   # RFC 9991: only what ruf=/fo= ask for

@@ -17,13 +17,23 @@ precedence (first that applies wins):
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from .config.schema import PolicySettings
 from .domain import aligned, is_subdomain
 from .outcome import Action
-from .results import ArcResult, DkimResult, DmarcResult, FromResult, Result, SpfResult
+from .results import (
+    ArcResult,
+    DkimResult,
+    DmarcResult,
+    DnsListResult,
+    FromResult,
+    GreylistResult,
+    Result,
+    SpfResult,
+)
 from .srs import Reversal, Reversed
 
 
@@ -263,3 +273,63 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
     if dmarc is not None and dmarc.result is not Result.NONE:
         reasons.append(f"dmarc {dmarc.result.value}")
     return Decision(Action.ACCEPT, reasons=tuple(reasons))
+
+
+# -- the RCPT stage: DNS lists and greylisting ---------------------------------------------
+
+
+def greylist_exemption(*, outbound: str = "", trusted_relay: bool = False, dnswl_listed: bool = False,
+                       client_allowed: bool = False, recipient_allowed: bool = False) -> str:
+    """Why this delivery is not greylisted ("" when it is). Outbound mail (SASL clients,
+    internal hosts, local submission: *outbound* names the reason), our own relays, DNSWL-
+    listed clients and allow-listed clients or recipients never wait."""
+    if outbound:
+        return f"outbound ({outbound})"
+    if trusted_relay:
+        return "trusted relay"
+    if dnswl_listed:
+        return "dnswl"
+    if client_allowed:
+        return "client allow-listed"
+    if recipient_allowed:
+        return "recipient allow-listed"
+    return ""
+
+
+def greylist_decision(result: GreylistResult, now: float) -> Decision:
+    """451 4.7.1 with when to come back (as postgrey does), or accept."""
+    if result.passed:
+        return Decision(Action.ACCEPT, reasons=(f"greylist pass ({result.reason})",))
+    wait = max(1, int(result.retry_at - now + 0.999))
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(result.retry_at))
+    return Decision(Action.TEMPFAIL, "451", "4.7.1",
+                    f"greylisted, please try again in {wait} seconds (after {when})",
+                    reasons=(f"greylisted ({result.reason}, {result.identity})",))
+
+
+def greylist_store_error(on_store_error: str, error: str) -> Decision:
+    if on_store_error == "tempfail":
+        return Decision(Action.TEMPFAIL, "451", "4.3.0", "temporary local problem; please try again later",
+                        reasons=(f"greylist store unavailable: {error}",))
+    return Decision(Action.ACCEPT, reasons=(f"greylist skipped, store unavailable: {error} (on_store_error = accept)",))
+
+
+def dnsbl_decision(dnsbl: DnsListResult | None, action: str, ip: str, dnswl_listed: bool = False) -> Decision | None:
+    """The blocklist verdict at RCPT (reject 554 5.7.1 naming the lists, or tempfail), or
+    None when nothing is to be done there (not listed, DNSWL-listed, or action "header",
+    which `dnsbl_header` renders at end-of-message)."""
+    if dnsbl is None or not dnsbl.listed or dnswl_listed or action == "header":
+        return None
+    zones = ", ".join(x.zone for x in dnsbl.listings)
+    reason = f"client {ip} listed in {zones}"
+    if action == "tempfail":
+        return Decision(Action.TEMPFAIL, "451", "4.7.1", f"service unavailable; {reason}; try again later",
+                        reasons=(reason,))
+    return Decision(Action.REJECT, "554", "5.7.1", f"service unavailable; {reason}", reasons=(reason,))
+
+
+def dnsbl_header(dnsbl: DnsListResult | None, action: str, ip: str) -> tuple[str, str] | None:
+    """``X-DNSBL`` for downstream filters when ``action = "header"`` and the client is listed."""
+    if dnsbl is None or not dnsbl.listed or action != "header":
+        return None
+    return "X-DNSBL", f" {ip} listed in {dnsbl.summary()}; score={dnsbl.score}"

@@ -18,6 +18,7 @@ from .errors import ConfigError, DomainError
 from .resolver import Resolver, install_spf_adapter
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .config.antispam import AntispamTables
     from .signing import Signer
     from .srs import SrsRules
     from .store import Store
@@ -38,6 +39,8 @@ class Runtime:
     store: Store | None = None
     # SRS codec and rules ([srs] enabled), secrets read once; None when off.
     srs: SrsRules | None = None
+    # [greylist] allow lists and [dnsbl]/[dnswl] zones; None when all three are off.
+    antispam: AntispamTables | None = None
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
 
@@ -74,7 +77,7 @@ class Runtime:
             store = open_store(settings.store, file)
         return cls(settings=settings, resolver=resolver, signer=signer, internal_hosts=internal,
                    trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl,
-                   store=store, srs=load_srs(settings))
+                   store=store, srs=load_srs(settings), antispam=load_antispam(settings))
 
     def init_store(self) -> None:
         """Create or migrate the store's schema now (the master, at start, before forking).
@@ -107,14 +110,36 @@ def store_needed(settings: Settings) -> bool:
     """Whether this configuration uses the store. Features that keep state (reports,
     greylisting) add their switch here; with none on, nothing is opened or created, so
     a host without /var/lib/authmilter runs as before."""
-    return settings.store.enabled or settings.reports.enabled
+    return settings.store.enabled or settings.reports.enabled or settings.greylist.enabled
 
 
 def recipients_needed(settings: Settings) -> bool:
     """Whether a feature reads the envelope recipients (SRS, greylisting add their switch
     here). Without one, RCPT is not even sent to us (SMFIP_NORCPT): each recipient would
     cost the MTA two packets and a worker a callback."""
-    return settings.srs.enabled
+    return settings.srs.enabled or rcpt_reply_needed(settings) or settings.greylist.enabled
+
+
+def antispam_enabled(settings: Settings) -> bool:
+    """Greylisting or a DNS list is configured."""
+    return settings.greylist.enabled or bool(settings.dnsbl.zones) or bool(settings.dnswl.zones)
+
+
+def rcpt_reply_needed(settings: Settings) -> bool:
+    """Whether RCPT may be answered with something other than "continue": greylisting
+    at RCPT, or a blocklist that rejects or tempfails there. Then RCPT must not be
+    negotiated no-reply (SMFIP_NR_RCPT)."""
+    g = settings.greylist
+    return (g.enabled and g.stage == "rcpt") or (bool(settings.dnsbl.zones) and settings.dnsbl.action != "header")
+
+
+def load_antispam(settings: Settings) -> AntispamTables | None:
+    """``[greylist]`` allow-list files and ``[dnsbl]``/``[dnswl]`` zones, read once."""
+    if not antispam_enabled(settings):
+        return None
+    from .config.antispam import AntispamTables
+
+    return AntispamTables.load(settings)
 
 
 def envelope_edits_needed(settings: Settings) -> bool:

@@ -177,6 +177,42 @@ class ReportsSettings:
 
 
 @dataclass(frozen=True)
+class GreylistSettings:
+    enabled: bool = _f(False, "greylist inbound mail: the first delivery of a new triplet is deferred (451 4.7.1)")
+    stage: str = _f("rcpt", '"rcpt" (defer at RCPT, SPF-pass domain as identity) or "data" (at end-of-message, '
+                    "where an aligned verifying DKIM signature counts too)", choices=("rcpt", "data"))
+    delay_s: int = _f(300, "a retry is accepted this many seconds after the first attempt")
+    retry_window_s: int = _f(172800, "a first attempt not retried within this many seconds is forgotten")
+    auto_allow_after: int = _f(5, "a client network or authenticated domain is no longer greylisted after this "
+                               "many deliveries that passed greylisting (0: never)")
+    max_age_days: int = _f(35, "a passed triplet (and auto-allow counts) not seen for this many days is forgotten")
+    on_store_error: str = _f("accept", "the store cannot be read or written: accept (not greylisted) or tempfail",
+                             choices=("accept", "tempfail"))
+    ipv4_prefix: int = _f(24, "IPv4 clients are grouped by this network prefix in the triplet")
+    ipv6_prefix: int = _f(64, "IPv6 clients are grouped by this network prefix in the triplet")
+    whitelist_clients: tuple[str, ...] = _f((),
+        "postgrey whitelist_clients files (host names, domains, IPs, CIDRs, /regex/); e.g. /etc/postgrey/whitelist_clients")
+    whitelist_recipients: tuple[str, ...] = _f((),
+        "postgrey whitelist_recipients files (addresses, domains, local@, /regex/)")
+
+
+@dataclass(frozen=True)
+class DnsblSettings:
+    zones: tuple[str, ...] = _f((),
+        'blocklists "ZONE[=FILTER][*WEIGHT]", e.g. "zen.spamhaus.org=127.0.0.[2..11]*2"; empty = off')
+    threshold: int = _f(1, "a client whose listed zones' weights add up to this is acted on")
+    action: str = _f("reject", 'listed client: "reject" (554 5.7.1 at RCPT), "tempfail" (451 at RCPT) or '
+                     '"header" (deliver with an X-DNSBL header)', choices=("reject", "tempfail", "header"))
+
+
+@dataclass(frozen=True)
+class DnswlSettings:
+    zones: tuple[str, ...] = _f((),
+        'allowlists "ZONE[=FILTER][*WEIGHT]", e.g. "list.dnswl.org=127.0.[0..255].[1..3]"; a listed client is not greylisted')
+    threshold: int = _f(1, "a client whose listed zones' weights add up to this counts as allowlisted")
+
+
+@dataclass(frozen=True)
 class Settings:
     socket: str = _f("unix:/run/authmilter/authmilter.sock",
                      "milter socket: unix:/path, local:/path, inet:PORT@HOST, inet6:PORT@HOST")
@@ -198,6 +234,9 @@ class Settings:
     srs: SrsSettings = field(default_factory=SrsSettings, metadata={"doc": "Sender Rewriting Scheme"})
     store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
     reports: ReportsSettings = field(default_factory=ReportsSettings, metadata={"doc": "DMARC aggregate reports"})
+    greylist: GreylistSettings = field(default_factory=GreylistSettings, metadata={"doc": "greylisting"})
+    dnsbl: DnsblSettings = field(default_factory=DnsblSettings, metadata={"doc": "DNS blocklists"})
+    dnswl: DnswlSettings = field(default_factory=DnswlSettings, metadata={"doc": "DNS allowlists"})
     # Where the settings came from, for error messages and relative paths.
     source: str = field(default="<defaults>", metadata={"internal": True})
     # Dotted keys the file really set (the rest are defaults): a reload checks them.
@@ -355,7 +394,33 @@ def validate(settings: Settings) -> Settings:
         host, _, port = r.relay.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(file, "reports.relay", 'expected "HOST:PORT"')
+    _validate_antispam(settings)
     return settings
+
+
+def _validate_antispam(settings: Settings) -> None:
+    """[greylist], [dnsbl], [dnswl]: ranges and the zone grammar (its parser lives in
+    config/dnslists so that check-config names the bad entry)."""
+    from .dnslists import parse_zone
+
+    file = settings.source
+    g = settings.greylist
+    if g.ipv4_prefix > 32 or g.ipv4_prefix < 8:
+        raise ConfigError(file, "greylist.ipv4_prefix", "must be between 8 and 32")
+    if g.ipv6_prefix > 128 or g.ipv6_prefix < 16:
+        raise ConfigError(file, "greylist.ipv6_prefix", "must be between 16 and 128")
+    if g.retry_window_s <= g.delay_s:
+        raise ConfigError(file, "greylist.retry_window_s", f"must be longer than greylist.delay_s ({g.delay_s})")
+    if g.max_age_days < 1:
+        raise ConfigError(file, "greylist.max_age_days", "must be at least 1")
+    for section in ("dnsbl", "dnswl"):
+        for entry in getattr(settings, section).zones:
+            try:
+                parse_zone(entry)
+            except ValueError as exc:
+                raise ConfigError(file, f"{section}.zones", f"{entry!r}: {exc}") from None
+        if getattr(settings, section).threshold < 1:
+            raise ConfigError(file, f"{section}.threshold", "must be at least 1")
 
 
 def _validate_srs(settings: Settings) -> None:

@@ -34,18 +34,22 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
 
 import Milter  # type: ignore[import-untyped]
 
-from .. import pipeline
+from .. import antispam, pipeline
+from ..checks import dnsbl
 from ..domain import normalize_ip
 from ..model import Body, Client, Envelope, Message, Session
 from ..ops.logging import get_logger
 from ..ops.logsafe import log_line, sanitize
 from ..ops.metrics import METRICS
-from ..runtime import HOLDER, Runtime, envelope_edits_needed, recipients_needed
-from .apply import apply
+from ..outcome import Action
+from ..results import DnsListResult
+from ..runtime import HOLDER, Runtime, envelope_edits_needed, rcpt_reply_needed, recipients_needed
+from .apply import apply, reply_text
 
 log = get_logger("milter")
 
@@ -69,6 +73,51 @@ _TEST_FAULT = os.environ.get("AUTHMILTER_TEST_FAULT", "").strip().lower().encode
 # lives in the thread state: this is per MTA connection, whichever libmilter thread runs
 # the callback. It lets the excepthook find the session whose arguments failed to decode.
 _SESSION = threading.local()
+
+
+_LOOKUPS: tuple[int, ThreadPoolExecutor] | None = None
+LOOKUP_THREADS = 16
+
+
+def _lookup_pool() -> ThreadPoolExecutor:
+    """This worker's threads for DNS list queries started at connect (made after fork:
+    threads do not survive it)."""
+    global _LOOKUPS
+    if _LOOKUPS is None or _LOOKUPS[0] != os.getpid():
+        _LOOKUPS = (os.getpid(), ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="dnslist"))
+    return _LOOKUPS[1]
+
+
+class _DnsLists:
+    """The [dnsbl]/[dnswl] queries of one connection: sent at connect, all at once,
+    collected (once) when RCPT or end-of-message needs them, within one DNS timeout."""
+
+    def __init__(self, runtime: Runtime, ip: str) -> None:
+        tables = runtime.antispam
+        assert tables is not None
+        self.runtime = runtime
+        self.deadline = time.monotonic() + runtime.settings.dns.timeout_s
+        res = runtime.resolver.budget(runtime.settings.dns.timeout_s)
+        pool = _lookup_pool()
+        self.bl = dnsbl.start(ip, tables.dnsbl, res, pool.submit)
+        self.wl = dnsbl.start(ip, tables.dnswl, res, pool.submit)
+        self._done: tuple[DnsListResult | None, DnsListResult | None] | None = None
+
+    def results(self) -> tuple[DnsListResult | None, DnsListResult | None]:
+        if self._done is None:
+            tables, s = self.runtime.antispam, self.runtime.settings
+            assert tables is not None
+            bl = dnsbl.collect(self.bl, tables.dnsbl, self.deadline, s.dnsbl.threshold) if tables.dnsbl else None
+            wl = dnsbl.collect(self.wl, tables.dnswl, self.deadline, s.dnswl.threshold) if tables.dnswl else None
+            self._done = (bl, wl)
+            for name, res in (("dnsbl", bl), ("dnswl", wl)):
+                for zone, answer in (res.refused if res is not None else ()):
+                    # Spamhaus & co answer 127.255.255.x to refused queries (public or
+                    # unregistered resolver, quota): our operator must fix the resolver.
+                    log.error("%s zone %s answered %s: query refused by the list (public resolver or "
+                              "quota?); not counted as a listing. Fix [dns] servers or the list subscription",
+                              name, sanitize(zone), sanitize(answer))
+        return self._done
 
 
 class IncompleteSession(Exception):
@@ -170,6 +219,7 @@ class Handler(Milter.Base):
         self.runtime: Runtime = HOLDER.get()
         self.macros: dict[str, str] = {}
         self.client = Client(ip=None)
+        self.dns_lists: _DnsLists | None = None
         # Cleared only by a connect callback that completes (see the module docstring).
         self.conn_error: BaseException | None = IncompleteSession("no connect information from the MTA")
         self._closed = False
@@ -183,6 +233,7 @@ class Handler(Milter.Base):
         self.msg_macros: dict[str, str] = {}
         self.mail_from = ""
         self.rcpts: list[str] = []
+        self.early_log: list[tuple[str, str]] = []
         self.headers: list[tuple[bytes, bytes]] = []
         self._body: tempfile.SpooledTemporaryFile[bytes] | None = None
         self._body_size = 0
@@ -230,6 +281,8 @@ class Handler(Milter.Base):
             steps = offered_steps & ~self.protocol_mask()
             if not recipients_needed(self.runtime.settings):
                 steps |= offered_steps & Milter.P_NORCPT   # RCPT on demand: skipped unless a feature reads it
+            elif rcpt_reply_needed(self.runtime.settings):
+                steps &= ~Milter.P_NR_RCPT   # greylisting / DNSBL answer RCPT: the MTA must wait for us
             opts[1] = self._protocol = steps
             opts[2] = opts[3] = 0
         except Exception as exc:  # noqa: BLE001 - never let negotiation kill the connection
@@ -244,6 +297,9 @@ class Handler(Milter.Base):
             ip, port = _client_ip(family, hostaddr)
             self.client = Client(ip=ip, hostname=hostname or "", port=port)
             self._record_macros(SYMLISTS[0][1], self.macros)
+            tables = self.runtime.antispam
+            if ip is not None and tables is not None and (tables.dnsbl or tables.dnswl):
+                self.dns_lists = _DnsLists(self.runtime, ip)
             if isinstance(self.conn_error, IncompleteSession):
                 self.conn_error = None
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
@@ -281,15 +337,39 @@ class Handler(Milter.Base):
     @Milter.noreply
     @Milter.decode("bytes")
     def envrcpt(self, rcpt: bytes, *params: bytes) -> int:
-        """Recorded only when a feature asked for recipients (see negotiate)."""
+        """Recorded only when a feature asked for recipients (see negotiate). With
+        greylisting or a blocklist acting at RCPT (not no-reply then), the RCPT stage's
+        verdict is asked of `antispam.at_rcpt` and applied here."""
         try:
             try:
-                self.rcpts.append(_strip_brackets(rcpt.decode("utf-8")))
+                address = _strip_brackets(rcpt.decode("utf-8"))
             except UnicodeDecodeError:
                 raise UndecodableInput("envelope recipient is not valid UTF-8") from None
+            if self._protocol & Milter.P_NR_RCPT or not rcpt_reply_needed(self.runtime.settings) \
+                    or self.conn_error is not None or self.msg_error is not None:
+                self.rcpts.append(address)   # a recorded failure is answered at eom
+                return Milter.CONTINUE
+            return self._rcpt_stage(address)
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("envrcpt", exc)
         return Milter.CONTINUE
+
+    def _rcpt_stage(self, address: str) -> int:
+        verdict = antispam.at_rcpt(self._session(self.queue_id, rcpt_stage=True), address, self.runtime)
+        self.early_log.extend(verdict.log)
+        d = verdict.decision
+        if d.action is Action.ACCEPT:
+            self.rcpts.append(address)
+            return Milter.CONTINUE
+        qid = self.queue_id or "NOQUEUE"
+        pairs = [("action", d.action.value), ("stage", "rcpt"), ("ip", self.client.ip or "-"),
+                 ("rcpt", address), *antispam.dns_list_log(self._session(self.queue_id, rcpt_stage=True)),
+                 *verdict.log]
+        if d.reasons:
+            pairs.append(("reason", "; ".join(d.reasons)))
+        log.info(log_line(qid, tuple(pairs)))
+        self.setreply(d.code, d.xcode or None, reply_text(d.text))
+        return Milter.REJECT if d.action is Action.REJECT else Milter.TEMPFAIL
 
     @Milter.noreply
     @Milter.decode("bytes")
@@ -364,23 +444,26 @@ class Handler(Milter.Base):
             log.debug("%s: setreply failed: %s", qid or "NOQUEUE", exc)
         return Milter.TEMPFAIL
 
-    def _session(self, qid: str) -> Session:
+    def _session(self, qid: str, rcpt_stage: bool = False) -> Session:
         # The spool is handed over unread: DKIM hashes it in chunks, so a large body is
         # never one bytes object (worker memory stays flat in message size). It stays
         # open until _end_message, after the pipeline is done with it.
         body = Body() if self._body is None else Body.spooled(self._body, self._body_size)
         macros = dict(self.macros)
         macros.update(self.msg_macros)
-        for name in SYMLISTS[2][1]:
-            value = self.getsymval(name)
-            if value:
-                macros[name] = value
+        if not rcpt_stage:
+            for name in SYMLISTS[2][1]:
+                value = self.getsymval(name)
+                if value:
+                    macros[name] = value
+        bl, wl = self.dns_lists.results() if self.dns_lists is not None else (None, None)
         return Session(
             client=self.client,
             envelope=Envelope(mail_from=self.mail_from, rcpts=tuple(self.rcpts)),
             message=Message(headers=tuple(self.headers), body=body),
             macros=MappingProxyType(macros),
             queue_id=qid,
+            dnsbl=bl, dnswl=wl, early_log=tuple(self.early_log),
         )
 
     def abort(self) -> int:
