@@ -155,3 +155,39 @@ def test_dnsbl_header_action_marks_instead_of_rejecting(milterd: Callable[..., D
     auth = [v for _, n, v in r.inserted if n == "Authentication-Results"]
     assert auth and "bl.test" not in auth[0] and "dnsbl" not in auth[0]
     assert re.search(r"dnsbl=bl\.test\(127\.0\.0\.4\)\*2;score=2", daemon.log())
+
+
+def test_stage_data_counts_an_aligned_verifying_dkim_signature_as_the_identity(
+        milterd: Callable[..., Daemon], dns_server: Any, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from authmilter import keys
+    from authmilter.dkim.sign import SigningKey, sign
+    from authmilter.model import Message
+
+    d = "signed.example"
+    dns_server.add_txt(d, "v=spf1 -all")   # SPF fails everywhere: only DKIM can authenticate
+    key = SigningKey(d, "ed", "ed25519-sha256", ed25519.Ed25519PrivateKey.generate(), 256, "mem")
+    dns_server.add_txt(f"ed._domainkey.{d}", keys.dns_record(key.private_key))
+    daemon = milterd(workers=1, store={"url": f"sqlite://{tmp_path}/state.db"},
+                     greylist={"enabled": True, "delay_s": DELAY_S, "stage": "data"})
+    with daemon.client() as c:
+        assert not c.negotiate().skips(mc.C.SMFIC_RCPT)   # recipients are read, answered at eom
+
+    def send(ip: str, n: int, signed: bool = True) -> mc.MilterResult:
+        raw = message(d, n)
+        if signed:
+            raw = b"DKIM-Signature:" + sign(Message.from_bytes(raw), key,
+                                            sign_headers=("From", "To", "Subject", "Date")).encode() + b"\r\n" + raw
+        with daemon.client() as c:
+            return c.session(ip=ip, hostname=f"[{ip}]", helo=f"mail.{d}", mail_from=f"news@{d}",
+                             rcpts=["bob@mx.test"], message=raw, macros={"i": f"D{n}", "j": "mx.test"})
+
+    first = send("198.51.100.7", 1)
+    assert first.early is None and first.action == "tempfail" and first.reply.startswith("451 4.7.1 "), first.reply
+    time.sleep(DELAY_S + 0.5)
+    # The retry comes from another network: the DKIM domain is the identity, so it passes.
+    assert send("203.0.113.9", 2).action == "accept"
+    daemon.wait_log(r"greylist=defer:dkim:signed\.example:new")
+    # Unsigned, the same sender from a new network is a new triplet.
+    assert send("192.0.2.200", 3, signed=False).action == "tempfail"
