@@ -132,7 +132,7 @@ def _dump(value: dict[str, float]) -> bytes:
 
 def check(store: KeyValue, triplet: Triplet, now: float, params: GreylistParams) -> GreylistResult:
     """Pass or defer one delivery attempt, and record it. StoreError propagates."""
-    counter = _load(store.get(triplet.counter_key()))
+    counter = _load(store.get(triplet.counter_key())) if params.auto_allow_after else {}
     if params.auto_allow_after and counter.get("n", 0) >= params.auto_allow_after:
         return GreylistResult(True, triplet.identity, "auto-allowed")
     if triplet.authenticated:
