@@ -50,6 +50,7 @@ def _exemption(session: Session, rcpt: str, runtime: Runtime, outbound: str) -> 
     tables = runtime.antispam
     return greylist_exemption(
         outbound=outbound,
+        internal_host=runtime.internal_hosts.contains(ip, session.client.hostname),
         trusted_relay=runtime.trusted_relays.contains_ip(ip),
         dnswl_listed=session.dnswl is not None and session.dnswl.listed,
         client_allowed=tables is not None and tables.clients.contains(ip, session.client.hostname),

@@ -278,13 +278,16 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
 # -- the RCPT stage: DNS lists and greylisting ---------------------------------------------
 
 
-def greylist_exemption(*, outbound: str = "", trusted_relay: bool = False, dnswl_listed: bool = False,
-                       client_allowed: bool = False, recipient_allowed: bool = False) -> str:
+def greylist_exemption(*, outbound: str = "", internal_host: bool = False, trusted_relay: bool = False,
+                       dnswl_listed: bool = False, client_allowed: bool = False,
+                       recipient_allowed: bool = False) -> str:
     """Why this delivery is not greylisted ("" when it is). Outbound mail (SASL clients,
     internal hosts, local submission: *outbound* names the reason), our own relays, DNSWL-
     listed clients and allow-listed clients or recipients never wait."""
     if outbound:
         return f"outbound ({outbound})"
+    if internal_host:   # signing.internal_hosts, even when signing is off (classify then says inbound)
+        return "internal host"
     if trusted_relay:
         return "trusted relay"
     if dnswl_listed:

@@ -117,7 +117,8 @@ def test_on_store_error_accepts_or_tempfails() -> None:
     assert (d.action, d.code) == (Action.TEMPFAIL, "451")
 
 
-@pytest.mark.parametrize("kw", [{"outbound": "authenticated"}, {"trusted_relay": True}, {"dnswl_listed": True},
+@pytest.mark.parametrize("kw", [{"outbound": "authenticated"}, {"internal_host": True}, {"trusted_relay": True},
+                                {"dnswl_listed": True},
                                 {"client_allowed": True}, {"recipient_allowed": True}])
 def test_never_greylisted(kw: dict) -> None:
     assert greylist_exemption(**kw)

@@ -191,3 +191,13 @@ def test_stage_data_counts_an_aligned_verifying_dkim_signature_as_the_identity(
     daemon.wait_log(r"greylist=defer:dkim:signed\.example:new")
     # Unsigned, the same sender from a new network is a new triplet.
     assert send("192.0.2.200", 3, signed=False).action == "tempfail"
+
+
+def test_internal_hosts_are_not_greylisted_even_when_signing_is_off(milterd: Callable[..., Daemon],
+                                                                     tmp_path: Path) -> None:
+    daemon = milterd(workers=1, store={"url": f"sqlite://{tmp_path}/state.db"},
+                     signing={"enabled": False, "internal_hosts": ["10.20.0.0/16"]},
+                     greylist={"enabled": True, "delay_s": DELAY_S})
+    assert deliver(daemon, "10.20.1.2", "app@plain.example")[0] == "accept"
+    daemon.wait_log(r"greylist=skip:internal-host")
+    assert deliver(daemon, "10.21.1.2", "app@plain.example")[0] == "tempfail"
