@@ -8,21 +8,22 @@ or escaped and stripped of control characters, so no result can inject header sy
 Parsing for the mail path is deliberately narrow: we only need an existing header's
 authserv-id, to remove every header that claims to be ours (RFC 8601 §5) — including
 broken ones that still start with our id, since a downstream reader might accept what we
-cannot parse. `parse_authres` and `parse_received_spf` read whole verdicts leniently, for
-``authmilter analyze``; nothing on the mail path trusts what they return.
+cannot parse. `parse_authres` and `parse_received_spf` (checks/authres.py) read whole
+verdicts leniently, for ``authmilter analyze`` and the ARC check's AAR verdicts.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from .checks.authres import ParsedAuthres, ParsedResinfo, parse_authres, parse_received_spf
 from .checks.rfc5322 import comment_end, comment_text, one_line, quoted_string
 from .model import header_key
 from .results import ResInfo
 
+# The lenient readers live with the checks (the ARC check reads AARs with them).
 __all__ = ["ParsedAuthres", "ParsedResinfo", "authserv_id_of", "forged_indices", "parse_authres",
-           "parse_received_spf", "received_spf_indices", "render"]
+           "parse_received_spf", "received_spf_indices", "render", "render_aar", "resubmitted_aar"]
 
 # RFC 2045 token: no SPACE, CTLs or tspecials. Non-ASCII is allowed (RFC 6532).
 _TOKEN = re.compile(r'[^\x00-\x20\x7f()<>@,;:\\"/\[\]?=]+')
@@ -80,7 +81,31 @@ def render(authserv_id: str, results: Sequence[ResInfo]) -> str:
     (comments may break between words; quoted strings never do). ``" id; none"`` when
     there are no results (RFC 8601 §2.2).
     """
-    head = " " + _value(authserv_id) + ";"
+    return _render(" " + _value(authserv_id) + ";", results)
+
+
+def render_aar(instance: int, authserv_id: str, results: Sequence[ResInfo]) -> str:
+    """The ARC-Authentication-Results value of ARC set *instance* carrying the same
+    verdicts as `render` (RFC 8617 §4.1.1: ``i=N;`` then an Authentication-Results
+    payload): ``" i=1; id;\\r\\n\\tspf=pass ..."``, the same resinfo lines as our header."""
+    if not 1 <= instance <= 50:
+        raise ValueError(f"ARC instance {instance} is not 1 to 50")
+    return _render(f" i={instance}; " + _value(authserv_id) + ";", results)
+
+
+def resubmitted_aar(instance: int, authres_value: bytes | str) -> str:
+    """An ARC-Authentication-Results for set *instance* carrying an Authentication-Results
+    we wrote on an earlier pass (mail re-submitted by our own list software or hosts): its
+    value as it stands, line ends normalised to CRLF + tab and control characters gone,
+    after ``i=N;``. The caller has checked that the header is ours (`authserv_id_of`)."""
+    if not 1 <= instance <= 50:
+        raise ValueError(f"ARC instance {instance} is not 1 to 50")
+    lines = [one_line(line) for line in re.split(r"\r\n|\r|\n", _text(authres_value))]
+    payload = "\r\n\t".join(line for line in lines if line)
+    return f" i={instance}; " + (payload or "none")
+
+
+def _render(head: str, results: Sequence[ResInfo]) -> str:
     if not results:
         return head + " none"
     lines = []
@@ -188,137 +213,3 @@ def received_spf_indices(headers: Sequence[tuple[bytes, bytes]], trusted_ids: Se
         if not any(_is_ours(receiver, t) for t in trusted):
             out.append(index)
     return out
-
-
-# ---------------------------------------------------------------------------
-# reading whole verdicts (offline analysis)
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedResinfo:
-    """One verdict read from a header: ``method=result``, its comments, reason and
-    properties (RFC 8601 §2.2 resinfo; RFC 7208 §9.1 Received-SPF key-value pairs)."""
-
-    method: str
-    result: str
-    reason: str = ""
-    comments: tuple[str, ...] = ()
-    props: tuple[tuple[str, str], ...] = ()
-
-    def prop(self, *keys: str) -> str:
-        """The first non-empty value among *keys* (case-insensitive), or ""."""
-        wanted = [k.lower() for k in keys]
-        for want in wanted:
-            for key, value in self.props:
-                if key.lower() == want and value:
-                    return value
-        return ""
-
-
-@dataclass(frozen=True, slots=True)
-class ParsedAuthres:
-    authserv_id: str | None
-    instance: int | None                    # ARC-Authentication-Results i= (RFC 8617 §4.1.1)
-    results: tuple[ParsedResinfo, ...]
-
-
-def _segments(text: str) -> list[tuple[list[str], list[str]]]:
-    """``;``-separated segments of *text*, each as (words, comment texts). Quoted strings
-    join the word they stand in (``reason="x y"`` is one word ``reason=x y``); an
-    unterminated comment or quote runs to the end. Linear in the length of *text*."""
-    out: list[tuple[list[str], list[str]]] = []
-    words: list[str] = []
-    comments: list[str] = []
-    word: list[str] | None = None
-    i, n = 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "(":
-            j = comment_end(text, i)
-            j = n if j < 0 else j
-            comments.append(" ".join(text[i + 1:j - 1].split()))
-            i = j
-            if word is not None:
-                words.append("".join(word))
-                word = None
-            continue
-        if c == '"':
-            end, content = quoted_string(text, i)
-            if end < 0:
-                end, content = n, text[i + 1:]
-            word = (word or []) + [content]
-            i = end
-            continue
-        if c in " \t\r\n;":
-            if word is not None:
-                words.append("".join(word))
-                word = None
-            if c == ";":
-                out.append((words, comments))
-                words, comments = [], []
-            i += 1
-            continue
-        word = (word or []) + [c]
-        i += 1
-    if word is not None:
-        words.append("".join(word))
-    out.append((words, comments))
-    return out
-
-
-_RESINFO = re.compile(r"([A-Za-z0-9_.-]+)(?:/[0-9]+)?=(.*)", re.DOTALL)
-
-
-def _resinfo(words: list[str], comments: list[str]) -> ParsedResinfo:
-    m = _RESINFO.fullmatch(words[0])
-    assert m is not None
-    reason, props = "", []
-    for word in words[1:]:
-        key, eq, value = word.partition("=")
-        if not eq:
-            continue
-        if key.lower() == "reason":
-            reason = value
-        else:
-            props.append((key, value))
-    return ParsedResinfo(m.group(1).lower(), m.group(2).lower(), reason, tuple(comments), tuple(props))
-
-
-def parse_authres(value: bytes | str) -> ParsedAuthres:
-    """Every resinfo in an Authentication-Results (or ARC-Authentication-Results) value.
-
-    Lenient where real writers stray from RFC 8601 §2.2: Microsoft 365 puts the
-    authserv-id after the first resinfo and repeats it between them, so any segment that
-    is a single bare word counts as the authserv-id (the first one wins), and segments
-    that are neither are skipped. Never raises."""
-    instance: int | None = None
-    authserv: str | None = None
-    results: list[ParsedResinfo] = []
-    for words, comments in _segments(_text(value)):
-        if not words:
-            continue
-        if instance is None and not results and authserv is None and words[0].lower().startswith("i="):
-            digits = words[0][2:]
-            instance = int(digits) if digits.isdigit() and len(digits) < 6 else None
-            continue
-        if _RESINFO.fullmatch(words[0]) and "." not in words[0].partition("=")[0]:
-            results.append(_resinfo(words, comments))
-        elif len(words) == 1 and "=" not in words[0] and authserv is None:
-            authserv = words[0]
-    return ParsedAuthres(authserv, instance, tuple(results))
-
-
-def parse_received_spf(value: bytes | str) -> ParsedResinfo:
-    """A Received-SPF value (RFC 7208 §9.1): ``result (comment) key=value; ...`` as an
-    ``spf`` resinfo whose properties are the key-value pairs (client-ip, helo,
-    envelope-from, receiver...). A value without a result word gives result ""."""
-    result, comments, props = "", [], []
-    for n, (words, segment_comments) in enumerate(_segments(_text(value))):
-        comments += segment_comments
-        for k, word in enumerate(words):
-            key, eq, val = word.partition("=")
-            if eq:
-                props.append((key, val))
-            elif n == 0 and k == 0:
-                result = word.lower()
-    return ParsedResinfo("spf", result, "", tuple(comments), tuple(props))

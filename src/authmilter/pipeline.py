@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from . import antispam, authresults
+from . import antispam, authresults, sealing
 from .checks import arc, fromhdr, received, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
@@ -31,7 +32,7 @@ from .outcome import (
 from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
-from .results import DmarcPolicy, ResInfo, Result
+from .results import ArcResult, DmarcPolicy, ResInfo, Result
 from .runtime import Runtime
 from .srs import Reversal
 
@@ -48,9 +49,10 @@ def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
         # Postfix presents sendmail(1) mail to non_smtpd_milters as a connect from
         # localhost [127.0.0.1] port 0 (no TCP peer); a real SMTP client has a port.
         return Direction.OUTBOUND, "local submission"
-    if not s.enabled:
+    if not s.enabled and not _seals_resubmitted(runtime):
         # Verify-only (OpenDKIM Mode v): internal hosts and submission daemons are reasons
-        # to *sign*; with nothing to sign their mail is checked like any other.
+        # to *sign*; with nothing to sign their mail is checked like any other. (A host
+        # that seals re-submitted mail still needs its internal hosts' mail outbound.)
         return Direction.INBOUND, ""
     daemon = session.macro("daemon_name")
     if daemon and daemon in s.sign_daemon_names:
@@ -175,8 +177,87 @@ def _outbound(session: Session, runtime: Runtime, why: str, deletions: tuple[Hea
             insertions = signer.sign(session.message, choice, timestamp=ts)
             signed = tuple(SignedWith(k.domain, k.selector, k.algorithm) for k in choice.keys)
             log.append(("signed", ",".join(f"d={k.domain}/s={k.selector}/{k.algorithm}" for k in signed)))
-    return Outcome(Action.ACCEPT, Direction.OUTBOUND, deletions=deletions, insertions=insertions, signed=signed,
-                   log=tuple(log), reasons=(f"outbound ({why})",))
+    # ARC sealing last, over the message with our DKIM-Signature in it (RFC 8617 §5.1).
+    sealed, seal_log = _seal_resubmitted(session, runtime, why, deletions, insertions, now)
+    return Outcome(Action.ACCEPT, Direction.OUTBOUND, deletions=deletions, insertions=insertions + sealed,
+                   signed=signed, log=tuple(log) + seal_log, reasons=(f"outbound ({why})",))
+
+
+# -- ARC sealing ------------------------------------------------------------------
+
+# Where re-submitted mail may come from: our list software and hosts, never a SASL
+# client (whose Authentication-Results we did not write and must not vouch for).
+_RESUBMITTERS = ("internal host", "local submission")
+
+
+def _seals_resubmitted(runtime: Runtime) -> bool:
+    return runtime.sealer is not None and runtime.settings.arc.seal_resubmitted
+
+
+def _seal_resubmitted(session: Session, runtime: Runtime, why: str, deletions: tuple[HeaderDelete, ...],
+                      insertions: tuple[HeaderInsert, ...], now: float | None
+                      ) -> tuple[tuple[HeaderInsert, ...], tuple[tuple[str, str], ...]]:
+    """Mail our list software or internal hosts re-submit carrying the Authentication-Results
+    of its earlier inbound pass here: a new ARC set whose AAR carries that header, i=n+1.
+
+    cv= comes from validating the chain now; when that fails but our own earlier pass
+    recorded arc=pass, the chain was whole when it reached us and only our own list
+    software changed the message since, so cv=pass (the verdict a sealer records is the
+    one it found at receipt; dkimpy's arc_sign reads it from the AR the same way)."""
+    if not _seals_resubmitted(runtime) or why not in _RESUBMITTERS:
+        return (), ()
+    authserv_id = runtime.authserv_id(session.macro("j"))
+    ours = next((value for value in session.message.get_all("Authentication-Results")
+                 if (found := authresults.authserv_id_of(value)) is not None
+                 and found.lower().rstrip(".") == authserv_id.lower().rstrip(".")), None)
+    if ours is None:
+        return (), ()     # ordinary outbound mail: nothing to vouch for
+    earlier = {r.method: r.result for r in authresults.parse_authres(ours).results}.get("arc", "")
+    msg = session.message
+    state = sealing.chain_state(msg)
+    cv: str | None = None
+    why_not = ""
+    if not state.present:
+        cv = "none"
+    elif state.defect:
+        cv = "fail"
+    else:
+        chain = arc.check_arc(msg, runtime.resolver.budget(runtime.settings.dns.message_budget_s))
+        if chain.result is Result.PASS or earlier == "pass":
+            cv = "pass"
+        elif chain.result is Result.FAIL or earlier == "fail":
+            cv = "fail"
+        else:
+            why_not = f"chain could not be validated: {chain.reason}"
+    value = ours
+    return _seal(session, runtime, deletions, insertions,
+                 lambda n: authresults.resubmitted_aar(n, value), cv, why_not, now)
+
+
+def _seal(session: Session, runtime: Runtime, deletions: Sequence[HeaderDelete], insertions: Sequence[HeaderInsert],
+          aar: Callable[[int], str], cv: str | None, why_not: str, now: float | None
+          ) -> tuple[tuple[HeaderInsert, ...], tuple[tuple[str, str], ...]]:
+    """The next ARC set over the message as it will be stored, and its log pair; no set
+    (and why, in the log) when no key matches, the chain could not be validated, or RFC
+    8617 forbids one (a chain already ended with cv=fail, 50 sets)."""
+    sealer = runtime.sealer
+    assert sealer is not None
+    choice = sealer.choose(session.envelope.rcpts)
+    if choice.key is None:
+        return (), (("sealed", f"no ({choice.why})"),)
+    if cv is None:
+        return (), (("sealed", f"no ({why_not})"),)
+    view = sealing.edited(session.message, deletions, insertions)
+    n = sealing.chain_state(view).highest + 1
+    try:
+        if n > sealing.MAX_INSTANCES:
+            raise sealing.ArcSealError(f"the chain already has {sealing.MAX_INSTANCES} ARC sets (RFC 8617)")
+        sealed = sealer.seal(view, choice.key, aar=aar(n), chain_validation=cv,
+                             timestamp=int(now) if now is not None else None)
+    except (sealing.ArcSealError, ValueError) as exc:
+        return (), (("sealed", f"no ({exc})"),)
+    k = choice.key
+    return sealed, (("sealed", f"i={n}/d={k.domain}/s={k.selector}/cv={cv}"),)
 
 
 # -- inbound ----------------------------------------------------------------------
@@ -216,14 +297,19 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     # (none / permerror, without DNS): the rule lives in one place.
     dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, res, mode=v.dmarc_mode,
                                            psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
-    arc_result = None
-    if v.arc:
-        arc_result = arc.check_arc(msg, res)
+    seal_inbound = runtime.sealer is not None and settings.arc.seal_inbound
+    chain_found = None
+    if v.arc or seal_inbound:
+        chain_found = arc.check_arc(msg, res)     # a sealer validates first, reported or not
+    arc_result = chain_found if v.arc else None
 
     ev = Evidence(from_=from_, spf=spf_result, helo=helo_result, dkim=dkim_results, dmarc=dmarc_result,
                   arc=arc_result,
-                  trusted_forwarder=runtime.forwarders.contains(client.ip, client.hostname))
-    decision = decide(ev, settings.policy, runtime.own_domains, accept_length_tag=v.dmarc_accept_length_tag)
+                  trusted_forwarder=runtime.forwarders.contains(client.ip, client.hostname),
+                  list_headers=tuple(h for h in _LIST_HEADERS if msg.get_all(h)),
+                  arc_headers=sealing.chain_state(msg).present)
+    decision = decide(ev, settings.policy, runtime.own_domains, accept_length_tag=v.dmarc_accept_length_tag,
+                      trusted_sealers=runtime.trusted_sealers)
     # [greylist] stage = "data": after the verdict, so a message that is rejected anyway
     # is not deferred first; an aligned verifying DKIM signature is an identity here.
     early_log = session.early_log + antispam.dns_list_log(session)
@@ -242,7 +328,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     # RFC 8601 §2.7.1: "none" when the message was not signed; a reader must not take a
     # missing dkim= for "not evaluated".
     infos.extend([d.resinfo() for d in dkim_results] or [ResInfo("dkim", Result.NONE, reason="message not signed")])
-    infos.append(dmarc_result.resinfo())
+    infos.append(dmarc_result.resinfo(decision.dmarc_applied, decision.dmarc_override))
     if arc_result is not None:
         infos.append(arc_result.resinfo())
     results = tuple(infos)
@@ -263,7 +349,15 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     if listed is not None:
         inserted.append(HeaderInsert(*listed))
 
-    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000) + early_log
+    seal_log: tuple[tuple[str, str], ...] = ()
+    if seal_inbound and decision.action in (Action.ACCEPT, Action.QUARANTINE):
+        # Last: the set covers what we inserted above; its AAR carries our verdicts.
+        cv, why_not = _inbound_cv(chain_found)
+        sealed, seal_log = _seal(session, runtime, deleted, inserted,
+                                 lambda n: authresults.render_aar(n, authserv_id, results), cv, why_not, now)
+        inserted.extend(sealed)
+
+    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000) + seal_log + early_log
     records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
     if records and settings.reports.failure_reports:
         records = failure.with_samples(records, msg.headers)   # RFC 9991: only what ruf=/fo= ask for
@@ -273,6 +367,19 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         quarantine_reason=decision.quarantine_reason, deletions=tuple(deleted), insertions=tuple(inserted),
         results=results, records=records, log=log, reasons=decision.reasons,
     )
+
+
+# Header fields a mailing list adds (RFC 2369, RFC 2919): signs of an indirect flow.
+_LIST_HEADERS = ("List-Id", "List-Post")
+
+
+def _inbound_cv(found: ArcResult | None) -> tuple[str | None, str]:
+    """cv= for sealing inbound mail, from our validation of the chain as received."""
+    if found is None or (found.result is Result.NONE and not found.instances):
+        return "none", ""
+    if found.result is Result.NONE:
+        return None, f"chain could not be validated: {found.reason}"
+    return found.result.value, ""
 
 
 def _records(session: Session, reporter: str, ev: Evidence, decision: Decision, helo: str, ip: str | None,
@@ -324,7 +431,7 @@ def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float
         if ev.dmarc.policy:
             # As in Authentication-Results (RFC 8601 policy.dmarc), with why it was not
             # applied as requested (RFC 9990 PolicyOverrideType: the report's reason).
-            log.append(("policy.dmarc", ev.dmarc.policy))
+            log.append(("policy.dmarc", decision.dmarc_applied or ev.dmarc.policy))
         if decision.overrides:
             log.append(("override", ",".join(f"{t}:{c}" if c else t for t, c in decision.overrides)))
     else:

@@ -9,7 +9,12 @@ precedence (first that applies wins):
    (``reject_own_domain_spoof``) -> reject.
 4. DMARC fail: requested policy, downgraded one step for t=y (RFC 9989 §5.3) or when
    RFC 7489 pct= sampled the message out; ``trusted_forwarders`` are never rejected or
-   quarantined on DMARC; then ``on_dmarc_reject`` / ``on_dmarc_quarantine``.
+   quarantined on DMARC, nor is mail a trusted ARC sealer vouches for (``[arc]
+   trusted_sealers``: the chain validates and that sealer recorded an aligned pass when
+   it received the message); then ``on_dmarc_reject`` / ``on_dmarc_quarantine``. The
+   default ``on_dmarc_reject = "evidence"`` follows RFC 9989 §5.4 and §7.4 (no reject
+   solely because of p=reject): reject only when nothing suggests an indirect flow (an
+   ARC set, List-Id/List-Post, a failed author-domain DKIM signature), else quarantine.
 5. SPF hard fail with ``reject_spf_fail``.
 6. accept.
 
@@ -26,6 +31,8 @@ from .domain import aligned, is_subdomain
 from .outcome import Action
 from .results import (
     ArcResult,
+    ArcSealer,
+    ArcVerdict,
     DkimResult,
     DmarcResult,
     DnsListResult,
@@ -48,6 +55,10 @@ class Evidence:
     dmarc: DmarcResult | None = None
     arc: ArcResult | None = None
     trusted_forwarder: bool = False
+    # Signs of an indirect flow (RFC 9989 §7.4) the checks do not report: mailing-list
+    # header fields present (List-Id, List-Post), and whether any ARC header field is.
+    list_headers: tuple[str, ...] = ()
+    arc_headers: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +75,11 @@ class Decision:
     # (type, comment) with type trusted_forwarder, policy_test_mode, sampled_out,
     # local_policy, ... For the report record and the log line.
     overrides: tuple[tuple[str, str], ...] = ()
+    # When the DMARC policy was not applied as the domain asked because of what the
+    # message shows (a trusted ARC sealer, an indirect flow): what was applied, for
+    # ``policy.dmarc`` in our Authentication-Results, and why, for its reason.
+    dmarc_applied: str = ""
+    dmarc_override: str = ""
 
     @property
     def policy_label(self) -> str:
@@ -186,19 +202,98 @@ def decide_srs(refused: Sequence[Reversed]) -> Decision | None:
 
 
 def decide(ev: Evidence, settings: PolicySettings, own_domains: frozenset[str] = frozenset(),
-           *, accept_length_tag: bool = False) -> Decision:
-    decision = _decide(ev, settings, own_domains, accept_length_tag)
+           *, accept_length_tag: bool = False, trusted_sealers: frozenset[str] = frozenset()) -> Decision:
+    decision = _decide(ev, settings, own_domains, accept_length_tag, trusted_sealers)
     dry = ("local_policy", "dry_run")
     if settings.dry_run and decision.action is not Action.ACCEPT:
         return Decision(Action.ACCEPT, reasons=decision.reasons + ("dry_run",), would=decision.action,
                         overrides=decision.overrides + (dry,))
     if settings.dry_run and decision.marker_header is not None:
-        return replace(decision, marker_header=None, would=Action.QUARANTINE,
+        return replace(decision, marker_header=None, would=Action.QUARANTINE, dmarc_applied="", dmarc_override="",
                        reasons=decision.reasons + ("dry_run",), overrides=decision.overrides + (dry,))
     return decision
 
 
-def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool) -> Decision:
+def _is_trusted_sealer(domain: str, trusted: frozenset[str]) -> bool:
+    return bool(domain) and any(is_subdomain(domain, t) for t in trusted)
+
+
+def _aar_vouches(verdicts: tuple[ArcVerdict, ...], dmarc: DmarcResult) -> str:
+    """What in an AAR shows the message authenticated for its From domain when that
+    sealer received it: dmarc=pass for the From domain, or an spf=pass / dkim=pass
+    aligned with it (the domain's own adkim=/aspf= modes). "" when nothing does."""
+    domain, org, pub = dmarc.from_domain, dmarc.org_domain, dmarc.published
+
+    def aligned_with(ident: str, strict: bool) -> bool:
+        ident = ident.strip().lower().rstrip(".")
+        if not ident or not domain:
+            return False
+        if strict:
+            return ident == domain
+        return aligned(ident, domain) or bool(org) and is_subdomain(ident, org)
+
+    for v in verdicts:
+        if v.result != "pass":
+            continue
+        if v.method == "dmarc" and v.prop("header.from").strip().lower().rstrip(".") == domain:
+            return "dmarc=pass"
+        if v.method == "dkim":
+            d = v.prop("header.d") or v.prop("header.i").rpartition("@")[2]
+            if aligned_with(d, pub is not None and pub.adkim == "s"):
+                return f"dkim=pass header.d={d}"
+        if v.method == "spf":
+            d = v.prop("smtp.mailfrom").rpartition("@")[2]
+            if aligned_with(d, pub is not None and pub.aspf == "s"):
+                return f"spf=pass smtp.mailfrom={d}"
+    return ""
+
+
+def trusted_sealer(ev: Evidence, trusted: frozenset[str]) -> tuple[ArcSealer, str] | None:
+    """The trusted ARC sealer that vouches for this message, with what its AAR recorded.
+
+    The chain must validate (arc=pass: every seal verifies, so no AAR was altered). The
+    oldest set whose ARC-Seal d= is in *trusted* (or below one) and whose AAR shows an
+    authentication aligned with the From domain wins, provided the message has not been
+    changed since: its ARC-Message-Signature still verifies (RFC 8617 oldest-pass), or
+    every later set was sealed by a trusted sealer too. Otherwise a modifying hop could
+    replay a trusted sealer's verdict onto other content. ARC never makes DMARC pass:
+    the caller only declines to apply the policy."""
+    arc, dmarc = ev.arc, ev.dmarc
+    if not trusted or arc is None or arc.result is not Result.PASS or dmarc is None:
+        return None
+    for sealer in arc.sealers:
+        if not _is_trusted_sealer(sealer.domain, trusted):
+            continue
+        later = [s for s in arc.sealers if s.instance > sealer.instance]
+        if sealer.instance < arc.oldest_pass and not all(_is_trusted_sealer(s.domain, trusted) for s in later):
+            continue
+        why = _aar_vouches(sealer.verdicts, dmarc)
+        if why:
+            return sealer, why
+    return None
+
+
+def indirect_hints(ev: Evidence) -> list[str]:
+    """What suggests an indirect mail flow (RFC 9989 §7.4: forwarders, aliases, mailing
+    lists) for ``on_dmarc_reject = "evidence"``: ARC header fields, list header fields, a
+    DKIM signature of the author's domain that failed (the content changed on the way)."""
+    hints = []
+    if ev.arc_headers or (ev.arc is not None and (ev.arc.instances or ev.arc.result is not Result.NONE)):
+        n = ev.arc.instances if ev.arc is not None else 0
+        hints.append(f"ARC chain ({n} set{'s' if n != 1 else ''})" if n else "ARC header fields")
+    hints += [f"{name} header" for name in ev.list_headers]
+    domain = ev.from_.domain
+    org = ev.dmarc.org_domain if ev.dmarc is not None else ""
+    for sig in ev.dkim:
+        d = sig.domain
+        if sig.result is Result.FAIL and d and (aligned(d, domain) or bool(org) and is_subdomain(d, org)):
+            hints.append(f"failed DKIM signature of {d}")
+            break
+    return hints
+
+
+def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool,
+            trusted_sealers: frozenset[str] = frozenset()) -> Decision:
     # 1. An unusable From header defeats every domain-based check (CVE-2019-16378).
     if not ev.from_.ok:
         reason = f"bad From header: {ev.from_.error}"
@@ -254,8 +349,28 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
         if policy in ("reject", "quarantine") and ev.trusted_forwarder:
             return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}: trusted forwarder",),
                             overrides=(*overrides, ("trusted_forwarder", "client in policy.trusted_forwarders")))
+        vouched = trusted_sealer(ev, trusted_sealers) if policy in ("reject", "quarantine") else None
+        if vouched is not None:
+            sealer, why = vouched
+            comment = f"arc=pass sealed by {sealer.domain}"
+            return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}: {comment} "
+                                                    f"(i={sealer.instance}, {why}), a trusted sealer",),
+                            overrides=(*overrides, ("trusted_forwarder", comment)), dmarc_applied="none",
+                            dmarc_override=f"{comment} (trusted sealer, i={sealer.instance}: {why}); "
+                                           f"policy not applied")
         if policy in ("reject", "quarantine"):
             choice = s.on_dmarc_reject if policy == "reject" else s.on_dmarc_quarantine
+            if choice == "evidence":
+                hints = indirect_hints(ev)
+                if hints:
+                    # RFC 9989 §5.4: not rejected solely because of p=reject.
+                    comment = "indirect flow: " + ", ".join(hints)
+                    decision = _apply_configured("quarantine", s, f"DMARC policy reject for {domain}, "
+                                                 f"quarantined instead ({comment})", domain)
+                    return replace(decision, overrides=(*overrides, ("local_policy", comment)),
+                                   dmarc_applied="quarantine",
+                                   dmarc_override=f"{comment}: quarantined, not rejected (RFC 9989)")
+                choice = "reject"
             decision = _apply_configured(choice, s, f"DMARC policy {policy} for {domain}", domain)
             if choice != policy:
                 overrides.append(("local_policy", f"on_dmarc_{policy} = {choice}"))

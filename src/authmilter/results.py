@@ -126,17 +126,49 @@ class DmarcResult:
     mode: str = "rfc9989"
     published: DmarcPolicy | None = None   # the record evaluated, when one was found
 
-    def resinfo(self) -> ResInfo:
+    def resinfo(self, applied: str = "", override: str = "") -> ResInfo:
+        """The ``dmarc=`` resinfo. *applied* and *override* are set when local policy
+        applied something other than the domain's policy (a trusted ARC sealer, an
+        indirect flow, RFC 9989 §5.4): ``policy.dmarc`` then says what was applied and
+        the reason why; the comment keeps the policy the domain asked for."""
         props: list[tuple[str, str]] = []
         if self.from_domain:
             props.append(("header.from", self.from_domain))
-        if self.policy:
-            props.append(("policy.dmarc", self.policy))
+        if applied or self.policy:
+            props.append(("policy.dmarc", applied or self.policy))
         comment = ""
         if self.policy:
             comment = f"p={self.policy.upper()}" + (" t=y" if self.testing else "") + \
                       (" sampled-out" if self.sampled_out else "")
-        return ResInfo("dmarc", self.result, reason=self.reason, comment=comment, props=tuple(props))
+        reason = "; ".join(r for r in (self.reason, override) if r)
+        return ResInfo("dmarc", self.result, reason=reason, comment=comment, props=tuple(props))
+
+
+@dataclass(frozen=True, slots=True)
+class ArcVerdict:
+    """One resinfo of an ARC-Authentication-Results: what that sealer recorded."""
+
+    method: str                     # lower case: spf, dkim, dmarc, arc, ...
+    result: str                     # lower case token as written (pass, fail, ...)
+    props: tuple[tuple[str, str], ...] = ()   # (ptype.property lower case, value)
+
+    def prop(self, *keys: str) -> str:
+        """The first non-empty value among *keys*, or ""."""
+        for key in keys:
+            for k, v in self.props:
+                if k == key and v:
+                    return v
+        return ""
+
+
+@dataclass(frozen=True, slots=True)
+class ArcSealer:
+    """One ARC set of a chain that validated: who sealed it and what its AAR says."""
+
+    instance: int
+    domain: str                     # ARC-Seal d= (lower case)
+    authserv_id: str = ""           # the AAR's authserv-id, as written
+    verdicts: tuple[ArcVerdict, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +179,10 @@ class ArcResult:
     instances: int = 0
     reason: str = ""
     oldest_pass: int = 0
-    domains: tuple[str, ...] = field(default=())
+    domains: tuple[str, ...] = field(default=())    # AS d= from the newest instance down
+    # Only for a chain that passed: every set, oldest first, with its AAR verdicts
+    # (what each sealer found when it received the message), for the trusted-sealer rule.
+    sealers: tuple[ArcSealer, ...] = field(default=())
 
     def resinfo(self) -> ResInfo:
         props = (("header.oldest-pass", str(self.oldest_pass)),) if self.oldest_pass else ()

@@ -19,6 +19,7 @@ from .resolver import Resolver, install_spf_adapter
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config.antispam import AntispamTables
+    from .sealing import Sealer
     from .signing import Signer
     from .srs import SrsRules
     from .store import Store
@@ -41,6 +42,10 @@ class Runtime:
     srs: SrsRules | None = None
     # [greylist] allow lists and [dnsbl]/[dnswl] zones; None when all three are off.
     antispam: AntispamTables | None = None
+    # ARC sealing keys ([arc] sealing_table), parsed once; None when sealing is off.
+    sealer: Sealer | None = None
+    # [arc] trusted_sealers, normalised.
+    trusted_sealers: frozenset[str] = frozenset()
     hostname: str = field(default_factory=socket.getfqdn)
     loaded_at: float = field(default_factory=time.time)
 
@@ -75,9 +80,16 @@ class Runtime:
             from .store import open_store
 
             store = open_store(settings.store, file)
+        sealer = None
+        if arc_sealing(settings):
+            from .sealing import Sealer
+
+            sealer = Sealer.from_settings(settings, signer)
+        trusted_sealers = frozenset(normalize_domain(d) for d in settings.arc.trusted_sealers)
         return cls(settings=settings, resolver=resolver, signer=signer, internal_hosts=internal,
                    trusted_relays=relays, forwarders=forwarders, own_domains=frozenset(own), psl=psl,
-                   store=store, srs=load_srs(settings), antispam=load_antispam(settings))
+                   store=store, srs=load_srs(settings), antispam=load_antispam(settings), sealer=sealer,
+                   trusted_sealers=trusted_sealers)
 
     def init_store(self) -> None:
         """Create or migrate the store's schema now (the master, at start, before forking).
@@ -117,7 +129,7 @@ def recipients_needed(settings: Settings) -> bool:
     """Whether a feature reads the envelope recipients (SRS, greylisting add their switch
     here). Without one, RCPT is not even sent to us (SMFIP_NORCPT): each recipient would
     cost the MTA two packets and a worker a callback."""
-    return settings.srs.enabled or rcpt_reply_needed(settings) or settings.greylist.enabled
+    return settings.srs.enabled or rcpt_reply_needed(settings) or settings.greylist.enabled or arc_sealing(settings)
 
 
 def antispam_enabled(settings: Settings) -> bool:
@@ -140,6 +152,13 @@ def load_antispam(settings: Settings) -> AntispamTables | None:
     from .config.antispam import AntispamTables
 
     return AntispamTables.load(settings)
+
+
+def arc_sealing(settings: Settings) -> bool:
+    """ARC sealing is configured: a sealing_table and a place to seal (inbound, or mail
+    re-submitted with our Authentication-Results). The key follows the recipient domain."""
+    a = settings.arc
+    return bool(a.sealing_table) and (a.seal_inbound or a.seal_resubmitted)
 
 
 def envelope_edits_needed(settings: Settings) -> bool:

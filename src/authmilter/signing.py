@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from . import keys, model
@@ -33,6 +34,30 @@ from .outcome import HeaderInsert
 # load_signing_key() needs a domain; keys whose d= is the From domain ("%") are parsed
 # once under this placeholder and given the real domain per message.
 _PLACEHOLDER = "percent.invalid"
+
+
+def load_keys(kt: KeyTable, names: Iterable[str] | None = None) -> dict[str, SigningKey]:
+    """Parse the keys of a KeyTable once: every entry (or those in *names*) whose key
+    does not depend on the From domain (no ``%`` in its path). A ``%`` domain is parsed
+    under a placeholder and given the real domain per message. KeyError_ names the
+    KeyTable line and key. The one key loader: DKIM signing and ARC sealing share it."""
+    wanted = None if names is None else set(names)
+    loaded: dict[str, SigningKey] = {}
+    for name, entry in kt.entries.items():
+        if (wanted is not None and name not in wanted) or (not entry.inline and "%" in entry.keypath):
+            continue
+        domain = _PLACEHOLDER if entry.domain == "%" else entry.domain
+        try:
+            if entry.inline:
+                # a key written into the KeyTable itself: keys.py reads it like a file's content
+                loaded[name] = keys.signing_key_from_data(entry.keypath.strip().encode("ascii", "replace"),
+                                                          domain, entry.selector,
+                                                          f"<KeyTable {entry.where or entry.name}>")
+            else:
+                loaded[name] = keys.load_signing_key(entry.keypath, domain, entry.selector)
+        except KeyError_ as exc:
+            raise KeyError_(f"KeyTable {entry.where}: key {name!r}: {exc}") from None
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -110,22 +135,11 @@ class Signer:
                 raise ConfigError(rec.file if rec.kind != "csl" else source, "",
                                   f"{rec.key!r} names key {name!r}, which is not in the KeyTable{hint}", rec.line)
         hosts = HostList.load(s.internal_hosts, source=source)
-        loaded: dict[str, SigningKey] = {}
-        for name, entry in kt.entries.items():
-            if not entry.inline and "%" in entry.keypath:
-                continue
-            domain = _PLACEHOLDER if entry.domain == "%" else entry.domain
-            try:
-                if entry.inline:
-                    # a key written into the KeyTable itself: keys.py reads it like a file's content
-                    loaded[name] = keys.signing_key_from_data(entry.keypath.strip().encode("ascii", "replace"),
-                                                              domain, entry.selector,
-                                                              f"<KeyTable {entry.where or entry.name}>")
-                else:
-                    loaded[name] = keys.load_signing_key(entry.keypath, domain, entry.selector)
-            except KeyError_ as exc:
-                raise KeyError_(f"KeyTable {entry.where}: key {name!r}: {exc}") from None
-        return cls(s, kt, st, hosts, loaded)
+        return cls(s, kt, st, hosts, load_keys(kt))
+
+    def parsed_key(self, name: str) -> SigningKey | None:
+        """The key parsed at load for KeyTable entry *name* (None for a per-domain key)."""
+        return self._loaded.get(name)
 
     def _domains(self) -> frozenset[str]:
         """Every signing domain the tables name literally (for the own-domain spoofing rule)."""

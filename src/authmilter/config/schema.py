@@ -16,7 +16,8 @@ import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..domain import normalize_domain
+from ..errors import ConfigError, DomainError
 from .sockets import parse_socket
 from .storeurl import parse_url
 
@@ -90,8 +91,10 @@ class VerifySettings:
 @dataclass(frozen=True)
 class PolicySettings:
     dry_run: bool = _f(False, "log each decision but always accept")
-    on_dmarc_reject: str = _f("reject", "DMARC fail with p=reject: reject, quarantine, tempfail or accept",
-                              choices=("reject", "quarantine", "tempfail", "accept"))
+    on_dmarc_reject: str = _f("evidence",
+        "DMARC fail with p=reject: evidence (reject unless something suggests forwarding or a mailing list: "
+        "then quarantine, RFC 9989), reject, quarantine, tempfail or accept",
+        choices=("evidence", "reject", "quarantine", "tempfail", "accept"))
     on_dmarc_quarantine: str = _f("quarantine", "DMARC fail with p=quarantine: quarantine, reject or accept",
                                   choices=("quarantine", "reject", "accept"))
     quarantine: str = _f("hold", 'how to quarantine: "hold" (Postfix hold queue) or "header" (deliver with a marker)',
@@ -111,6 +114,20 @@ class PolicySettings:
     ignore_authenticated: bool = _f(True, "SASL-authenticated mail counts as outbound (signed, not checked); false: classify by internal_hosts/sign_daemon_names only")
     reject_text: str = _f("5.7.1 rejected by DMARC policy for {domain}: {reason}",
                           "reply text for DMARC rejects; {domain} and {reason} are filled in")
+
+
+@dataclass(frozen=True)
+class ArcSettings:
+    sealing_table: str = _f("",
+        "ARC sealing keys: SigningTable grammar (file: or refile:) mapping a recipient domain or * to a "
+        "signing.key_table key; empty = no sealing")
+    seal_inbound: bool = _f(False, "seal inbound mail after our checks, the AAR carrying our Authentication-Results "
+                                   "(hosts that forward)")
+    seal_resubmitted: bool = _f(True,
+        "seal mail an internal host or local submission re-submits carrying our Authentication-Results "
+        "(list software, forwarders), after DKIM signing")
+    trusted_sealers: tuple[str, ...] = _f((),
+        "ARC sealer domains (ARC-Seal d=) whose recorded authentication lets a forwarded DMARC failure through")
 
 
 @dataclass(frozen=True)
@@ -230,6 +247,7 @@ class Settings:
     signing: SigningSettings = field(default_factory=SigningSettings, metadata={"doc": "outbound DKIM signing"})
     verify: VerifySettings = field(default_factory=VerifySettings, metadata={"doc": "inbound checks"})
     policy: PolicySettings = field(default_factory=PolicySettings, metadata={"doc": "what to do with the results"})
+    arc: ArcSettings = field(default_factory=ArcSettings, metadata={"doc": "ARC sealing and trusted sealers"})
     metrics: MetricsSettings = field(default_factory=MetricsSettings, metadata={"doc": "Prometheus metrics"})
     srs: SrsSettings = field(default_factory=SrsSettings, metadata={"doc": "Sender Rewriting Scheme"})
     store: StoreSettings = field(default_factory=StoreSettings, metadata={"doc": "state shared by workers and hosts"})
@@ -362,6 +380,13 @@ def validate(settings: Settings) -> Settings:
     if settings.signing.enabled and bool(settings.signing.key_table) != bool(settings.signing.signing_table):
         raise ConfigError(file, "signing.key_table" if not settings.signing.key_table else "signing.signing_table",
                           "key_table and signing_table are set together")
+    if settings.arc.sealing_table and not settings.signing.key_table:
+        raise ConfigError(file, "arc.sealing_table", "sealing keys come from signing.key_table, which is not set")
+    for sealer in settings.arc.trusted_sealers:
+        try:
+            normalize_domain(sealer)
+        except DomainError as exc:
+            raise ConfigError(file, "arc.trusted_sealers", f"{sealer!r}: {exc}") from None
     if ":" not in settings.policy.quarantine_header:
         raise ConfigError(file, "policy.quarantine_header", 'expected "Name: value"')
     if settings.metrics.listen:

@@ -370,8 +370,9 @@ def _signed_field(name: bytes, tags: list[tuple[str, str]], key: SigningKey, pre
     return render(base64.b64encode(sig).decode("ascii"))
 
 
-def seal(message: model.Message, key: SigningKey, *, srv_id: str, aar_results: str, chain_validation: str,
-         timestamp: int | None = None, sign_headers: Sequence[str]) -> tuple[str, str, str]:
+def seal(message: model.Message, key: SigningKey, *, srv_id: str = "", aar_results: str = "",
+         chain_validation: str, timestamp: int | None = None, sign_headers: Sequence[str],
+         aar: str | None = None) -> tuple[str, str, str]:
     """The next ARC set for *message*: (AAR value, AMS value, AS value) (RFC 8617 §5.1).
 
     *chain_validation* is the cv= this sealer found (§5.2, usually `verify_chain` on the
@@ -380,7 +381,9 @@ def seal(message: model.Message, key: SigningKey, *, srv_id: str, aar_results: s
     the AS covers the new set alone (§5.1.2). A chain whose newest seal already says
     cv=fail, or that has 50 sets, gets no further set (§4.2.1, §5.1): ArcSealError.
     *aar_results* is the resinfo part of our Authentication-Results ("spf=pass ...";
-    "none" when empty). Both signatures are relaxed/relaxed, sha256 body hash.
+    "none" when empty). *aar*, instead of those two, is the whole AAR value as the caller
+    rendered it (``" i=N; srv-id; resinfo..."``, authresults.render_aar); its i= must be
+    the next instance. Both signatures are relaxed/relaxed, sha256 body hash.
     """
     if chain_validation not in CV_VALUES:
         raise ArcSealError(f"cv={chain_validation!r} is not none, pass or fail")
@@ -404,8 +407,13 @@ def seal(message: model.Message, key: SigningKey, *, srv_id: str, aar_results: s
     if "arc-seal" in h_list:
         raise ArcSealError("an ARC-Message-Signature must not sign ARC-Seal (RFC 8617 §4.1.2)")
     t = str(int(time.time()) if timestamp is None else int(timestamp))
-    results = aar_results.strip() or "none"
-    aar = " " + fold(f"i={n}; {srv_id}; {results}", AAR_HEADER)
+    if aar is None:
+        results = aar_results.strip() or "none"
+        aar = " " + fold(f"i={n}; {srv_id}; {results}", AAR_HEADER)
+    else:
+        m = _AAR_INSTANCE.match(aar.encode("utf-8"))
+        if m is None or int(m.group(1)) != n:
+            raise ArcSealError(f"the ARC-Authentication-Results given is not for i={n}")
 
     spec = ("relaxed", "sha256", None)
     bh = base64.b64encode(body_digests(message.body, [spec])[spec].digest).decode("ascii")
@@ -414,7 +422,7 @@ def seal(message: model.Message, key: SigningKey, *, srv_id: str, aar_results: s
                                      ("d", key.domain), ("h", ":".join(h_list)), ("i", str(n)),
                                      ("s", key.selector), ("t", t)], key, ams_data)
 
-    own = canon_header(AAR_HEADER, aar.encode(), "relaxed") + canon_header(AMS_HEADER, ams.encode(), "relaxed")
+    own = canon_header(AAR_HEADER, aar.encode("utf-8"), "relaxed") + canon_header(AMS_HEADER, ams.encode(), "relaxed")
     prior = b"" if chain_validation == "fail" else seal_data(headers, chain, n - 1) + _last_seal(headers, chain, n - 1)
     seal_value = _signed_field(AS_HEADER, [("a", key.algorithm), ("b", ""), ("cv", chain_validation),
                                            ("d", key.domain), ("i", str(n)), ("s", key.selector), ("t", t)],
