@@ -343,7 +343,7 @@ def opendmarc_conf(s: Setup, sock: Path) -> Path:
 
 
 def authmilter_conf(s: Setup, sock: Path, workers: int, *, name: str = "authmilter.toml",
-                    dns_extra: str = "") -> Path:
+                    dns_extra: str = "", extra: str = "") -> Path:
     conf = s.work / name
     conf.write_text(
         f'socket = "unix:{sock}"\n'
@@ -360,8 +360,35 @@ def authmilter_conf(s: Setup, sock: Path, workers: int, *, name: str = "authmilt
         f'signing_table = "refile:{s.work}/SigningTable"\n'
         f'internal_hosts = ["{OUTBOUND_IP}", "::1"]\n'
         "[policy]\n"
-        f'own_domains = ["{OUT_DOMAIN}"]\n')
+        f'own_domains = ["{OUT_DOMAIN}"]\n'
+        f"{extra}")
     return conf
+
+
+_CLEANUP: list[Callable[[], None]] = []   # servers that are not a Proc (PostgreSQL for --store)
+
+
+def store_side_conf(kind: str, work: Path) -> str:
+    """[reports] on (every inbound DMARC evaluation leaves a record) over *kind*'s store."""
+    if kind == "sqlite":
+        url = f"sqlite://{work}/state.db"
+    elif kind == "postgresql":
+        sys.path.insert(0, str(REPO / "tests"))
+        from pgserver import PgServer, missing_reason
+
+        if missing_reason():
+            raise RuntimeError(f"--store postgresql: {missing_reason()}")
+        pg = PgServer().start()
+        _CLEANUP.append(pg.stop)
+        url = pg.create_database("bench")
+    else:
+        raise SystemExit(f"--store: unknown kind {kind!r} (sqlite, postgresql)")
+    return ("[store]\n"
+            f'url = "{url}"\n'
+            f'journal_dir = "{work}/journal-{kind}"\n'
+            "[reports]\n"
+            "enabled = true\n"
+            f'from_address = "dmarc-reports@{OUT_DOMAIN}"\n')
 
 
 # -- checks of what each milter answered --------------------------------------------------
@@ -451,6 +478,8 @@ def run_matrix(args: argparse.Namespace) -> dict:
     finally:
         for p in reversed(procs):
             p.stop()
+        while _CLEANUP:
+            _CLEANUP.pop()()
         if args.keep:
             log(f"kept {work}")
         else:
@@ -503,6 +532,18 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             procs.append(am2)
             wait_milter(am2, f"unix:{sock2}")
             sides_in.append(Side("authmilter (SPF cache off)", [f"unix:{sock2}"], [am2]))
+        for kind in args.store if "inbound" in args.kinds and sides_in else ():
+            # Reports on: every inbound message leaves a record (journal + batched writes).
+            sock4 = work / f"authmilter-{kind}.sock"
+            conf4 = authmilter_conf(s, sock4, args.workers, name=f"authmilter-{kind}.toml",
+                                    extra=store_side_conf(kind, work))
+            am4 = start(f"authmilter-{kind}", [str(am_bin), "run", "-c", str(conf4)], work)
+            procs.append(am4)
+            wait_milter(am4, f"unix:{sock4}")
+            sides_in.append(Side(f"authmilter (reports on, {kind})", [f"unix:{sock4}"], [am4]))
+            notes.append(f"authmilter (reports on, {kind}): [reports] enabled, records in {kind}"
+                         + (" (the PostgreSQL server's CPU is not counted in the side's CPU)"
+                            if kind == "postgresql" else ""))
     if args.baseline:
         # Another build of authmilter (e.g. an install of the previous round's commit), with
         # the same config file contents, messages and client: before/after in one run.
@@ -775,11 +816,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="BIN", default="",
                     help="another authmilter console script (e.g. an older commit's install): one more side, "
                          "'authmilter (baseline)', same config, messages and client, rounds interleaved")
+    ap.add_argument("--store", default="",
+                    help="extra inbound authmilter sides with [reports] on, records in: sqlite,postgresql")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 300 messages, 3 s")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "latest"), help="results path, no suffix")
     args = ap.parse_args(argv)
     args.kinds = args.kinds.split(",")
+    args.store = [k for k in args.store.split(",") if k]
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
     args.sizes = [int(x) for x in args.sizes.split(",")]
     args.inbound_sizes = [int(x) for x in args.inbound_sizes.split(",")]
