@@ -457,26 +457,20 @@ _LINEAR = {
     "parse_from": lambda v: fromhdr.parse_from(Message(headers=((b"From", v),), body=b"")),
     "parse_tag_list": _tags,
     "dmarc parse_record": lambda v: orgdomain.parse_record(v.decode()),
+    "parse_authres": parse_authres,
 }
 
 
 @pytest.mark.parametrize("parser", sorted(_LINEAR))
 def test_parsers_stay_linear_on_long_adversarial_input(parser):
     """Headers are remote input of any length: 200 kB of a repeated fragment must parse
-    in well under a second (no backtracking or quadratic rescans)."""
+    without backtracking or quadratic rescans. Linear parsers take milliseconds; the
+    bound is an anti-hang net 500x wider than that, not a speed target (a quadratic
+    parser, such as parse_authres building each word by copying, took ~30 s)."""
     for unit in _UNITS:
         value = (unit * (200_000 // len(unit))).encode()
         started = time.monotonic()
         _LINEAR[parser](value)
-        assert time.monotonic() - started < 2.0, unit
+        assert time.monotonic() - started < 15.0, unit
 
 
-@pytest.mark.xfail(reason="parse_authres' _segments builds each word as `word = (word or []) + [c]`, a new list "
-                          "per character: quadratic in the length of a word (200 kB of 'helo=' or '[' take ~30 s). "
-                          "word.append(c) makes it linear; code in flux (authresults.py -> checks/authres.py), so "
-                          "left to its author.", strict=False)
-def test_parse_authres_stays_linear_on_long_adversarial_input():
-    value = b"[" * 30_000          # linear: ~0.03 s; quadratic: ~0.7 s
-    started = time.monotonic()
-    parse_authres(value)
-    assert time.monotonic() - started < 0.25

@@ -301,7 +301,9 @@ def test_an_unreachable_database_never_makes_submit_wait(kind: str, tmp_path: Pa
         except StoreError as exc:
             assert "queue full" in str(exc)
             dropped += 1
-    assert time.monotonic() - started < 1.0           # 200 submits: microseconds each, no I/O
+    # Anti-hang net, not a speed target: a submit that waited for the database would
+    # take at least a connect timeout (2 s) each, 400 s for 200.
+    assert time.monotonic() - started < 30.0
     assert dropped >= 200 - 20 - 5
     with pytest.raises(StoreError):
         s.flush(timeout_s=0.5)
@@ -313,11 +315,9 @@ def test_an_unreachable_database_is_a_prompt_store_error_on_read(kind: str, tmp_
     s = make_store(unreachable(kind, tmp_path), timeout_s=0.2)
     with pytest.raises(StoreError):
         s.get("k")
-    started = time.monotonic()
-    for _ in range(50):                               # later reads fail fast, no reconnect each time
-        with pytest.raises(StoreError, match="unavailable"):
+    for _ in range(50):                               # later reads fail fast, no reconnect each time:
+        with pytest.raises(StoreError, match="unavailable"):   # the fail-fast error, not a connect error
             s.get("k")
         with pytest.raises(StoreError):
             s.put("k", b"v", 1)
-    assert time.monotonic() - started < 0.5
     s.close()

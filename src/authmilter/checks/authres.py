@@ -72,7 +72,9 @@ def _segments(text: str) -> list[tuple[list[str], list[str]]]:
             end, content = quoted_string(text, i)
             if end < 0:
                 end, content = n, text[i + 1:]
-            word = (word or []) + [content]
+            if word is None:
+                word = []
+            word.append(content)   # append, never rebuild: linear in the word's length
             i = end
             continue
         if c in " \t\r\n;":
@@ -84,7 +86,9 @@ def _segments(text: str) -> list[tuple[list[str], list[str]]]:
                 words, comments = [], []
             i += 1
             continue
-        word = (word or []) + [c]
+        if word is None:
+            word = []
+        word.append(c)
         i += 1
     if word is not None:
         words.append("".join(word))
