@@ -50,10 +50,6 @@ def test_malformed_macro_packet_does_not_kill_the_worker(fuzz_daemon, macro):
     assert daemon.worker_pids() == before
 
 
-@pytest.mark.xfail(reason="pymilter calls the callbacks registered in milter/server.py with ctx.getpriv() None "
-                          "when no option negotiation came first; the lambdas there raise AttributeError, logged "
-                          "as an internal error. Belongs to milter/server.py (a guard like the one for a missing "
-                          "CONNECT).", strict=True)
 def test_commands_before_option_negotiation_are_not_internal_errors(fuzz_daemon):
     """MAIL (or ABORT) as the first packet: pymilter calls our callback with no Handler
     (ctx.getpriv() is None), logged as "internal error outside a session: AttributeError".

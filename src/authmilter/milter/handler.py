@@ -34,8 +34,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType
+from typing import Any
 
 import Milter  # type: ignore[import-untyped]
 
@@ -154,6 +156,23 @@ def eom_callback(ctx: object) -> int:
     except Exception:  # noqa: BLE001 - the verdict stands without our text
         pass
     return int(Milter.TEMPFAIL)
+
+
+def session_callback(method: str) -> Callable[..., int]:
+    """The libmilter entry point for one recording step: the session's Handler method.
+
+    A command that arrives before option negotiation (a broken or hostile MTA) has no
+    Handler to record it in; it is ignored here, and the eom that may follow is answered
+    451 by eom_callback, so nothing is ever processed on partial facts."""
+    def call(ctx: Any, *args: Any) -> int:
+        handler = ctx.getpriv()
+        if not isinstance(handler, Handler):
+            log.debug("NOQUEUE: %s before option negotiation ignored", method)
+            return int(Milter.CONTINUE)
+        return int(getattr(handler, method)(*args))
+
+    call.__name__ = method
+    return call
 
 
 def install_excepthook() -> None:

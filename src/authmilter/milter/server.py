@@ -336,21 +336,21 @@ def register_milter(settings: Settings) -> None:
     import Milter  # type: ignore[import-untyped]
     import milter  # type: ignore[import-not-found]
 
-    from .handler import ACTIONS, ENVELOPE_ACTIONS, Handler, eom_callback, install_excepthook
+    from .handler import ACTIONS, ENVELOPE_ACTIONS, Handler, eom_callback, install_excepthook, session_callback
 
     Milter.factory = Handler
     # Every callback runs inside WATCH.track: the connection watch must know which
     # sessions are busy (an eom waiting for DNS is not an idle connection).
     track = WATCH.track
     milter.set_connect_callback(track(Milter.connect_callback))
-    milter.set_helo_callback(track(lambda ctx, host: ctx.getpriv().hello(host)))
-    milter.set_envfrom_callback(track(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b)))
-    milter.set_envrcpt_callback(track(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b)))
-    milter.set_header_callback(track(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v)))
-    milter.set_eoh_callback(track(lambda ctx: ctx.getpriv().eoh()))
-    milter.set_body_callback(track(lambda ctx, chunk: ctx.getpriv().body(chunk)))
+    milter.set_helo_callback(track(session_callback("hello")))
+    milter.set_envfrom_callback(track(session_callback("envfrom_bytes")))
+    milter.set_envrcpt_callback(track(session_callback("envrcpt_bytes")))
+    milter.set_header_callback(track(session_callback("header_bytes")))
+    milter.set_eoh_callback(track(session_callback("eoh")))
+    milter.set_body_callback(track(session_callback("body")))
     milter.set_eom_callback(track(eom_callback))
-    milter.set_abort_callback(track(lambda ctx: ctx.getpriv().abort()))
+    milter.set_abort_callback(track(session_callback("abort")))
     milter.set_close_callback(WATCH.closed(Milter.close_callback))
     milter.set_flags(ACTIONS | ENVELOPE_ACTIONS)   # the most we may ask for; negotiate narrows it
     # pymilter failing to build a callback's arguments (bytes that are not UTF-8) reports
@@ -363,8 +363,8 @@ def register_milter(settings: Settings) -> None:
     milter.set_exception_policy(milter.CONTINUE)
     if settings.milter_timeout_s:
         milter.settimeout(settings.milter_timeout_s)
-    milter.register("authmilter", data=track(lambda ctx: ctx.getpriv().data()),
-                    unknown=track(lambda ctx, cmd: ctx.getpriv().unknown(cmd)),
+    milter.register("authmilter", data=track(session_callback("data")),
+                    unknown=track(session_callback("unknown")),
                     negotiate=track(Milter.negotiate_callback))
 
 
