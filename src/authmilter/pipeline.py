@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from . import antispam, authresults, sealing
-from .checks import arc, fromhdr, received, spf
+from .checks import arc, fromhdr, received, senderid, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
 from .model import Session
@@ -331,6 +331,13 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     infos.append(dmarc_result.resinfo(decision.dmarc_applied, decision.dmarc_override))
     if arc_result is not None:
         infos.append(arc_result.resinfo())
+    sender_id = None
+    if v.sender_id and ip:   # RFC 4406, report only: never part of the decision above
+        sender_id = senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
+                                             timeout_s=settings.dns.message_budget_s)
+        if sender_id is not None:
+            infos.append(sender_id.resinfo())
+            early_log += (("sender_id", sender_id.result.value),)
     results = tuple(infos)
 
     deleted = list(deletions)

@@ -228,3 +228,17 @@ class GreylistResult:
     identity: str                   # "spf:example.org", "dkim:example.org" or "net:192.0.2.0/24"
     reason: str                     # "new", "too early", "retried", "known", "auto-allowed", ...
     retry_at: float = 0.0           # epoch seconds; deferred mail is accepted from then on
+
+
+@dataclass(frozen=True, slots=True)
+class SenderIdResult:
+    """Sender ID (RFC 4406) for the Purported Responsible Address (RFC 4407): report only."""
+
+    result: Result
+    header: str                     # the PRA's header, lower case: from, sender, resent-from, resent-sender
+    address: str
+    reason: str = ""
+
+    def resinfo(self) -> ResInfo:
+        # RFC 8601 §2.7.3 / the IANA registry: ptype "header", property the PRA's header name.
+        return ResInfo("sender-id", self.result, reason=self.reason, props=((f"header.{self.header}", self.address),))

@@ -201,3 +201,24 @@ def test_internal_hosts_are_not_greylisted_even_when_signing_is_off(milterd: Cal
     assert deliver(daemon, "10.20.1.2", "app@plain.example")[0] == "accept"
     daemon.wait_log(r"greylist=skip:internal-host")
     assert deliver(daemon, "10.21.1.2", "app@plain.example")[0] == "tempfail"
+
+
+def test_sender_id_is_reported_for_spf2_pra_domains_and_never_decides(milterd: Callable[..., Daemon],
+                                                                       dns_server: Any) -> None:
+    dns_server.add_txt("sid.example", "spf2.0/pra ip4:192.0.2.0/24 -all")
+    dns_server.add_txt("nosid.example", "v=spf1 ip4:192.0.2.0/24 -all")
+    daemon = milterd(workers=1, verify={"sender_id": True})
+
+    def ar(domain: str, ip: str) -> tuple[str, str]:
+        with daemon.client() as c:
+            r = c.session(ip=ip, hostname=f"[{ip}]", helo=f"mail.{domain}", mail_from=f"a@{domain}",
+                          rcpts=["bob@mx.test"], message=message(domain, 1), macros={"i": "S1", "j": "mx.test"})
+        return str(r.action), " ".join(next(v for _, n, v in r.inserted if n == "Authentication-Results").split())
+
+    action, header = ar("sid.example", "192.0.2.9")
+    assert action == "accept" and "sender-id=pass header.from=alice@sid.example" in header, header
+    action, header = ar("sid.example", "198.51.100.9")
+    assert action == "accept" and re.search(r"sender-id=fail (reason=\"[^\"]*\" )?header\.from=alice@sid\.example",
+                                            header), header
+    action, header = ar("nosid.example", "192.0.2.9")
+    assert action == "accept" and "sender-id" not in header, header

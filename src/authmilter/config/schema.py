@@ -86,6 +86,8 @@ class VerifySettings:
     spf_helo: bool = _f(True, "check the HELO identity too (RFC 7208 §2.3)")
     add_received_spf: bool = _f(False, "add a Received-SPF header (RFC 7208 §9.1)")
     arc: bool = _f(True, "validate ARC chains and report arc= in Authentication-Results")
+    sender_id: bool = _f(False, "Sender ID (RFC 4406, legacy): report sender-id= for domains publishing "
+                         "spf2.0/pra records; never decisive")
 
 
 @dataclass(frozen=True)
