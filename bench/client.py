@@ -9,11 +9,13 @@ together with their macros, and no reply is awaited for steps the milter said it
 not answer (``SMFIP_NR_*``); ``SMFIP_HDR_LEADSPC`` decides whether the space after the
 colon is sent, and macro lists set with ``SMFIR_SETSYMLIST`` are honoured.
 
-To stay out of the milter's way on shared cores, everything that does not depend on a
-reply is encoded once: the negotiation is probed on one connection, each message's
-packets are then pre-encoded into "steps" (bytes to write, then the one reply to wait
-for), and runs of steps needing no reply are merged into a single write. The load loop
-is one epoll state machine per process (no threads, no asyncio overhead).
+The protocol itself (framing, negotiation, encoding, the pre-encoded "steps") is
+tests/infra/milter.py, shared with the test suite's client; this module is the load
+layer on it. To stay out of the milter's way on shared cores, everything that does not
+depend on a reply is encoded once: the negotiation is probed on one connection, each
+message's packets are then pre-encoded into steps (bytes to write, then the one reply
+to wait for), and runs of steps needing no reply are merged into a single write. The
+load loop is one epoll state machine per process (no threads, no asyncio overhead).
 
 A target is a chain of milters ("hops"): a message passes through every hop in turn,
 each seeing the headers the previous ones inserted, as Postfix's cleanup server
@@ -24,6 +26,7 @@ Command line (for a quick look; ``bench/run.py`` drives the real matrix)::
 
     python bench/client.py unix:/path/to.sock message.eml -c 8 -n 2000 -t 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,402 +34,36 @@ import json
 import multiprocessing
 import resource
 import select
-import socket
 import struct
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-# -- protocol constants (Sendmail libmilter mfdef.h; milter protocol version 6) ----------
-
-MILTER_VERSION = 6
-CHUNK = 65535                     # MILTER_CHUNK_SIZE: largest body packet an MTA sends
-
-SMFIP_NOCONNECT = 0x00000001
-SMFIP_NOHELO = 0x00000002
-SMFIP_NOMAIL = 0x00000004
-SMFIP_NORCPT = 0x00000008
-SMFIP_NOBODY = 0x00000010
-SMFIP_NOHDRS = 0x00000020
-SMFIP_NOEOH = 0x00000040
-SMFIP_NR_HDR = 0x00000080
-SMFIP_NOUNKNOWN = 0x00000100
-SMFIP_NODATA = 0x00000200
-SMFIP_SKIP = 0x00000400
-SMFIP_RCPT_REJ = 0x00000800
-SMFIP_NR_CONN = 0x00001000
-SMFIP_NR_HELO = 0x00002000
-SMFIP_NR_MAIL = 0x00004000
-SMFIP_NR_RCPT = 0x00008000
-SMFIP_NR_DATA = 0x00010000
-SMFIP_NR_UNKN = 0x00020000
-SMFIP_NR_EOH = 0x00040000
-SMFIP_NR_BODY = 0x00080000
-SMFIP_HDR_LEADSPC = 0x00100000
-
-# What we offer, like Postfix 3.x: every skip, every no-reply flag, SKIP, leading space.
-MTA_PROTOCOL = 0x001FFFFF
-MTA_ACTIONS = 0x000001FF          # SMFI_V6_ACTS: every modification
-
-# macro stages (SMFIM_*) and the command each precedes
-STAGE_CMD = {0: b"C", 1: b"H", 2: b"M", 3: b"R", 4: b"T", 5: b"E", 6: b"N"}
-
-# Replies that end the message (and, for an MTA, the milter's say in it).
-FINAL = frozenset(b"acrtdy4f")
-PROGRESS = ord("p")
-CONTINUE = ord("c")
-SKIP = ord("s")
-
-# step kinds
-REPLY = 1        # wait for one reply (continue/skip/final)
-EOM = 2          # wait for modification actions then a final reply
-
-
-def packet(cmd: bytes, data: bytes = b"") -> bytes:
-    """One milter packet: 32-bit big-endian length (command byte included), command, data."""
-    return struct.pack("!I", len(data) + 1) + cmd + data
-
-
-def cstr(*parts: bytes) -> bytes:
-    return b"".join(p + b"\0" for p in parts)
-
-
-# -- what the milter negotiated ------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Negotiated:
-    """The milter's OPTNEG answer: version, actions, protocol flags, macro lists."""
-
-    version: int
-    actions: int
-    protocol: int
-    symlists: dict[int, frozenset[bytes]] = field(default_factory=dict)
-    raw: bytes = b""              # the reply packet body, to check every session gets the same
-
-    def skips(self, flag: int) -> bool:
-        return bool(self.protocol & flag)
-
-
-def optneg_packet() -> bytes:
-    return packet(b"O", struct.pack("!III", MILTER_VERSION, MTA_ACTIONS, MTA_PROTOCOL))
-
-
-def parse_optneg(body: bytes) -> Negotiated:
-    """Decode the milter's 'O' reply body (after the command byte)."""
-    if len(body) < 12:
-        raise ProtocolError(f"short OPTNEG reply ({len(body)} bytes)")
-    version, actions, protocol = struct.unpack("!III", body[:12])
-    if protocol & ~MTA_PROTOCOL:
-        raise ProtocolError(f"milter asked for protocol flags we did not offer: {protocol & ~MTA_PROTOCOL:#x}")
-    symlists: dict[int, frozenset[bytes]] = {}
-    rest = body[12:]
-    while len(rest) >= 4:           # SMFIR_SETSYMLIST data: (uint32 stage, "macro macro\0")*
-        (stage,) = struct.unpack("!I", rest[:4])
-        text, _, rest = rest[4:].partition(b"\0")
-        symlists[stage] = frozenset(m.strip(b"{}") for m in text.split())
-    return Negotiated(version, actions, protocol, symlists, body)
-
-
-class ProtocolError(Exception):
-    """The milter said something an MTA would not accept."""
-
-
-# -- messages and their pre-encoded steps -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """The SMTP session an MTA presents: client, HELO, envelope, macros by stage."""
-
-    client_addr: str = "192.0.2.10"
-    client_port: int = 40000
-    client_name: str = "mail.sender.example"
-    family: str = "4"                            # '4', '6', 'L' (unix) or 'U' (unknown)
-    helo: str = "mail.sender.example"
-    mail_from: str = "<sender@example.net>"
-    rcpts: tuple[str, ...] = ("<user@example.com>",)
-    # stage -> {macro name without braces: value}; sent before that stage's command
-    macros: dict[int, dict[str, str]] = field(default_factory=dict)
-
-
-def split_message(raw: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """RFC 5322 text -> ([(name, value-with-leading-space)], body with CRLF line ends).
-
-    A folded header keeps its line breaks as LF inside the value, as Sendmail and
-    Postfix pass them to milters.
-    """
-    from authmilter.model import Message
-
-    msg = Message.from_bytes(raw)
-    return msg.milter_headers(), msg.body.as_bytes()
-
-
-@dataclass
-class Step:
-    data: bytes           # bytes to write
-    kind: int             # REPLY, EOM, or 0 = no reply (merged away by compile_steps)
-    tag: str = ""         # "body" for body chunks (a 's' reply skips them), "eob" for EOM
-
-
-def _macro_packet(neg: Negotiated, stage: int, env: Envelope) -> bytes:
-    wanted = env.macros.get(stage, {})
-    allowed = neg.symlists.get(stage)
-    items = [(k, v) for k, v in wanted.items() if allowed is None or k.encode().strip(b"{}") in allowed]
-    if not items:
-        return b""
-    # one-letter macros travel bare ("j", "i"), longer ones in braces ("{daemon_name}")
-    data = STAGE_CMD[stage] + b"".join(
-        cstr((k if len(k) == 1 else "{" + k + "}").encode(), v.encode()) for k, v in items)
-    return packet(b"D", data)
-
-
-def header_steps(neg: Negotiated, headers: Iterable[tuple[bytes, bytes]]) -> list[Step]:
-    if neg.skips(SMFIP_NOHDRS):
-        return []
-    kind = 0 if neg.skips(SMFIP_NR_HDR) else REPLY
-    leadspc = neg.skips(SMFIP_HDR_LEADSPC)
-    steps = []
-    for name, value in headers:
-        if not leadspc:
-            # without HDR_LEADSPC an MTA drops the whitespace after the colon
-            value = value.lstrip(b" \t")
-        steps.append(Step(packet(b"L", cstr(name, value)), kind, "hdr"))
-    return steps
-
-
-def build_steps(neg: Negotiated, env: Envelope, headers: Sequence[tuple[bytes, bytes]], body: bytes) -> list[Step]:
-    """Every packet after OPTNEG for one message, with the reply each one needs."""
-    steps: list[Step] = []
-
-    def add(stage: int | None, skip: int, noreply: int, data: bytes, tag: str = "") -> None:
-        if skip and neg.skips(skip):
-            return                      # skipped steps are not sent, nor their macros
-        pre = _macro_packet(neg, stage, env) if stage is not None else b""
-        steps.append(Step(pre + data, 0 if noreply and neg.skips(noreply) else REPLY, tag))
-
-    if env.family in ("4", "6"):
-        conn = cstr(env.client_name.encode()) + env.family.encode() + struct.pack("!H", env.client_port) \
-            + cstr(env.client_addr.encode())
-    elif env.family == "L":
-        conn = cstr(env.client_name.encode()) + b"L" + struct.pack("!H", 0) + cstr(env.client_addr.encode())
-    else:
-        conn = cstr(env.client_name.encode()) + b"U"
-    add(0, SMFIP_NOCONNECT, SMFIP_NR_CONN, packet(b"C", conn))
-    add(1, SMFIP_NOHELO, SMFIP_NR_HELO, packet(b"H", cstr(env.helo.encode())))
-    add(2, SMFIP_NOMAIL, SMFIP_NR_MAIL, packet(b"M", cstr(env.mail_from.encode())))
-    for rcpt in env.rcpts:
-        add(3, SMFIP_NORCPT, SMFIP_NR_RCPT, packet(b"R", cstr(rcpt.encode())))
-    add(4, SMFIP_NODATA, SMFIP_NR_DATA, packet(b"T"))
-    steps.extend(header_steps(neg, headers))
-    add(6, SMFIP_NOEOH, SMFIP_NR_EOH, packet(b"N"))
-    if not neg.skips(SMFIP_NOBODY):
-        kind = 0 if neg.skips(SMFIP_NR_BODY) else REPLY
-        for i in range(0, len(body), CHUNK):
-            steps.append(Step(packet(b"B", body[i:i + CHUNK]), kind, "body"))
-    steps.append(Step(_macro_packet(neg, 5, env) + packet(b"E"), EOM, "eob"))
-    return steps
-
-
-def compile_steps(steps: Sequence[Step]) -> tuple[tuple[bytes, int, int], ...]:
-    """Merge no-reply steps into the next write: ((data, kind, index of eob step), ...).
-
-    The third field is where a 's' (skip) reply to a body chunk jumps to.
-    """
-    out: list[tuple[bytes, int, str]] = []
-    pending = b""
-    for st in steps:
-        if st.kind == 0:
-            pending += st.data
-            continue
-        out.append((pending + st.data, st.kind, st.tag))
-        pending = b""
-    assert not pending, "the EOM step always waits for a reply"
-    eob = next(i for i, (_, _, tag) in enumerate(out) if tag == "eob")
-    return tuple((d, k, eob) for d, k, _ in out)
-
-
-@dataclass(frozen=True)
-class Hop:
-    """One milter in a chain, with the negotiation it answered."""
-
-    address: str
-    neg: Negotiated
-
-
-@dataclass
-class Prepared:
-    """A message ready to send: per hop the compiled steps (hop 0 fixed; later hops
-    depend on the headers earlier hops inserted and are built on demand, cached)."""
-
-    env: Envelope
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    hops: tuple[Hop, ...]
-    first: tuple[tuple[bytes, int, int], ...] = ()
-    _later: dict[tuple[int, bytes], tuple[tuple[bytes, int, int], ...]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.first = compile_steps(build_steps(self.hops[0].neg, self.env, self.headers, self.body))
-
-    def steps_for(self, hop: int, edits: Sequence[bytes]) -> tuple[tuple[bytes, int, int], ...]:
-        key = (hop, b"\0\0".join(edits))
-        got = self._later.get(key)
-        if got is None:
-            headers = apply_header_edits(self.headers, edits)
-            got = compile_steps(build_steps(self.hops[hop].neg, self.env, headers, self.body))
-            self._later[key] = got
-        return got
-
-
-def apply_header_edits(headers: Sequence[tuple[bytes, bytes]], edits: Sequence[bytes]) -> list[tuple[bytes, bytes]]:
-    """Apply 'h' (add), 'i' (insert at index) and 'm' (change/delete) replies, as the MTA
-    would before presenting the message to the next milter."""
-    out = list(headers)
-    for pkt in edits:
-        cmd, data = pkt[:1], pkt[1:]
-        if cmd == b"h":
-            name, value = data.split(b"\0")[:2]
-            out.append((name, b" " + value.lstrip(b" ")))
-        elif cmd == b"i":
-            (idx,) = struct.unpack("!I", data[:4])
-            name, value = data[4:].split(b"\0")[:2]
-            out.insert(min(idx, len(out)), (name, b" " + value.lstrip(b" ")))
-        elif cmd == b"m":
-            (nth,) = struct.unpack("!I", data[:4])
-            name, value = data[4:].split(b"\0")[:2]
-            seen = 0
-            for i, (n, _) in enumerate(out):
-                if n.lower() == name.lower():
-                    seen += 1
-                    if seen == max(nth, 1):
-                        if value:
-                            out[i] = (n, b" " + value.lstrip(b" "))
-                        else:
-                            del out[i]
-                        break
-    return out
-
-
-# -- results ------------------------------------------------------------------------------
-
-
-@dataclass
-class SessionResult:
-    """One message: the final reply per hop and every modification packet (cmd+data)."""
-
-    latency_s: float
-    action: str                               # final reply command of the last hop reached
-    hops: list[tuple[str, list[bytes]]]       # per hop: (final reply cmd, modification packets)
-    error: str = ""
-
-    def headers_added(self) -> list[tuple[str, str]]:
-        out = []
-        for _, mods in self.hops:
-            for pkt in mods:
-                if pkt[:1] == b"h":
-                    name, value = pkt[1:].split(b"\0")[:2]
-                elif pkt[:1] == b"i":
-                    name, value = pkt[5:].split(b"\0")[:2]
-                else:
-                    continue
-                out.append((name.decode("latin-1"), value.decode("latin-1")))
-        return out
-
-
-# -- negotiation probe and one blocking session (checks, tests) ---------------------------
-
-
-def connect(address: str, timeout: float = 10.0) -> socket.socket:
-    """'unix:/path' | 'local:/path' | '/path' | 'inet:PORT@HOST' | 'inet6:PORT@HOST'."""
-    kind, _, rest = address.partition(":")
-    if kind in ("unix", "local") or address.startswith("/"):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: object = rest if kind in ("unix", "local") else address
-    else:
-        port, _, host = rest.partition("@")
-        fam = socket.AF_INET6 if kind == "inet6" else socket.AF_INET
-        s = socket.socket(fam, socket.SOCK_STREAM)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        target = (host.strip("[]") or ("::1" if kind == "inet6" else "127.0.0.1"), int(port))
-    s.settimeout(timeout)
-    try:
-        s.connect(target)
-    except BaseException:
-        s.close()
-        raise
-    return s
-
-
-def _read_packet(s: socket.socket, buf: bytearray) -> bytes:
-    while True:
-        if len(buf) >= 4:
-            (n,) = struct.unpack_from("!I", buf)
-            if len(buf) >= 4 + n:
-                pkt = bytes(buf[4:4 + n])
-                del buf[:4 + n]
-                return pkt
-        data = s.recv(65536)
-        if not data:
-            raise ProtocolError("milter closed the connection")
-        buf.extend(data)
-
-
-def negotiate(address: str, timeout: float = 10.0) -> Negotiated:
-    """Open one connection, send OPTNEG, return what the milter answered, QUIT."""
-    with connect(address, timeout) as s:
-        s.sendall(optneg_packet())
-        pkt = _read_packet(s, bytearray())
-        if pkt[:1] != b"O":
-            raise ProtocolError(f"expected an OPTNEG reply, got {pkt[:1]!r}")
-        s.sendall(packet(b"Q"))
-        return parse_optneg(pkt[1:])
-
-
-def run_one(prep: Prepared, timeout: float = 30.0) -> SessionResult:
-    """Send one message through every hop with blocking sockets (no load; for checks)."""
-    t0 = time.perf_counter()
-    hops: list[tuple[str, list[bytes]]] = []
-    steps = prep.first
-    action = ""
-    for h, hop in enumerate(prep.hops):
-        if h:
-            steps = prep.steps_for(h, [m for _, mods in hops for m in mods])
-        with connect(hop.address, timeout) as s:
-            buf = bytearray()
-            s.sendall(optneg_packet())
-            pkt = _read_packet(s, buf)
-            if pkt[:1] != b"O" or pkt[1:] != hop.neg.raw:
-                raise ProtocolError("the milter negotiated differently than on the probe")
-            i, mods = 0, []
-            while True:
-                data, kind, eob = steps[i]
-                s.sendall(data)
-                while True:
-                    pkt = _read_packet(s, buf)
-                    c = pkt[0]
-                    if c == PROGRESS:
-                        continue
-                    if kind == EOM and c not in FINAL:
-                        mods.append(pkt)
-                        continue
-                    break
-                if c in FINAL:
-                    action = chr(c)
-                    if kind == EOM or c != CONTINUE:
-                        break
-                    i += 1
-                elif c == SKIP:
-                    i = eob
-                else:
-                    raise ProtocolError(f"unexpected reply {chr(c)!r}")
-            s.sendall(packet(b"Q"))
-        hops.append((action, mods))
-        if action not in ("c", "a"):
-            break
-    return SessionResult(time.perf_counter() - t0, action, hops)
-
+from pathlib import Path
+
+# The protocol lives with the tests (tests/infra/), importable from here as bench's siblings are.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from infra.milter import (  # noqa: F401  (re-exported: bench/run.py and others use mc.<name>)
+    CHUNK,
+    CONTINUE,
+    EOM,
+    FINAL,
+    PROGRESS,
+    SKIP,
+    Envelope,
+    Hop,
+    Negotiated,
+    Prepared,
+    ProtocolError,
+    SessionResult,
+    negotiate,
+    optneg_packet,
+    packet,
+    run_one,
+    split_message,
+)
+from infra.milter import open_socket as connect
 
 # -- the load loop ------------------------------------------------------------------------
 

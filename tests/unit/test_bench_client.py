@@ -1,4 +1,4 @@
-"""bench/client.py speaks the milter protocol as an MTA does.
+"""bench/client.py (on tests/infra/milter.py) speaks the milter protocol as an MTA does.
 
 A tiny milter server inside the test records every packet and answers only where the
 negotiated flags say it must; if the client waited for a reply the milter promised not
@@ -6,22 +6,24 @@ to send, the session would hang until the client's I/O timeout and count as an e
 """
 from __future__ import annotations
 
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from infra import milter as proto  # the shared protocol pieces (tests/ is on sys.path)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
 import client as mc
 
-ALL_NR = (mc.SMFIP_NR_CONN | mc.SMFIP_NR_HELO | mc.SMFIP_NR_MAIL | mc.SMFIP_NR_RCPT | mc.SMFIP_NR_DATA
-          | mc.SMFIP_NR_HDR | mc.SMFIP_NR_EOH | mc.SMFIP_NR_BODY)
-NR_FOR = {b"C": mc.SMFIP_NR_CONN, b"H": mc.SMFIP_NR_HELO, b"M": mc.SMFIP_NR_MAIL, b"R": mc.SMFIP_NR_RCPT,
-          b"T": mc.SMFIP_NR_DATA, b"L": mc.SMFIP_NR_HDR, b"N": mc.SMFIP_NR_EOH, b"B": mc.SMFIP_NR_BODY}
+ALL_NR = 0
+for _flag in proto.NR_BIT.values():
+    ALL_NR |= _flag
 
 MESSAGE = (b"From: Alice <alice@example.com>\r\nSubject: hi\r\nX-Folded: one\r\n\ttwo\r\n\r\n"
            + b"line\r\n" * 20000)          # 120 KB: two body chunks
@@ -72,33 +74,30 @@ class FakeMilter:
         with conn:
             while True:
                 try:
-                    pkt = mc._read_packet(conn, buf)
-                except (mc.ProtocolError, OSError):
+                    pkt = proto.read_packet(conn, buf)
+                except (proto.MilterProtocolError, OSError):
                     return
                 cmd, data = pkt[:1], pkt[1:]
                 got.append((cmd, data))
                 if cmd == b"O":
-                    conn.sendall(mc.packet(b"O", struct.pack("!III", 6, 0x1FF, self.protocol) + self.symlists))
+                    conn.sendall(proto.packet(b"O", struct.pack("!III", 6, 0x1FF, self.protocol) + self.symlists))
                 elif cmd == b"Q":
                     return
                 elif cmd == b"E":
                     name, value = self.insert
-                    conn.sendall(mc.packet(b"i", struct.pack("!I", 0) + mc.cstr(name, value)) + mc.packet(b"c"))
+                    conn.sendall(proto.packet(b"i", struct.pack("!I", 0) + proto.cstr(name, value))
+                                 + proto.packet(b"c"))
                 elif cmd == b"B" and self.skip_body:
-                    conn.sendall(mc.packet(b"s"))
-                elif cmd in NR_FOR and not self.protocol & NR_FOR[cmd]:
-                    conn.sendall(mc.packet(b"c"))
+                    conn.sendall(proto.packet(b"s"))
+                elif cmd.decode() in proto.NR_BIT and not self.protocol & proto.NR_BIT[cmd.decode()]:
+                    conn.sendall(proto.packet(b"c"))
 
 
 @pytest.fixture
 def sockdir(tmp_path_factory):
     # unix socket paths must stay short
-    import tempfile
-
     d = Path(tempfile.mkdtemp(prefix="bc-"))
     yield d
-    import shutil
-
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -108,7 +107,7 @@ def _prep(addresses: list[str]) -> list[mc.Prepared]:
 
 
 def test_no_reply_flags_are_honoured_and_every_step_is_sent(sockdir):
-    m = FakeMilter(sockdir / "m.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC)
+    m = FakeMilter(sockdir / "m.sock", ALL_NR | proto.SMFIP_HDR_LEADSPC)
     try:
         res = mc.run_load(_prep([m.address]), concurrency=2, count=4, duration_s=60, io_timeout_s=10)
     finally:
@@ -125,7 +124,7 @@ def test_no_reply_flags_are_honoured_and_every_step_is_sent(sockdir):
     assert headers[2] == b"X-Folded\0 one\n\ttwo\0"
     body = b"".join(d for c, d in session if c == b"B")
     assert body == b"line\r\n" * 20000
-    assert max(len(d) for c, d in session if c == b"B") <= mc.CHUNK
+    assert max(len(d) for c, d in session if c == b"B") <= proto.CHUNK
     connect = next(d for c, d in session if c == b"C")
     assert connect == b"mail.sender.example\x004" + struct.pack("!H", 40000) + b"192.0.2.10\0"
 
@@ -143,8 +142,8 @@ def test_replies_awaited_without_nr_flags_and_leading_space_stripped(sockdir):
 
 
 def test_skipped_steps_and_their_macros_are_not_sent(sockdir):
-    proto = ALL_NR | mc.SMFIP_NOHELO | mc.SMFIP_NORCPT | mc.SMFIP_NODATA | mc.SMFIP_NOBODY
-    m = FakeMilter(sockdir / "m.sock", proto)
+    flags = ALL_NR | proto.SMFIP_NOHELO | proto.SMFIP_NORCPT | proto.SMFIP_NODATA | proto.SMFIP_NOBODY
+    m = FakeMilter(sockdir / "m.sock", flags)
     try:
         res = mc.run_load(_prep([m.address]), concurrency=1, count=2, duration_s=60, io_timeout_s=10)
     finally:
@@ -167,7 +166,7 @@ def test_symlist_restricts_macros(sockdir):
 
 
 def test_skip_reply_jumps_to_end_of_message(sockdir):
-    m = FakeMilter(sockdir / "m.sock", mc.SMFIP_SKIP, skip_body=True)
+    m = FakeMilter(sockdir / "m.sock", proto.SMFIP_SKIP, skip_body=True)
     try:
         one = mc.run_one(_prep([m.address])[0], timeout=10)
         res = mc.run_load(_prep([m.address]), concurrency=1, count=1, duration_s=60, io_timeout_s=10)
@@ -179,9 +178,9 @@ def test_skip_reply_jumps_to_end_of_message(sockdir):
 
 
 def test_chain_presents_headers_inserted_by_the_first_milter(sockdir):
-    first = FakeMilter(sockdir / "a.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC,
+    first = FakeMilter(sockdir / "a.sock", ALL_NR | proto.SMFIP_HDR_LEADSPC,
                        insert=(b"Authentication-Results", b"mx; dkim=pass"))
-    second = FakeMilter(sockdir / "b.sock", ALL_NR | mc.SMFIP_HDR_LEADSPC, insert=(b"X-Second", b"1"))
+    second = FakeMilter(sockdir / "b.sock", ALL_NR | proto.SMFIP_HDR_LEADSPC, insert=(b"X-Second", b"1"))
     try:
         res = mc.run_load(_prep([first.address, second.address]), concurrency=2, count=3, duration_s=60,
                           io_timeout_s=10, check=lambda r: len(r.hops) == 2)
@@ -195,5 +194,5 @@ def test_chain_presents_headers_inserted_by_the_first_milter(sockdir):
 
 
 def test_parse_optneg_rejects_flags_not_offered():
-    with pytest.raises(mc.ProtocolError):
-        mc.parse_optneg(struct.pack("!III", 6, 0, 0x10000000))
+    with pytest.raises(proto.MilterProtocolError):
+        proto.parse_optneg(struct.pack("!III", 6, 0, 0x10000000))
