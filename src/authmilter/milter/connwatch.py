@@ -119,21 +119,28 @@ class ConnectionWatch:
     def track(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a pymilter callback ``fn(ctx, ...)``: busy while it runs."""
 
+        # No lock around busy/last: libmilter runs one session's callbacks one at a time,
+        # so each _Session has a single writer, and the watch reads the two fields without
+        # the lock anyway. `last` is refreshed before `busy` drops, so a watch that sees
+        # the session not busy also sees its fresh time. The lock guards only the dict's
+        # size changes (the watch iterates it), and the probe of a new connection (a few
+        # syscalls, each releasing the GIL) runs outside it: under load, holding the lock
+        # there made the other sessions' callbacks queue on it (bench: ~0.05 ms CPU/msg).
         def call(ctx: object, *args: Any) -> Any:
             key = id(ctx)
-            with self._lock:
-                sess = self._sessions.get(key)
-                if sess is None:
-                    fd = self._claim(ctx)
-                    sess = self._sessions[key] = _Session(fd, _inode(fd))
-                sess.busy += 1
-                sess.last = time.monotonic()
+            sess = self._sessions.get(key)
+            if sess is None:
+                fd = self._claim(ctx)
+                new = _Session(fd, _inode(fd))
+                with self._lock:
+                    sess = self._sessions.setdefault(key, new)
+            sess.busy += 1
+            sess.last = time.monotonic()
             try:
                 return fn(ctx, *args)
             finally:
-                with self._lock:
-                    sess.busy -= 1
-                    sess.last = time.monotonic()
+                sess.last = time.monotonic()
+                sess.busy -= 1
 
         return call
 
