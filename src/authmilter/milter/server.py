@@ -369,14 +369,24 @@ def register_milter(settings: Settings) -> None:
 
 
 def _preload_modules() -> None:
-    """Import what the workers need while we can still read everything, and once for all."""
+    """Import every module of the package (and so the standard-library and third-party
+    modules they import) while we can still read everything: after the privilege drop
+    the daemon user may not be able to read the Python installation (a pyenv under
+    /root, say), and a module imported lazily then ("No module named 'uuid'") would stop
+    start-up or a worker. Optional dependencies that are not installed are skipped."""
     import importlib
+    import pkgutil
 
-    from .. import pipeline  # noqa: F401
+    from .. import __path__ as package_path
 
-    for name in ("authmilter.signing", "authmilter.checks.arc"):
+    for info in pkgutil.walk_packages(package_path, prefix="authmilter."):
         try:
-            importlib.import_module(name)
+            importlib.import_module(info.name)
+        except ImportError:
+            pass
+    for optional in ("psycopg", "prometheus_client"):   # imported by the store / metrics on use
+        try:
+            importlib.import_module(optional)
         except ImportError:
             pass
 
