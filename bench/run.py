@@ -11,6 +11,10 @@ Everything runs on this machine, in a private temporary directory:
   RSA-2048 key and KeyTable/SigningTable;
 * the load client (bench/client.py) in this process.
 
+knotd and the processes are started by the test suite's harness (tests/infra/), authmilter
+from the installation beside this interpreter (``python -m authmilter`` when there is no
+console script), so the bench runs from any venv.
+
 Signing: concurrency 1, 8, 32 x 2 KB and 100 KB messages, authmilter vs OpenDKIM.
 Inbound (SPF+DKIM+DMARC): concurrency 1, 8, 32 with 2 KB messages pre-signed once,
 authmilter vs the chain OpenDKIM (verify) then OpenDMARC (SPFSelfValidate), each
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import dataclasses
 import datetime
 import email.utils
@@ -44,8 +47,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO / "tests"))   # tests/infra/: knotd and processes, shared with the tests
 
 import client as mc
+from infra.knot import Knot, Zone, knotd_path
+from infra.procs import Process, authmilter_command, tree_cpu_s  # noqa: F401  (tree_cpu_s: bench's API)
 
 OUT_DOMAIN = "example.com"      # our domain: outbound mail is signed for it
 IN_DOMAIN = "example.net"       # a sender on the internet: inbound mail comes from it
@@ -64,32 +70,6 @@ def log(msg: str) -> None:
 
 def _clk() -> int:
     return os.sysconf("SC_CLK_TCK")
-
-
-def tree_cpu_s(pid: int) -> float:
-    """user+system CPU seconds of a process and all its descendants (from /proc)."""
-    stats: dict[int, tuple[int, float]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                raw = fh.read()
-        except OSError:
-            continue
-        rest = raw[raw.rindex(b")") + 2:].split()
-        # fields after "(comm)": state ppid ... utime(14) stime(15) counted from 1
-        stats[int(entry)] = (int(rest[1]), (int(rest[11]) + int(rest[12])) / _clk())
-    total, todo = 0.0, [pid]
-    children: dict[int, list[int]] = {}
-    for p, (pp, _) in stats.items():
-        children.setdefault(pp, []).append(p)
-    while todo:
-        p = todo.pop()
-        if p in stats:
-            total += stats[p][1]
-        todo.extend(children.get(p, ()))
-    return total
 
 
 def machine_busy_s() -> float:
@@ -134,46 +114,25 @@ def pick_dns_address() -> tuple[str, int]:
         return "127.0.0.1", u.getsockname()[1]
 
 
-@dataclasses.dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    logfile: Path
-
-    def cpu_s(self) -> float:
-        return tree_cpu_s(self.popen.pid)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(5)
+Proc = Process    # a server process: own session, log in WORK/NAME.log, cpu_s(), stop()
 
 
 def start(name: str, argv: Sequence[str], workdir: Path, env: dict[str, str] | None = None) -> Proc:
-    logfile = workdir / f"{name}.log"
-    with open(logfile, "wb") as fh:
-        popen = subprocess.Popen(list(argv), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                 cwd=workdir, env=env)
-    return Proc(name, popen, logfile)
+    return Process(name, argv, workdir / f"{name}.log", env=env, cwd=workdir).start()
 
 
 def wait_milter(proc: Proc, address: str, timeout_s: float = 30.0) -> mc.Negotiated:
     end = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < end:
-        if proc.popen.poll() is not None:
+        if not proc.running:
             break
         try:
             return mc.negotiate(address, timeout=5.0)
         except (OSError, mc.ProtocolError) as exc:
             last = exc
             time.sleep(0.2)
-    tail = proc.logfile.read_text(errors="replace")[-3000:]
-    raise RuntimeError(f"{proc.name} did not come up on {address}: {last}\n--- {proc.logfile}:\n{tail}")
+    raise RuntimeError(f"{proc.name} did not come up on {address}: {last}\n--- {proc.log}:\n{proc.log_tail()}")
 
 
 # -- keys, DNS data, messages -------------------------------------------------------------
@@ -196,30 +155,23 @@ def make_key(keydir: Path) -> tuple[Path, str]:
     return path, base64.b64encode(pub).decode()
 
 
-def _txt(value: str) -> str:
-    chunks = [value[i:i + 250] for i in range(0, len(value), 250)]
-    return "( " + " ".join(f'"{c}"' for c in chunks) + " )"
-
-
-def zones(dns_ip: str, pubkey: str) -> dict[str, str]:
-    """Zone files. The inbound sender's SPF takes a few lookups, as real records do."""
-    dkim = _txt(f"v=DKIM1; k=rsa; p={pubkey}")
-    head = "$TTL 3600\n@ SOA ns hostmaster 1 3600 600 86400 300\n@ NS ns\nns A {ip}\n"
-    return {
-        OUT_DOMAIN: head.format(ip=dns_ip) + (
-            '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"\n'
-            f"{SELECTOR}._domainkey TXT {dkim}\n"
-            '_dmarc TXT "v=DMARC1; p=reject"\n'),
-        IN_DOMAIN: head.format(ip=dns_ip) + (
-            '@ TXT "v=spf1 mx include:_spf.example.net -all"\n'
-            "@ MX 10 mx\n"
-            "mx A 198.51.100.25\n"
-            '_spf TXT "v=spf1 ip4:198.51.100.0/24 ip4:192.0.2.0/24 -all"\n'
-            "mail A 192.0.2.10\n"
-            'mail TXT "v=spf1 a -all"\n'
-            f"{SELECTOR}._domainkey TXT {dkim}\n"
-            '_dmarc TXT "v=DMARC1; p=reject; rua=mailto:dmarc@example.net"\n'),
-    }
+def zones(dns_ip: str, pubkey: str) -> list[Zone]:
+    """The zones knotd serves. The inbound sender's SPF takes a few lookups, as real records do."""
+    dkim = f"v=DKIM1; k=rsa; p={pubkey}"
+    out = Zone(OUT_DOMAIN, ttl=3600, negative_ttl=300, ns_ip=dns_ip)
+    out.txt(OUT_DOMAIN, "v=spf1 ip4:127.0.0.0/8 -all")
+    out.txt(f"{SELECTOR}._domainkey.{OUT_DOMAIN}", dkim)
+    out.txt(f"_dmarc.{OUT_DOMAIN}", "v=DMARC1; p=reject")
+    inb = Zone(IN_DOMAIN, ttl=3600, negative_ttl=300, ns_ip=dns_ip)
+    inb.txt(IN_DOMAIN, f"v=spf1 mx include:_spf.{IN_DOMAIN} -all")
+    inb.add(IN_DOMAIN, "MX", f"10 mx.{IN_DOMAIN}.")
+    inb.add(f"mx.{IN_DOMAIN}", "A", "198.51.100.25")
+    inb.txt(f"_spf.{IN_DOMAIN}", "v=spf1 ip4:198.51.100.0/24 ip4:192.0.2.0/24 -all")
+    inb.add(f"mail.{IN_DOMAIN}", "A", "192.0.2.10")
+    inb.txt(f"mail.{IN_DOMAIN}", "v=spf1 a -all")
+    inb.txt(f"{SELECTOR}._domainkey.{IN_DOMAIN}", dkim)
+    inb.txt(f"_dmarc.{IN_DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:dmarc@{IN_DOMAIN}")
+    return [out, inb]
 
 
 def make_message(i: int, size: int, direction: str) -> bytes:
@@ -278,26 +230,6 @@ def write_tables(s: Setup) -> tuple[Path, Path]:
     kt.write_text(f"{SELECTOR}._domainkey.{OUT_DOMAIN} {OUT_DOMAIN}:{SELECTOR}:{s.keyfile}\n")
     st.write_text(f"*@{OUT_DOMAIN} {SELECTOR}._domainkey.{OUT_DOMAIN}\n")
     return kt, st
-
-
-def knot_conf(s: Setup) -> Path:
-    zdir = s.work / "zones"
-    zdir.mkdir()
-    for name, text in zones(s.dns_ip, s.pubkey).items():
-        (zdir / f"{name}.zone").write_text(f"$ORIGIN {name}.\n" + text)
-    (s.work / "knot").mkdir()
-    conf = s.work / "knot.conf"
-    conf.write_text(
-        "server:\n"
-        f'    rundir: "{s.work}/knot"\n'
-        f"    listen: {s.dns_ip}@{s.dns_port}\n"
-        "log:\n  - target: stderr\n    any: warning\n"
-        f'database:\n    storage: "{s.work}/knot"\n'
-        "template:\n  - id: default\n"
-        f'    storage: "{zdir}"\n'
-        "    semantic-checks: off\n    zonefile-sync: -1\n    journal-content: none\n"
-        "zone:\n" + "".join(f"  - domain: {n}\n    file: {n}.zone\n" for n in (OUT_DOMAIN, IN_DOMAIN)))
-    return conf
 
 
 def opendkim_conf(s: Setup, mode: str, sock: Path) -> Path:
@@ -497,10 +429,12 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
     write_tables(s)
 
     # DNS
-    knotd = shutil.which("knotd") or "/usr/sbin/knotd"
-    dns = start("knotd", [knotd, "-c", str(knot_conf(s))], work)
+    # knotd's own thread defaults (one per CPU), as OpenDMARC's uncached lookups meet it
+    knot = Knot(work, zones(dns_ip, pubkey), dns_port, host=dns_ip, workers=None, log_level="warning",
+                semantic_checks=False)
+    dns = knot.process
     procs.append(dns)
-    _wait_dns(s, dns)
+    knot.start()
     log(f"knotd serving on {dns_ip}:{dns_port}")
 
     sides_sign: list[Side] = []
@@ -509,10 +443,10 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
 
     # authmilter (if `authmilter run` exists yet)
     am_sock = work / "authmilter.sock"
-    am_bin = REPO / ".venv" / "bin" / "authmilter"
+    am_cmd = authmilter_command()     # the install beside this interpreter, else python -m authmilter
     if not args.skip_authmilter:
         try:
-            am = start("authmilter", [str(am_bin), "run", "-c", str(authmilter_conf(s, am_sock, args.workers))],
+            am = start("authmilter", [*am_cmd, "run", "-c", str(authmilter_conf(s, am_sock, args.workers))],
                        work)
             procs.append(am)
             neg = wait_milter(am, f"unix:{am_sock}")
@@ -528,7 +462,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             sock2 = work / "authmilter-nocache.sock"
             conf2 = authmilter_conf(s, sock2, args.workers, name="authmilter-nocache.toml",
                                     dns_extra="result_cache_entries = 0\n")
-            am2 = start("authmilter-nocache", [str(am_bin), "run", "-c", str(conf2)], work)
+            am2 = start("authmilter-nocache", [*am_cmd, "run", "-c", str(conf2)], work)
             procs.append(am2)
             wait_milter(am2, f"unix:{sock2}")
             sides_in.append(Side("authmilter (SPF cache off)", [f"unix:{sock2}"], [am2]))
@@ -537,7 +471,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             sock4 = work / f"authmilter-{kind}.sock"
             conf4 = authmilter_conf(s, sock4, args.workers, name=f"authmilter-{kind}.toml",
                                     extra=store_side_conf(kind, work))
-            am4 = start(f"authmilter-{kind}", [str(am_bin), "run", "-c", str(conf4)], work)
+            am4 = start(f"authmilter-{kind}", [*am_cmd, "run", "-c", str(conf4)], work)
             procs.append(am4)
             wait_milter(am4, f"unix:{sock4}")
             sides_in.append(Side(f"authmilter (reports on, {kind})", [f"unix:{sock4}"], [am4]))
@@ -682,7 +616,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                     "opendkim": _version([opendkim, "-V"]), "opendmarc": _version([opendmarc, "-V"]),
-                    "knotd": _version([knotd, "-V"]), **revs},
+                    "knotd": _version([knotd_path(), "-V"]), **revs},
         "settings": {"count": args.count, "duration_s": args.duration, "rounds": args.rounds,
                      "warmup": args.warmup, "wait_idle_s": args.wait_idle, "variants": args.variants, "client_procs": args.client_procs,
                      "authmilter_workers": args.workers, "dns": f"knotd {dns_ip}:{dns_port}"},
@@ -690,23 +624,6 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         "notes": notes,
         "cells": cells,
     }
-
-
-def _wait_dns(s: Setup, proc: Proc) -> None:
-    import dns.message
-    import dns.query
-
-    q = dns.message.make_query(f"{SELECTOR}._domainkey.{OUT_DOMAIN}", "TXT")
-    end = time.monotonic() + 20
-    while time.monotonic() < end:
-        with contextlib.suppress(Exception):
-            ans = dns.query.udp(q, s.dns_ip, port=s.dns_port, timeout=0.5)
-            if ans.answer:
-                return
-        if proc.popen.poll() is not None:
-            break
-        time.sleep(0.2)
-    raise RuntimeError(f"knotd did not answer:\n{proc.logfile.read_text(errors='replace')[-2000:]}")
 
 
 def _version(argv: list[str]) -> str:

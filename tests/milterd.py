@@ -1,16 +1,15 @@
 """Run the real ``authmilter run`` as a subprocess for tests (and bench/).
 
-`Daemon(directory, config)` writes the config as TOML, starts
-``authmilter run -c CONFIG`` (the console script beside the running Python) with its log in a file, waits until the socket
-accepts connections, and offers the milter client, log polling and signals.
+`Daemon(directory, config)` writes the config as TOML, starts ``authmilter run -c CONFIG``
+(the console script beside the running Python, else ``python -m authmilter``) with its
+log in a file, waits until the socket accepts connections, and offers the milter client,
+log polling and signals. Process start/stop and ports are the shared tests/infra/procs.py.
 The pytest fixtures that use it live in tests/milter/conftest.py.
 """
 from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,20 +22,14 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
-from milterclient import MilterClient
+from infra.milter import MilterClient
+from infra.procs import Process, authmilter_command, free_port  # noqa: F401  (free_port re-exported)
 from support import require  # noqa: F401  (skip locally, fail under CI=true)
 
 from authmilter.config import tomlwrite
 
 AUTHMILTER = Path(sys.executable).with_name("authmilter")   # the venv pytest runs from
 WAIT_S = 60.0   # safety net against hangs, never an assertion about speed
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 # Config files are written with the package's own TOML writer; merge() overlays tables.
@@ -58,7 +51,7 @@ class Daemon:
             if env is None or var not in env:
                 self.env.pop(var, None)
         self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
         spec = config["socket"]
         if spec.startswith(("unix:", "local:")):
             self.address: str | tuple[str, int] = spec.split(":", 1)[1]
@@ -71,12 +64,14 @@ class Daemon:
             self.config = config
         self.config_path.write_text(toml(self.config))
 
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.popen if self.process is not None else None
+
     def start(self, wait: bool = True) -> Daemon:
         self.write_config()
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([str(AUTHMILTER), "run", "-c", str(self.config_path), *self.args],
-                                     stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
-                                     start_new_session=True)
+        argv = [*authmilter_command(), "run", "-c", str(self.config_path), *self.args]
+        self.process = Process("authmilter", argv, self.log_path, env=self.env).start()
         if wait:
             self.wait_ready()
         return self
@@ -136,25 +131,19 @@ class Daemon:
         """Wait for a daemon that is expected to exit on its own; returns the status."""
         assert self.proc is not None
         code = self.proc.wait(timeout=timeout)
-        self._log.close()
-        self.proc = None
+        self.process = None
         return code
 
     def stop(self) -> int:
         """SIGTERM and wait; returns the exit status."""
-        if self.proc is None:
+        if self.process is None or self.proc is None:
             return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=WAIT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-                raise AssertionError(f"authmilter did not stop on SIGTERM:\n{self.log()}") from None
-        self._log.close()
+        # no sweep of the process group after a clean exit: tests look for orphans themselves
+        clean = self.process.stop(WAIT_S, sweep=False)
         code = self.proc.returncode
-        self.proc = None
+        self.process = None
+        if not clean:
+            raise AssertionError(f"authmilter did not stop on SIGTERM:\n{self.log()}")
         return code
 
 

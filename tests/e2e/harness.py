@@ -4,7 +4,8 @@ directory, all stopped afterwards.
 
 Nothing here touches the machine's own Postfix: every command gets ``-c DIR`` (``-C DIR``
 for sendmail(1)), the queue and data directories live under the temporary directory, and
-the only listeners are 127.0.0.1 ports chosen when the suite starts.
+the only listeners are 127.0.0.1 ports chosen when the suite starts. knotd, process
+start/stop and port picking are the shared tests/infra/ pieces (bench/ uses them too).
 
 What Postfix presents to ``non_smtpd_milters`` for mail injected with sendmail(1)
 (observed with Postfix 3.7 and a recording milter, and written down because the pipeline
@@ -26,52 +27,26 @@ import signal
 import smtplib
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rdatatype
+from infra.knot import KNOTD, Knot, Zone, txt_strings  # noqa: F401  (re-exported for the e2e tests)
+from infra.procs import Process, accepts, free_port, process_group, scan_proc, wait_for
 
 from authmilter.config import tomlwrite
 from authmilter.config.sockets import SocketSpec, parse_socket
-
-T = TypeVar("T")
 
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 POSTQUEUE = "/usr/sbin/postqueue"
 POSTSUPER = "/usr/sbin/postsuper"
 SENDMAIL = "/usr/sbin/sendmail"
-KNOTD = "/usr/sbin/knotd"
 
 MX_NAME = "mx.inbox.test"          # Postfix's $myhostname and authmilter's authserv_id
 RCPT = "u@inbox.test"              # every test message goes to this one virtual mailbox
 TOKEN_HEADER = "X-E2E-Id"          # each message carries a unique token to find it again
 WAIT_S = 30.0                      # upper bound for any poll; never an assertion on speed
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's choice for a bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], T], what: str, timeout_s: float = WAIT_S, interval_s: float = 0.05) -> T:
-    """Poll until *predicate* returns something truthy; bounded, so a hang is a failure."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(interval_s)
 
 
 def pid_alive(pid: int) -> bool:
@@ -91,146 +66,6 @@ def run(cmd: list[str], *, input: bytes | None = None, env: dict[str, str] | Non
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: "
                            f"{proc.stderr.decode(errors='replace')}{proc.stdout.decode(errors='replace')}")
     return proc
-
-
-# ---------------------------------------------------------------------------------------
-# DNS: knot
-
-
-def txt_strings(value: str) -> str:
-    """A TXT value in zone-file syntax, split into <=255-octet character-strings."""
-    data = value.encode()
-    chunks = [data[i:i + 255] for i in range(0, len(data), 255)] or [b""]
-    return " ".join('"' + c.decode().replace("\\", "\\\\").replace('"', '\\"') + '"' for c in chunks)
-
-
-class Zone:
-    """One zone file, built record by record. ``Zone(".")`` is the root zone."""
-
-    def __init__(self, origin: str) -> None:
-        self.origin = origin.rstrip(".").lower()
-        self.lines = [
-            f"$ORIGIN {self.origin}.",
-            "$TTL 300",
-            f"@ SOA ns.{self.fqdn} hostmaster.{self.fqdn} 1 3600 600 86400 60",
-            f"@ NS ns.{self.fqdn}",
-            "ns A 127.0.0.1",
-        ]
-
-    @property
-    def fqdn(self) -> str:
-        return f"{self.origin}." if self.origin else ""
-
-    @property
-    def file_name(self) -> str:
-        return f"{self.origin or 'root'}.zone"
-
-    def _owner(self, name: str) -> str:
-        name = name.rstrip(".").lower()
-        if name == self.origin:
-            return "@"
-        if self.origin and not name.endswith("." + self.origin):
-            raise ValueError(f"{name} is not in zone {self.origin}")
-        return name + "."
-
-    def add(self, name: str, rdtype: str, rdata: str) -> Zone:
-        self.lines.append(f"{self._owner(name)} {rdtype} {rdata}")
-        return self
-
-    def txt(self, name: str, value: str) -> Zone:
-        return self.add(name, "TXT", txt_strings(value))
-
-    def raw(self, text: str) -> Zone:
-        """Zone-file text as is (e.g. the SELECTOR.txt written by `authmilter genkey`)."""
-        self.lines.append(text.rstrip("\n"))
-        return self
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-class Knot:
-    """knotd in the foreground, authoritative for the test zones, on 127.0.0.1@PORT."""
-
-    def __init__(self, base: Path, zones: Iterable[Zone], port: int | None = None) -> None:
-        self.dir = base / "knot"
-        self.port = port or free_port()
-        self.zones = list(zones)
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = self.dir / "knotd.log"
-
-    def _write(self) -> None:
-        (self.dir / "zones").mkdir(parents=True, exist_ok=True)
-        for zone in self.zones:
-            (self.dir / "zones" / zone.file_name).write_text(zone.text())
-        zone_list = "\n".join(f"  - domain: {z.fqdn or '.'}\n    file: {z.file_name}" for z in self.zones)
-        (self.dir / "knot.conf").write_text(f"""\
-server:
-    rundir: "{self.dir}"
-    listen: 127.0.0.1@{self.port}
-    udp-workers: 1
-    tcp-workers: 1
-    background-workers: 1
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "{self.dir}/db"
-control:
-    listen: "{self.dir}/knot.sock"
-template:
-  - id: default
-    storage: "{self.dir}/zones"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: none
-zone:
-{zone_list}
-""")
-
-    def start(self) -> None:
-        if self.proc is None:
-            self._write()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([KNOTD, "-c", str(self.dir / "knot.conf")],
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        for zone in self.zones:
-            wait_for(lambda z=zone: self._answers(z.fqdn or ".", "SOA"), f"knot to serve {zone.fqdn or '.'}")
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def _answers(self, name: str, rdtype: str) -> bool:
-        if not self.running:
-            raise AssertionError(f"knotd exited: {self.log.read_text(errors='replace')[-2000:]}")
-        try:
-            return bool(self.query(name, rdtype).answer)
-        except (OSError, dns.exception.Timeout):
-            return False
-
-    def query(self, name: str, rdtype: str) -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype)
-        return dns.query.udp(q, "127.0.0.1", port=self.port, timeout=1.0)
-
-    def txt(self, name: str) -> bytes | None:
-        """The first TXT record at *name*, its strings joined (what dkimpy's dnsfunc returns)."""
-        resp = self.query(name, "TXT")
-        for rrset in resp.answer:
-            if rrset.rdtype == dns.rdatatype.TXT:
-                for rdata in rrset:
-                    return b"".join(rdata.strings)
-        return None
-
-    def dkim_dnsfunc(self) -> Callable[..., bytes | None]:
-        def dnsfunc(name: str | bytes, timeout: int = 5) -> bytes | None:
-            text = name.decode() if isinstance(name, bytes) else name
-            return self.txt(text)
-        return dnsfunc
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,16 +231,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     def _our_pids(self) -> list[int]:
         """Processes of this instance: Postfix daemons inherit MAIL_CONFIG=our config dir."""
         marker = f"MAIL_CONFIG={self.config_dir}".encode()
-        pids = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/environ", "rb") as fh:
-                    if marker in fh.read().split(b"\0"):
-                        pids.append(int(entry))
-            except OSError:
-                continue
+        pids = [pid for pid, environ in scan_proc("environ") if marker in environ.split(b"\0")]
         return [p for p in pids if p != os.getpid() and pid_alive(p)]
 
     def stop(self) -> None:
@@ -557,7 +383,11 @@ class Authmilter:
         self.config = base / "authmilter.toml"
         self.log = base / "authmilter.log"
         self.settings = {"socket": f"inet:{self.port}@127.0.0.1", **settings}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.process = Process("authmilter", [exe, "run", "-c", str(self.config)], self.log)
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.popen
 
     @property
     def socket_spec(self) -> SocketSpec:
@@ -579,9 +409,7 @@ class Authmilter:
     def start(self) -> None:
         if not self.config.exists():
             self.write_config()
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([self.exe, "run", "-c", str(self.config)], stdout=log,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.process.start()
         wait_for(self._ready, "authmilter to accept milter connections")
 
     def _ready(self) -> bool:
@@ -641,7 +469,7 @@ class Authmilter:
         """The master's live child processes (workers; the metrics exporter if enabled)."""
         if self.proc is None:
             return []
-        return [pid for pid in _process_group(self.proc.pid) if pid != self.proc.pid]
+        return [pid for pid in process_group(self.proc.pid) if pid != self.proc.pid]
 
     def kill_master(self) -> None:
         """SIGKILL the master alone, as an OOM killer might; its workers notice within a
@@ -651,64 +479,14 @@ class Authmilter:
         group = self.proc.pid
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=15)
-        wait_for(lambda: not _process_group(group), "authmilter's orphaned workers to exit", timeout_s=90)
+        wait_for(lambda: not process_group(group), "authmilter's orphaned workers to exit", timeout_s=90)
 
     def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def stop_process(proc: subprocess.Popen | None) -> None:
-    """SIGTERM a process started with start_new_session=True, wait, then SIGKILL whatever
-    is left of its process group."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc.poll() is None:
-        proc.wait(timeout=15)
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+        self.process.stop()
 
 
 def _listening(spec: SocketSpec) -> bool:
-    if spec.family != "unix":
-        return _port_open(spec.port)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(spec.path)
-            return True
-        except OSError:
-            return False
-
-
-def _process_group(pgid: int) -> list[int]:
-    """Live (not zombie) processes of process group *pgid*."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                fields = fh.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            pids.append(int(entry))
-    return pids
+    return accepts(spec.path if spec.family == "unix" else ("127.0.0.1", spec.port))
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 from pathlib import Path
 from typing import Self
@@ -24,7 +23,8 @@ from typing import Self
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from milterclient import MilterClient, split_message
+from infra.milter import MilterClient, split_message
+from infra.procs import Process, accepts, free_port
 from support import require
 
 from authmilter.config.opendkim import expand_keyname
@@ -58,12 +58,6 @@ def render(name: str, keydir: Path, out: Path) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class OpenDKIM:
     """One opendkim process in the foreground on 127.0.0.1:PORT; stopped by close()."""
 
@@ -82,30 +76,27 @@ class OpenDKIM:
         path = workdir / f"opendkim-{self.port}.conf"
         path.write_text("".join(f"{k} {v}\n" for k, v in settings.items()))
         self.logfile = workdir / f"opendkim-{self.port}.log"
-        self.log = open(self.logfile, "wb")
-        self.proc = subprocess.Popen(["opendkim", "-f", "-x", str(path)], stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = Process("opendkim", ["opendkim", "-f", "-x", str(path)], self.logfile).start()
+        self.proc = self.process.popen
+        assert self.proc is not None
         while True:   # ready when the socket accepts; a process that exits is a failure
             if self.proc.poll() is not None:
-                self.log.close()
                 text = self.logfile.read_text()
                 if "in use" in text:
                     return False
                 raise AssertionError("opendkim exited: " + text)
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+            if accepts(("127.0.0.1", self.port), timeout_s=5):
                 return True
-            except OSError:
-                try:
-                    self.proc.wait(timeout=0.05)
-                except subprocess.TimeoutExpired:
-                    pass
+            try:
+                self.proc.wait(timeout=0.05)
+            except subprocess.TimeoutExpired:
+                pass
 
     def close(self) -> None:
         # libmilter notices SIGTERM only after its 5 s accept timeout; this instance has
         # no state to flush (inet socket, no pid file), so it is killed outright.
         self.proc.kill()
         self.proc.wait()
-        self.log.close()
 
     def __enter__(self) -> Self:
         return self

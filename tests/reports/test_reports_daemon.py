@@ -44,14 +44,6 @@ def _oracle() -> None:
     require(parsedmarc is not None, "parsedmarc not installed (pip install -e '.[test]')")
 
 
-@pytest.fixture
-def daemons():  # type: ignore[no-untyped-def]
-    started: list[Daemon] = []
-    yield started
-    problems = [f"exit {code}:\n{d.log()}" for d in started if d.proc is not None and (code := d.stop()) != 0]
-    assert not problems, "\n".join(problems)
-
-
 def config(tmp: Path, dns: Any, authserv_id: str, url: str, **reports: Any) -> dict[str, Any]:
     return {
         "socket": f"unix:{tmp}/m.sock", "authserv_id": authserv_id, "workers": 2,

@@ -27,14 +27,6 @@ def store_section(url: str, directory: Path) -> dict[str, Any]:
     return section
 
 
-@pytest.fixture
-def daemons():  # type: ignore[no-untyped-def]
-    started: list[Daemon] = []
-    yield started
-    problems = [f"exit {code}:\n{d.log()}" for d in started if d.proc is not None and (code := d.stop()) != 0]
-    assert not problems, "\n".join(problems)
-
-
 def rcpt_answer(daemon: Daemon, ip: str, sender: str, n: int) -> str:
     domain = sender.rpartition("@")[2]
     msg = (f"From: <{sender}>\r\nTo: bob@mx.test\r\nSubject: {n}\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"

@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from milterd import Daemon
@@ -69,14 +67,6 @@ def wait_records(url: str, count: int) -> list[Any]:
         if len(got) >= count or time.monotonic() > deadline:
             return got
         time.sleep(0.1)
-
-
-@pytest.fixture
-def daemons():  # type: ignore[no-untyped-def]
-    started: list[Daemon] = []
-    yield started
-    problems = [f"exit {code}:\n{d.log()}" for d in started if d.proc is not None and (code := d.stop()) != 0]
-    assert not problems, "\n".join(problems)
 
 
 def test_two_mx_hosts_share_one_postgresql(tmp_path: Path, dns_server: Any, pg_url: str, daemons: list) -> None:
