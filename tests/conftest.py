@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from dnsserver import DNSServer
+from infra.dnsserver import DNSServer
 from milterd import Daemon
 from support import IN_CI, require  # noqa: F401  (re-exported for old imports)
 

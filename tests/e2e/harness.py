@@ -413,15 +413,12 @@ class Authmilter:
         wait_for(self._ready, "authmilter to accept milter connections")
 
     def _ready(self) -> bool:
-        if self.proc is None or self.proc.poll() is not None:
+        if not self.process.running:
             raise AssertionError(f"authmilter exited: {self.log_tail()}")
         return _listening(self.socket_spec)
 
     def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
+        return self.process.log_tail(n)
 
     def log_size(self) -> int:
         try:

@@ -167,11 +167,6 @@ class Process:
         except OSError:
             return ""
 
-    def check_running(self) -> None:
-        """Raise with the log's tail when the process has exited."""
-        if self.popen is not None and self.popen.poll() is not None:
-            raise AssertionError(f"{self.name} exited with {self.popen.returncode}:\n{self.log_tail()}")
-
     def stop(self, timeout_s: float = STOP_S, *, sweep: bool = True) -> bool:
         """SIGTERM, SIGKILL after *timeout_s*; True when it exited on SIGTERM."""
         return stop_process(self.popen, timeout_s, sweep=sweep)
