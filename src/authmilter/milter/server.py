@@ -466,9 +466,11 @@ class Worker:
             WATCH.attach(self.listen_fd)      # before any park: it learns the listener's address
             WATCH.start()
         log.info("worker %d started pid=%d", self.slot, self.pid)
-        from ..store import start_all
+        from ..runtime import HOLDER
 
-        start_all()   # open this worker's journal; replay the records of dead workers' journals
+        store = HOLDER.get().store
+        if store is not None:   # open this worker's journal; replay the records of dead workers' journals
+            store.start()
         try:
             milter.main()
         except milter.error as exc:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..config.schema import StoreSettings
 
 __all__ = ["Backend", "BatchingStore", "Store", "StoreError", "StoreStatus", "StoreUrl", "close_all",
-           "connector", "journal_dir", "open_store", "parse_url", "prepare_journal", "start_all"]
+           "connector", "journal_dir", "open_store", "parse_url", "prepare_journal"]
 
 # One store per distinct [store] section in this process: a reload that leaves the
 # section unchanged keeps the same queue, thread and connections.
@@ -111,14 +111,6 @@ def prepare_journal(settings: StoreSettings, file: str = "<store>") -> str:
         raise ConfigError(file, "store.journal_dir", problem + " (set [store] journal_dir to a directory "
                           "writable by the authmilter user)")
     return directory
-
-
-def start_all() -> None:
-    """A worker's start: every open store opens its journal and replays dead workers'
-    (store.journal). The master never calls this: it handles no mail and must never
-    wait on a database."""
-    for store in list(_OPEN.values()):
-        store.start()
 
 
 def close_all(timeout_s: float = 5.0) -> None:

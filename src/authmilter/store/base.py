@@ -47,6 +47,10 @@ class Store(Protocol):
         """Queue records for the background writer; never waits. StoreError when the
         bounded queue is full (the records are dropped)."""
 
+    def start(self) -> None:
+        """A worker's start: open its record journal and have the writer replay the
+        journals dead workers left (store.journal). Never waits on the database."""
+
     def flush(self, timeout_s: float = 5.0) -> None:
         """Write everything submitted so far; StoreError if not done in *timeout_s*."""
 

@@ -31,7 +31,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ class BatchingStore:
         if self._journal is not None:
             self._journal.abandon()
         self._journal = None
-        self._token = uuid.uuid4().hex       # uid = token-sequence: unique across processes and hosts
+        self._token = os.urandom(16).hex()       # uid = token-sequence: unique across processes and hosts
         self._seq = itertools.count(1)
         self._replay_pending = False
         self.replayed = 0                    # records replayed from dead workers' journals

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -67,7 +66,7 @@ class Journal:
     def __init__(self, directory: str, fsync: bool = False) -> None:
         self.directory = directory
         self.fsync = fsync
-        self.token = uuid.uuid4().hex
+        self.token = os.urandom(16).hex()
         self.path = os.path.join(directory, f"w{os.getpid()}-{self.token}{SUFFIX}")
         self._lock = threading.Lock()
         self._base = 0        # logical offset of the file's first byte
@@ -138,7 +137,7 @@ class Journal:
 
 def _create_locked(directory: str, path: str, content: bytes = b"") -> int:
     """A new file at *path*, flock-ed before it appears under that name."""
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.urandom(4).hex()}.tmp")
     fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
