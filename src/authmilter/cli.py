@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config; print the Postfix lines to use")
     _config_arg(p)
+    p.add_argument("--postfix-config", default=None, metavar="DIR",
+                   help="the Postfix whose master.cf chroot settings decide the printed lines "
+                        "(default: postconf's own, $MAIL_CONFIG or /etc/postfix)")
 
     p = sub.add_parser("genkey", help="generate a DKIM key pair (opendkim-genkey flags)")
     p.add_argument("-d", "--domain", required=True)

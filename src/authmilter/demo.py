@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .checkconfig import mta_lines
+from .config.postfix import unchrooted
 from .config.schema import load_settings
 from .keys import cmd_genkey
 from .milter.server import cmd_run
@@ -76,7 +77,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     record = directory / "keys" / f"{DEMO_SELECTOR}.txt"
     print(f"authmilter demo: config {config}")
     print("\nPostfix (main.cf):")
-    print("\n".join("  " + line for line in mta_lines(settings)))
+    print("\n".join("  " + line for line in mta_lines(settings, unchrooted())[0]))
     print(f"\nPublish this DNS record for {DEMO_DOMAIN} (zone file form):")
     if record.exists():
         print("  " + record.read_text().strip().replace("\n", "\n  "))
