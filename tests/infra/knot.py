@@ -5,6 +5,7 @@ loopback address; `start()` returns once every zone answers its SOA.
 """
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -131,7 +132,8 @@ zone:
             self._write()
         self.process.start()
         for zone in self.zones:
-            wait_for(lambda z=zone: self._answers(z.fqdn or ".", "SOA"), f"knot to serve {zone.fqdn or '.'}")
+            name = zone.fqdn or "."
+            wait_for(functools.partial(self._answers, name, "SOA"), f"knot to serve {name}")
 
     def stop(self) -> None:
         self.process.stop()
