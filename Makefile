@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 APT_RUN  := libmilter-dev gcc
-APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks postgresql postsrsd postgrey
+APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks postgresql postsrsd postgrey unbound
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test fuzz deps test-deps lint bench clean

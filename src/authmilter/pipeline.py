@@ -32,7 +32,8 @@ from .outcome import (
 from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
-from .results import ArcResult, DmarcPolicy, ResInfo, Result
+from .resolver import DnssecTally
+from .results import ArcResult, DkimResult, DmarcPolicy, ResInfo, Result
 from .runtime import Runtime
 from .srs import Reversal
 
@@ -282,8 +283,10 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
             via = ip or ""
             ip, helo = hop
     spf_result = helo_result = None
+    # [dns] dnssec: whether the answers each check read were DNSSEC-validated (log line).
+    spf_dns, dmarc_dns = DnssecTally(res), DnssecTally(res)
     if ip:
-        spf_result = spf.check_spf(ip, session.envelope.mail_from, helo, res, receiver=authserv_id,
+        spf_result = spf.check_spf(ip, session.envelope.mail_from, helo, spf_dns, receiver=authserv_id,
                                    timeout_s=settings.dns.message_budget_s)
         if via:
             spf_result = replace(spf_result, via_relay=via)
@@ -292,10 +295,11 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
                                          timeout_s=settings.dns.message_budget_s)
 
     dkim_results = dkim_check.verify_dkim(msg, res, max_signatures=v.max_signatures,
-                                          min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1)
+                                          min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1,
+                                          require_dnssec=settings.dns.dnssec == "require-for-keys")
     # A From that is missing or unusable gets its DMARC result from check_dmarc too
     # (none / permerror, without DNS): the rule lives in one place.
-    dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, res, mode=v.dmarc_mode,
+    dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, dmarc_dns, mode=v.dmarc_mode,
                                            psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
     seal_inbound = runtime.sealer is not None and settings.arc.seal_inbound
     chain_found = None
@@ -364,7 +368,9 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
                                  lambda n: authresults.render_aar(n, authserv_id, results), cv, why_not, now)
         inserted.extend(sealed)
 
-    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000) + seal_log + early_log
+    log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000,
+                       dnssec=_dnssec_log(spf_dns, dkim_results, dmarc_dns) if settings.dns.dnssec != "ignore" else ""
+                       ) + seal_log + early_log
     records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
     if records and settings.reports.failure_reports:
         records = failure.with_samples(records, msg.headers)   # RFC 9991: only what ruf=/fo= ask for
@@ -426,7 +432,18 @@ def _records(session: Session, reporter: str, ev: Evidence, decision: Decision, 
 _NO_POLICY = DmarcPolicy()
 
 
-def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float) -> tuple[tuple[str, str], ...]:
+def _dnssec_log(spf_dns: DnssecTally, dkim: Sequence[DkimResult], dmarc_dns: DnssecTally) -> str:
+    """``spf:yes,dkim:no,dmarc:yes``: yes when every answer the check read (for DKIM:
+    every key) came back DNSSEC-validated; a check that read no answer is left out (an
+    SPF result reused from the result cache reads none)."""
+    keys = [d.dnssec for d in dkim if d.dnssec is not None]
+    parts = [("spf", spf_dns.summary), ("dkim", ("yes" if all(keys) else "no") if keys else ""),
+             ("dmarc", dmarc_dns.summary)]
+    return ",".join(f"{name}:{state}" for name, state in parts if state) or "-"
+
+
+def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float,
+                 dnssec: str = "") -> tuple[tuple[str, str], ...]:
     log: list[tuple[str, str]] = [("action", decision.action.value), ("dir", "inbound")]
     if decision.would is not None:
         log.append(("dry_run_would", decision.would.value))
@@ -445,6 +462,8 @@ def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float
         log.append(("dmarc", "none"))
     if ev.arc is not None and ev.arc.result is not Result.NONE:
         log.append(("arc", ev.arc.result.value))
+    if dnssec:
+        log.append(("dnssec", dnssec))
     log.append(("from", ev.from_.domain or ev.from_.error or "-"))
     if decision.reasons:
         log.append(("reason", "; ".join(decision.reasons)))

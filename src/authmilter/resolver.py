@@ -5,6 +5,12 @@ Remote trouble never escapes as an exception: every lookup returns an `Answer` w
 `status` says OK, NXDOMAIN, NODATA or TEMPERROR (timeout, SERVFAIL, refused, budget
 exhausted) or BADNAME (a name that cannot be queried). Checks turn these into
 temperror/permerror/none per their RFC.
+
+With ``dnssec=True`` queries carry the EDNS DO bit and the AD bit (RFC 4035 §3.2.1,
+RFC 6840 §5.7), and each answer records whether the resolver said it validated it
+(``authenticated``, the AD flag) and whether it came with signatures (``signed``). The
+flag means something only when the configured servers are a validating resolver the
+admin trusts over a trusted path (a local unbound): we do not validate ourselves.
 """
 from __future__ import annotations
 
@@ -50,6 +56,10 @@ class Answer:
     records: tuple = ()
     ttl: int = 0
     error: str = ""
+    # DNSSEC, when asked for (else None): the AD flag of the response (RFC 4035 §3.2.3).
+    authenticated: bool | None = None
+    signed: bool = False            # RRSIGs came with the answer section
+    bogus: bool = False             # SERVFAIL with an RFC 8914 DNSSEC error code (validation failed)
 
     @property
     def ok(self) -> bool:
@@ -188,6 +198,7 @@ class Resolver:
         max_ttl_s: int = 3600,
         negative_ttl_s: int = 300,
         derived_entries: int = 10000,
+        dnssec: bool = False,
     ) -> None:
         if servers:
             res = dns.resolver.Resolver(configure=False)
@@ -198,6 +209,11 @@ class Resolver:
         res.timeout = min(2.0, timeout_s)
         res.lifetime = timeout_s
         res.cache = None  # our own cache below: it keeps negative answers too
+        self.dnssec = dnssec
+        if dnssec:
+            # DO asks for signatures; AD in the query asks for the AD bit back (RFC 6840 §5.7).
+            res.use_edns(0, dns.flags.DO, 1232)
+            res.flags = dns.flags.RD | dns.flags.AD
         self._res = res
         self.timeout_s = timeout_s
         self.health = _ServerHealth(min_silence_s=min(1.0, res.timeout))
@@ -271,11 +287,14 @@ class Resolver:
             ans = self._res.resolve(qname, rdtype, raise_on_no_answer=False, lifetime=lifetime,
                                     search=False)
         except dns.resolver.NXDOMAIN as exc:
-            return Answer(name, rdtype, DnsStatus.NXDOMAIN, ttl=_negative_ttl(exc), error="NXDOMAIN")
+            return Answer(name, rdtype, DnsStatus.NXDOMAIN, ttl=_negative_ttl(exc), error="NXDOMAIN",
+                          authenticated=self._ad(*exc.responses().values()))
         except dns.resolver.LifetimeTimeout:
             return Answer(name, rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s")
         except dns.resolver.NoNameservers as exc:
-            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"no server answered: {exc}"))
+            ede, bogus = _extended_errors(exc)
+            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"no server answered: {ede}{exc}"),
+                          bogus=bogus)
         except dns.resolver.YXDOMAIN:
             return Answer(name, rdtype, DnsStatus.BADNAME, error="name too long after DNAME")
         except dns.exception.DNSException as exc:
@@ -290,9 +309,17 @@ class Resolver:
                         ttl = min(rr.ttl, rr[0].minimum)
             except (AttributeError, IndexError):
                 ttl = 0
-            return Answer(name, rdtype, DnsStatus.NODATA, ttl=ttl)
+            return Answer(name, rdtype, DnsStatus.NODATA, ttl=ttl, authenticated=self._ad(ans.response))
         values = tuple(_rdata_value(rdtype, r) for r in ans.rrset)
-        return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl)
+        return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl,
+                      authenticated=self._ad(ans.response),
+                      signed=self.dnssec and any(r.rdtype == dns.rdatatype.RRSIG for r in ans.response.answer))
+
+    def _ad(self, *responses: dns.message.Message) -> bool | None:
+        """The AD flag of the response(s), or None when DNSSEC was not asked for."""
+        if not self.dnssec:
+            return None
+        return bool(responses) and all(r.flags & dns.flags.AD for r in responses)
 
 
     def budget(self, seconds: float) -> BudgetResolver:
@@ -317,6 +344,37 @@ class BudgetResolver:
     def lookup(self, name: str, rdtype: str) -> tuple[Answer, float]:
         remaining = self.deadline - time.monotonic()
         return self.parent.lookup(name, rdtype, lifetime=min(self.parent.timeout_s, remaining))
+
+
+class DnssecTally:
+    """A `DnsLookup` over a resolver (or budget view) that notes whether every answer a
+    check read came back DNSSEC-validated, for the log line: `summary` is "yes" (all
+    authenticated), "no" (at least one not), or "" (no answer read, or DNSSEC not asked)."""
+
+    def __init__(self, inner: Resolver | BudgetResolver) -> None:
+        self.inner = inner
+        self.read = 0
+        self.authenticated = 0
+
+    @property
+    def derived(self) -> DerivedCache:
+        return self.inner.derived
+
+    def query(self, name: str, rdtype: str) -> Answer:
+        return self.lookup(name, rdtype)[0]
+
+    def lookup(self, name: str, rdtype: str) -> tuple[Answer, float]:
+        answer, expires = self.inner.lookup(name, rdtype)
+        if answer.authenticated is not None:
+            self.read += 1
+            self.authenticated += answer.authenticated
+        return answer, expires
+
+    @property
+    def summary(self) -> str:
+        if not self.read:
+            return ""
+        return "yes" if self.authenticated == self.read else "no"
 
 
 class DerivedCache:
@@ -384,6 +442,29 @@ def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
     except (AttributeError, IndexError, KeyError):
         pass
     return 0
+
+
+# RFC 8914 extended DNS error codes that say DNSSEC validation failed (bogus data):
+# 5 DNSSEC Indeterminate, 6 DNSSEC Bogus, 7 Signature Expired, 8 Signature Not Yet Valid,
+# 9 DNSKEY Missing, 10 RRSIGs Missing, 11 No Zone Key Bit Set, 12 NSEC Missing.
+_EDE_BOGUS = frozenset(range(5, 13))
+
+
+def _extended_errors(exc: dns.resolver.NoNameservers) -> tuple[str, bool]:
+    """("EDE 6 DNSSEC Bogus (text): " or "", whether a code says validation failed)
+    from the responses the servers gave (unbound sends them with ``ede: yes``)."""
+    texts: list[str] = []
+    bogus = False
+    for err in exc.kwargs.get("errors") or ():
+        response = err[4] if len(err) > 4 else None
+        if not isinstance(response, dns.message.Message):
+            continue
+        for ede in response.extended_errors():
+            code = int(ede.code)
+            bogus = bogus or code in _EDE_BOGUS
+            label = getattr(ede.code, "name", str(code)).replace("_", " ")
+            texts.append(f"EDE {code} {label}" + (f" ({ede.text})" if ede.text else ""))
+    return ("; ".join(dict.fromkeys(texts)) + ": " if texts else ""), bogus
 
 
 def _short(text: str, limit: int = 200) -> str:

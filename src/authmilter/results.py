@@ -68,12 +68,17 @@ class DkimResult:
     key_bits: int | None = None
     testing: bool = False           # t=y in the key record
     reason: str = ""
+    # Whether the key's DNS answer was DNSSEC-validated (the resolver's AD flag); None
+    # when DNSSEC was not asked for ([dns] dnssec = "ignore") or no key answer was read.
+    dnssec: bool | None = None
 
     def resinfo(self) -> ResInfo:
         props = [("header.d", self.domain), ("header.i", self.identity),
                  ("header.s", self.selector), ("header.a", self.algorithm),
                  ("header.b", self.b_prefix)]
-        return ResInfo("dkim", self.result, reason=self.reason,
+        # RFC 8601 §2.3 comment; "unprotected key" as OpenDKIM writes it.
+        comment = "" if self.dnssec is None else ("key DNSSEC-validated" if self.dnssec else "unprotected key")
+        return ResInfo("dkim", self.result, reason=self.reason, comment=comment,
                        props=tuple((k, v) for k, v in props if v))
 
 

@@ -192,7 +192,7 @@ def resolver_for(dns: DnsSettings) -> Resolver:
     """The resolver ``[dns]`` describes (the resolver itself knows nothing of config)."""
     return Resolver(servers=[parse_dns_server(s) for s in dns.servers], timeout_s=dns.timeout_s,
                     cache_entries=dns.cache_entries, max_ttl_s=dns.max_ttl_s, negative_ttl_s=dns.negative_ttl_s,
-                    derived_entries=dns.result_cache_entries)
+                    derived_entries=dns.result_cache_entries, dnssec=dns.dnssec != "ignore")
 
 
 def load_psl(path: str, file: str) -> Any:

@@ -15,7 +15,7 @@ from ..results import DkimResult, Result
 
 def verify_dkim(message: model.Message, resolver: DnsLookup, *, max_signatures: int = 8,
                 min_rsa_bits: int = 1024, allow_sha1: bool = False,
-                now: int | None = None) -> tuple[DkimResult, ...]:
+                now: int | None = None, require_dnssec: bool = False) -> tuple[DkimResult, ...]:
     """Verify every DKIM-Signature of *message* (RFC 6376 §6.1), at most *max_signatures*.
 
     Returns () when there is none. Signatures beyond the cap are not verified; they
@@ -23,11 +23,13 @@ def verify_dkim(message: model.Message, resolver: DnsLookup, *, max_signatures: 
     §2.7.1: pass, fail (body hash or signature mismatch, expired), policy (verified but
     rsa-sha1 or an RSA key under *min_rsa_bits*, RFC 8301), neutral (unsupported
     algorithm), temperror (DNS), permerror (syntax, missing or revoked key).
+    Each result carries ``dnssec`` (the key answer's AD flag) when the resolver asks for
+    DNSSEC; *require_dnssec* is `key_fetcher`'s (``[dns] dnssec = "require-for-keys"``).
     """
     indexes = dkim_signature_indexes(message.headers)
     if not indexes:
         return ()
-    fetch = key_fetcher(resolver)
+    fetch = key_fetcher(resolver, require_dnssec=require_dnssec)
     checked = indexes[:max_signatures]
     # Every body hash the signatures ask for, in one pass over the (spooled) body.
     body_cache = body_digests(message.body, body_specs(message.headers, checked))

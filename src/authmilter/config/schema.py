@@ -40,6 +40,11 @@ class DnsSettings:
     negative_ttl_s: int = _f(300, "cap on how long NXDOMAIN/NODATA is cached")
     result_cache_entries: int = _f(10000,
         "SPF results kept per (client IP, domain) until the first DNS answer they read expires (0 disables)")
+    dnssec: str = _f("ignore",
+        '"ignore"; "report": ask for DNSSEC (DO bit) and show whether answers came back validated (AD flag; '
+        'servers must be a validating resolver you trust, e.g. a local unbound) in Authentication-Results and '
+        'the log; "require-for-keys": also a DKIM key answer that is signed but not validated is permerror',
+        choices=("ignore", "report", "require-for-keys"))
 
 
 @dataclass(frozen=True)

@@ -25,20 +25,31 @@ from .tags import KeyRecord, TagListError, b64decode, parse_key_record, parse_ta
 
 ALGORITHMS = ("rsa-sha256", "ed25519-sha256", "rsa-sha1")
 
-# fetch_key(name) -> (None, "", TXT strings) or (TEMPERROR | PERMERROR, reason, ())
-KeyFetcher = Callable[[str], tuple[Result | None, str, Sequence[bytes]]]
+# fetch_key(name) -> (None, "", TXT strings, dnssec) or (TEMPERROR | PERMERROR, reason, (), dnssec);
+# dnssec: the key answer's AD flag; None when DNSSEC was not asked for or no key came back.
+KeyFetcher = Callable[[str], tuple[Result | None, str, Sequence[bytes], bool | None]]
 
 
-def key_fetcher(resolver: DnsLookup) -> KeyFetcher:
+def key_fetcher(resolver: DnsLookup, *, require_dnssec: bool = False) -> KeyFetcher:
     """Key TXT lookups through *resolver* (RFC 6376 §6.1.2): DNS trouble is temperror,
-    no record a permerror ("no key")."""
-    def fetch(name: str) -> tuple[Result | None, str, Sequence[bytes]]:
+    no record a permerror ("no key").
+
+    *require_dnssec* (``[dns] dnssec = "require-for-keys"``): a key the validating
+    resolver refused (SERVFAIL) stays temperror, its reason naming the DNSSEC failure
+    when the resolver says so (RFC 8914); a key answer that came signed (RRSIGs) but not
+    authenticated (no AD flag) is a permerror. An unsigned key is accepted (reported as
+    unprotected)."""
+    def fetch(name: str) -> tuple[Result | None, str, Sequence[bytes], bool | None]:
         answer = resolver.query(name, "TXT")
+        ad = answer.authenticated
         if answer.status is DnsStatus.TEMPERROR:
-            return Result.TEMPERROR, f"key lookup failed: {answer.error or 'DNS temporary failure'}", ()
+            why = "key failed DNSSEC validation" if answer.bogus else "key lookup failed"
+            return Result.TEMPERROR, f"{why}: {answer.error or 'DNS temporary failure'}", (), None
         if answer.status is not DnsStatus.OK or not answer.records:
-            return Result.PERMERROR, "no key", ()
-        return None, "", answer.records
+            return Result.PERMERROR, "no key", (), None
+        if require_dnssec and answer.signed and not ad:
+            return Result.PERMERROR, "key signed but not DNSSEC-validated", (), ad
+        return None, "", answer.records, ad
 
     return fetch
 
@@ -54,11 +65,15 @@ class Stop(Exception):
 DIGITS = re.compile(rb"[0-9]{1,76}\Z")
 
 
-def lookup_key(fetch_key: KeyFetcher, selector: str, domain: str) -> KeyRecord:
+def lookup_key(fetch_key: KeyFetcher, selector: str, domain: str,
+               info: dict[str, object] | None = None) -> KeyRecord:
     """The first usable key record at ``selector._domainkey.domain`` (RFC 6376 §6.1.2);
     `Stop` with temperror/permerror otherwise. A broken record next to a good one is
-    skipped, as several TXT records may share the name."""
-    status, why, records = fetch_key(f"{selector}._domainkey.{domain}")
+    skipped, as several TXT records may share the name. *info* gets ``dnssec``, the
+    answer's AD flag, when DNSSEC was asked for."""
+    status, why, records, dnssec = fetch_key(f"{selector}._domainkey.{domain}")
+    if info is not None and dnssec is not None:
+        info["dnssec"] = dnssec
     if status is not None:
         raise Stop(status, why)
     error = ""
@@ -199,7 +214,7 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: model.Body
             raise Stop(Result.FAIL, "signature expired")
 
     # §6.1.2: the key.
-    record = lookup_key(fetch_key, selector, domain)
+    record = lookup_key(fetch_key, selector, domain, info)
     info["testing"] = record.testing
     if record.revoked:
         raise Stop(Result.PERMERROR, "key revoked")

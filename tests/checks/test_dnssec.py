@@ -1,0 +1,192 @@
+"""[dns] dnssec: DNSSEC-aware results against a real validating resolver on loopback.
+
+One knotd serves four zones under ``lan.`` (itself unsigned): ``signed.lan`` signed by
+knotd with its key as unbound's trust anchor (answers validate: AD), ``plain.lan``
+unsigned (no AD), ``broken.lan`` signed but anchored to a DS of another zone's key
+(validation fails: unbound answers SERVFAIL with an RFC 8914 DNSSEC error) and
+``island.lan`` signed without any anchor (RRSIGs come back, AD does not). One unbound,
+started from its own configuration, validates in front of it; both serve the module.
+"""
+from __future__ import annotations
+
+import os
+from types import MappingProxyType
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from infra.knot import Zone, knotd_path
+from infra.unbound import SigningKnot, Unbound, unbound_path
+from support import require
+
+from authmilter import authresults, keys
+from authmilter.checks.dkim import verify_dkim
+from authmilter.config.schema import settings_from_dict
+from authmilter.dkim.sign import sign
+from authmilter.model import Client, Envelope, Message, Session
+from authmilter.pipeline import process
+from authmilter.resolver import DnsStatus, Resolver
+from authmilter.results import Result
+from authmilter.runtime import Runtime
+
+SIGNED, PLAIN, BROKEN, ISLAND = "signed.lan", "plain.lan", "broken.lan", "island.lan"
+ZONES = (SIGNED, PLAIN, BROKEN, ISLAND)
+SELECTOR = "sel"
+RAW = (b"From: Alice <alice@{d}>\r\nTo: bob@example.org\r\nSubject: hi\r\n"
+       b"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@{d}>\r\n\r\nHello.\r\n")
+
+
+@pytest.fixture(scope="module")
+def keyfile(tmp_path_factory):
+    d = tmp_path_factory.mktemp("dnssec-keys")
+    d.chmod(0o700)
+    path = d / "sel.private"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.close(fd)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def unbound(tmp_path_factory, keyfile):
+    require(os.access(knotd_path(), os.X_OK), "knotd missing (make test-deps installs knot)")
+    require(os.access(unbound_path(), os.X_OK), "unbound missing (make test-deps installs unbound)")
+    base = tmp_path_factory.mktemp("dnssec")
+    record = keys.dns_record(keys.load_signing_key(keyfile, SIGNED, SELECTOR).private_key)
+    zones = [Zone("lan")]
+    for origin in ZONES:
+        zone = Zone(origin).txt(f"{SELECTOR}._domainkey.{origin}", record)
+        zone.txt(origin, "v=spf1 ip4:192.0.2.0/24 -all").txt(f"_dmarc.{origin}", "v=DMARC1; p=reject")
+        zone.add(origin, "A", "192.0.2.1")
+        zones.append(zone)
+    knot = SigningKnot(base, zones, signed=(SIGNED, BROKEN, ISLAND))
+    server = None
+    try:
+        knot.start()
+        # broken.lan's anchor: a DS of signed.lan's key, which matches no key of broken.lan.
+        anchors = knot.ds_lines(SIGNED) + knot.ds_lines(SIGNED, owner=BROKEN)
+        server = Unbound(base, {z: (knot.host, knot.port) for z in ("lan", *ZONES)}, anchors)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        knot.stop()
+
+
+def resolver(unbound, dnssec=True):
+    return Resolver(servers=[(unbound.host, unbound.port)], timeout_s=3.0, dnssec=dnssec)
+
+
+def signed_message(keyfile, domain):
+    key = keys.load_signing_key(keyfile, domain, SELECTOR)
+    raw = RAW.replace(b"{d}", domain.encode())
+    value = sign(Message.from_bytes(raw), key, sign_headers=("From", "To", "Subject", "Date"))
+    return Message.from_bytes(b"DKIM-Signature:" + value.encode() + b"\r\n" + raw)
+
+
+def test_answers_record_the_ad_flag_and_the_cache_keeps_it(unbound):
+    res = resolver(unbound)
+    secure = res.query(f"{SELECTOR}._domainkey.{SIGNED}", "TXT")
+    assert secure.status is DnsStatus.OK and secure.authenticated is True and secure.signed
+    cached, expires = res.lookup(f"{SELECTOR}._domainkey.{SIGNED}", "TXT")
+    assert expires > 0 and cached.authenticated is True
+    plain = res.query(f"{SELECTOR}._domainkey.{PLAIN}", "TXT")
+    assert plain.status is DnsStatus.OK and plain.authenticated is False and not plain.signed
+    island = res.query(f"{SELECTOR}._domainkey.{ISLAND}", "TXT")
+    assert island.status is DnsStatus.OK and island.authenticated is False and island.signed
+    # An authenticated denial of existence (NSEC) is flagged too.
+    missing = res.query(f"nokey._domainkey.{SIGNED}", "TXT")
+    assert missing.status is DnsStatus.NXDOMAIN and missing.authenticated is True
+
+
+def test_a_zone_that_fails_validation_is_a_servfail_named_by_its_extended_error(unbound):
+    answer = resolver(unbound).query(f"{SELECTOR}._domainkey.{BROKEN}", "TXT")
+    # No DNSKEY of broken.lan matches the anchored DS: RFC 8914 code 9, "DNSKEY Missing".
+    assert answer.status is DnsStatus.TEMPERROR and answer.bogus
+    assert "EDE 9 DNSKEY MISSING" in answer.error
+
+
+def test_ignore_asks_for_nothing_and_flags_nothing(unbound):
+    answer = resolver(unbound, dnssec=False).query(f"{SELECTOR}._domainkey.{SIGNED}", "TXT")
+    assert answer.status is DnsStatus.OK and answer.authenticated is None and not answer.signed
+
+
+@pytest.mark.parametrize("domain, dnssec, comment", [
+    (SIGNED, True, "(key DNSSEC-validated)"),
+    (PLAIN, False, "(unprotected key)"),
+    (ISLAND, False, "(unprotected key)"),
+])
+def test_report_puts_the_key_status_in_authentication_results(unbound, keyfile, domain, dnssec, comment):
+    (result,) = verify_dkim(signed_message(keyfile, domain), resolver(unbound))
+    assert result.result is Result.PASS and result.dnssec is dnssec
+    header = authresults.render("mx.lan", [result.resinfo()])
+    assert f"dkim=pass {comment}" in header, header
+
+
+def test_without_dnssec_the_dkim_result_has_no_key_comment(unbound, keyfile):
+    (result,) = verify_dkim(signed_message(keyfile, SIGNED), resolver(unbound, dnssec=False))
+    assert result.result is Result.PASS and result.dnssec is None
+    assert "key" not in authresults.render("mx.lan", [result.resinfo()])
+
+
+def test_require_for_keys_validated_and_unsigned_keys_pass(unbound, keyfile):
+    res = resolver(unbound)
+    (secure,) = verify_dkim(signed_message(keyfile, SIGNED), res, require_dnssec=True)
+    (plain,) = verify_dkim(signed_message(keyfile, PLAIN), res, require_dnssec=True)
+    assert (secure.result, secure.dnssec) == (Result.PASS, True)
+    assert (plain.result, plain.dnssec) == (Result.PASS, False)
+
+
+def test_require_for_keys_bogus_key_is_temperror(unbound, keyfile):
+    (result,) = verify_dkim(signed_message(keyfile, BROKEN), resolver(unbound), require_dnssec=True)
+    assert result.result is Result.TEMPERROR
+    assert result.reason.startswith("key failed DNSSEC validation"), result.reason
+
+
+def test_require_for_keys_signed_but_unvalidated_key_is_permerror(unbound, keyfile):
+    (report,) = verify_dkim(signed_message(keyfile, ISLAND), resolver(unbound))
+    (required,) = verify_dkim(signed_message(keyfile, ISLAND), resolver(unbound), require_dnssec=True)
+    assert report.result is Result.PASS
+    assert (required.result, required.reason) == (Result.PERMERROR, "key signed but not DNSSEC-validated")
+
+
+def runtime(unbound, mode):
+    return Runtime.load(settings_from_dict({
+        "authserv_id": "mx.lan", "signing": {"enabled": False},
+        "dns": {"servers": [unbound.server], "timeout_s": 3.0, "dnssec": mode}}, "test"))
+
+
+def session(message, domain):
+    return Session(client=Client(ip="192.0.2.10", hostname=f"mail.{domain}", helo=f"mail.{domain}", port=40000),
+                   envelope=Envelope(mail_from=f"alice@{domain}", rcpts=("bob@example.org",)),
+                   message=message, macros=MappingProxyType({}), queue_id="QID1")
+
+
+def ar_and_log(outcome):
+    (edit,) = [e for e in outcome.insertions if e.name == "Authentication-Results"]
+    return edit.value, dict(outcome.log)
+
+
+@pytest.mark.parametrize("domain, dkim, logged", [
+    (SIGNED, "dkim=pass (key DNSSEC-validated)", "spf:yes,dkim:yes,dmarc:yes"),
+    (PLAIN, "dkim=pass (unprotected key)", "spf:no,dkim:no,dmarc:no"),
+])
+def test_pipeline_reports_dnssec_in_header_and_log_line(unbound, keyfile, domain, dkim, logged):
+    outcome = process(session(signed_message(keyfile, domain), domain), runtime(unbound, "report"))
+    header, log = ar_and_log(outcome)
+    assert dkim in header and "dmarc=pass" in header, header
+    assert log["dnssec"] == logged
+
+
+def test_pipeline_require_for_keys_bogus_key_is_dkim_temperror(unbound, keyfile):
+    outcome = process(session(signed_message(keyfile, BROKEN), BROKEN), runtime(unbound, "require-for-keys"))
+    log = dict(outcome.log)
+    assert log["dkim"] == f"temperror:{BROKEN}", log
+
+
+def test_pipeline_ignore_logs_no_dnssec(unbound, keyfile):
+    outcome = process(session(signed_message(keyfile, SIGNED), SIGNED), runtime(unbound, "ignore"))
+    header, log = ar_and_log(outcome)
+    assert "dnssec" not in log and "key" not in header.split("dkim=")[1].split(";")[0]
