@@ -6,6 +6,7 @@
 - ``procs``: free ports, bounded waits, a server process in its own session stopped with
   SIGTERM then SIGKILL, and how to start authmilter from the running interpreter.
 - ``knot``: knotd serving zones built at run time (e2e, bench).
+- ``unbound``: a validating unbound on loopback in front of a knotd that signs zones (DNSSEC).
 - ``dnsserver``: the suite's own loopback DNS server, records and faults set per test.
 - ``pgserver``: a throw-away PostgreSQL (initdb + pg_ctl in a temporary directory).
 
