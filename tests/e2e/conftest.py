@@ -83,7 +83,10 @@ def _outbound_key(exe: str, keydir: Path, domain: str, selector: str, algorithm:
     return path
 
 
-def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
+def build_zones(keys: dict[str, TestKey], sender_ip: str = SENDER_IP,
+                sender_net6: str = "2001:db8::/32") -> dict[str, Zone]:
+    """The zones of the test world; *sender_ip* / *sender_net6* are where the remote
+    senders connect from (the Sendmail suite, which has no XCLIENT, uses loopback ones)."""
     rsa, ed = keys["rsa"], keys["ed25519"]
     com, net, org, test = Zone("example.com"), Zone("example.net"), Zone("example.org"), Zone("test")
     # The root zone answers NXDOMAIN for every other name (as the real DNS would for
@@ -91,8 +94,8 @@ def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
     root = Zone(".")
     com.txt("example.com", "v=spf1 ip4:203.0.113.0/24 -all")     # our own outbound servers
     net.txt("example.net", "v=spf1 ip4:203.0.113.0/24 -all")
-    org.add("mail.example.org", "A", SENDER_IP)
-    org.txt("mail.example.org", f"v=spf1 ip4:{SENDER_IP} ip6:2001:db8::/32 -all")   # the HELO identity
+    org.add("mail.example.org", "A", sender_ip)
+    org.txt("mail.example.org", f"v=spf1 ip4:{sender_ip} ip6:{sender_net6} -all")   # the HELO identity
 
     def spf(domain: str, record: str) -> None:
         test.txt(domain, record)
@@ -104,11 +107,11 @@ def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
         test.txt(f"{selector or key.selector}._domainkey.{domain}", key.record)
 
     # domain                 purpose
-    spf("spfpass.test", f"v=spf1 ip4:{SENDER_IP} -all")                 # SPF pass, no DMARC
+    spf("spfpass.test", f"v=spf1 ip4:{sender_ip} -all")                 # SPF pass, no DMARC
     spf("spffail.test", f"v=spf1 ip4:{OTHER_IP} -all")                  # SPF fail, no DMARC
     spf("spfsoft.test", f"v=spf1 ip4:{OTHER_IP} ~all")                  # SPF softfail
     dkimkey("dkim.test", rsa)                                           # DKIM pass / body altered
-    spf("dmarcspf.test", f"v=spf1 ip4:{SENDER_IP} -all")                # DMARC pass via SPF only
+    spf("dmarcspf.test", f"v=spf1 ip4:{sender_ip} -all")                # DMARC pass via SPF only
     dmarc("dmarcspf.test", "v=DMARC1; p=reject")
     spf("dmarcdkim.test", "v=spf1 -all")                                # DMARC pass via DKIM only
     dmarc("dmarcdkim.test", "v=DMARC1; p=reject")
@@ -122,26 +125,26 @@ def build_zones(keys: dict[str, TestKey]) -> dict[str, Zone]:
     spf("sp.test", "v=spf1 -all")                                       # sp= on a subdomain
     dmarc("sp.test", "v=DMARC1; p=none; sp=reject")
     spf("sub.sp.test", "v=spf1 -all")
-    spf("mail.strict.test", f"v=spf1 ip4:{SENDER_IP} -all")             # strict aspf/adkim
+    spf("mail.strict.test", f"v=spf1 ip4:{sender_ip} -all")             # strict aspf/adkim
     dkimkey("mail.strict.test", rsa)
     dmarc("strict.test", "v=DMARC1; p=reject; adkim=s; aspf=s")
     spf("strict.test", "v=spf1 -all")
-    spf("mail.relaxed.test", f"v=spf1 ip4:{SENDER_IP} -all")            # ... and relaxed
+    spf("mail.relaxed.test", f"v=spf1 ip4:{sender_ip} -all")            # ... and relaxed
     dkimkey("mail.relaxed.test", rsa)
     dmarc("relaxed.test", "v=DMARC1; p=reject")
     spf("relaxed.test", "v=spf1 -all")
     spf("ed.test", "v=spf1 -all")                                       # Ed25519 signature
     dmarc("ed.test", "v=DMARC1; p=reject")
     dkimkey("ed.test", ed)
-    spf("v6.test", "v=spf1 ip6:2001:db8::/32 -all")                     # IPv6 client
+    spf("v6.test", f"v=spf1 ip6:{sender_net6} -all")                    # IPv6 client
     dmarc("v6.test", "v=DMARC1; p=reject")
-    spf("dnsdown.test", f"v=spf1 ip4:{SENDER_IP} -all")                 # DNS server stopped
+    spf("dnsdown.test", f"v=spf1 ip4:{sender_ip} -all")                 # DNS server stopped
     dmarc("dnsdown.test", "v=DMARC1; p=reject")
-    spf("crash.test", f"v=spf1 ip4:{SENDER_IP} -all")                   # authmilter killed
+    spf("crash.test", f"v=spf1 ip4:{sender_ip} -all")                   # authmilter killed
     dmarc("crash.test", "v=DMARC1; p=reject")
-    spf("chaos.test", f"v=spf1 ip4:{SENDER_IP} -all")                   # workers, master killed
+    spf("chaos.test", f"v=spf1 ip4:{sender_ip} -all")                   # workers, master killed
     dmarc("chaos.test", "v=DMARC1; p=reject")
-    spf("forged.test", f"v=spf1 ip4:{SENDER_IP} -all")                  # forged A-R headers
+    spf("forged.test", f"v=spf1 ip4:{sender_ip} -all")                  # forged A-R headers
     spf("verify.test", "v=spf1 -all")                                   # authmilter verify
     dmarc("verify.test", "v=DMARC1; p=reject")
     dkimkey("verify.test", rsa)
