@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         keyfile, pub = bench.make_key(work / "keys")
         s = bench.Setup(work, ip, port, keyfile, pub)
         bench.write_tables(s)
-        dns = bench.start("knotd", ["knotd", "-c", str(bench.knot_conf(s))], work)
-        bench._wait_dns(s, dns)
+        knot = bench.Knot(work, bench.zones(ip, pub), port, host=ip, workers=None, log_level="warning",
+                          semantic_checks=False)     # as bench/run.py starts it
+        dns = knot.process
+        knot.start()
         runtime = Runtime.load(load_settings(bench.authmilter_conf(s, work / "unused.sock", 1)))
         if args.kind == "sign":
             raws = [bench.make_message(i, args.size, "out") for i in range(16)]
