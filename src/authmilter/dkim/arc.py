@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .. import model
@@ -61,8 +61,8 @@ class Chain:
     sets: dict[int, ArcSet]
     highest: int = 0                 # the highest valid instance number seen
     defect: str = ""                 # the first structural problem; "" for a well-formed chain
-    seal_tags: dict[int, dict[str, Tag]] = field(default_factory=dict)
-    ams_tags: dict[int, dict[str, Tag]] = field(default_factory=dict)
+    seal_tags: dict[int, Mapping[str, Tag]] = field(default_factory=dict)
+    ams_tags: dict[int, Mapping[str, Tag]] = field(default_factory=dict)
 
     @property
     def present(self) -> bool:
@@ -189,14 +189,14 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _ams_canons(tags: dict[str, Tag]) -> tuple[str, str] | None:
+def _ams_canons(tags: Mapping[str, Tag]) -> tuple[str, str] | None:
     """An AMS's c=; without one, relaxed/relaxed: RFC 8617 §4.1.2 leaves the default
     open, and validators (the ValiMail suite's ams_fields_c_na, dkimpy) take relaxed,
     the only canonicalization ARC sealers use."""
     return parse_canons(tags["c"].value) if "c" in tags else ("relaxed", "relaxed")
 
 
-def _ams_body_spec(tags: dict[str, Tag]) -> BodySpec | None:
+def _ams_body_spec(tags: Mapping[str, Tag]) -> BodySpec | None:
     algorithm = tags["a"].value.decode("ascii", "replace") if "a" in tags else ""
     canon = _ams_canons(tags)
     if algorithm not in ALGORITHMS or canon is None:
@@ -205,7 +205,7 @@ def _ams_body_spec(tags: dict[str, Tag]) -> BodySpec | None:
     return canon[1], algorithm.split("-")[1], length
 
 
-def _common(tags: dict[str, Tag], what: str, required: Sequence[str]) -> tuple[str, str, str, bytes]:
+def _common(tags: Mapping[str, Tag], what: str, required: Sequence[str]) -> tuple[str, str, str, bytes]:
     """Checks shared by AMS and AS: required tags, a=, d=, s=, t=; returns
     (algorithm, d=, s=, signature octets)."""
     for tag in required:

@@ -8,8 +8,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from types import MappingProxyType
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -31,8 +33,13 @@ class Tag:
     end: int
 
 
-def parse_tag_list(data: bytes, *, strict: bool = False) -> dict[str, Tag]:
-    """Parse ``tag=value; tag=value`` into {tag name: Tag}.
+@lru_cache(maxsize=256)
+def parse_tag_list(data: bytes, *, strict: bool = False) -> Mapping[str, Tag]:
+    """Parse ``tag=value; tag=value`` into a read-only {tag name: Tag}.
+
+    Memoised: one message's signature is read more than once (the one-pass body hash
+    collects every signature's c=/a=/l= before each signature is verified), and the
+    result is immutable so sharing it is safe.
 
     Tag names are case-sensitive (§3.2). A duplicate tag or a spec without "=" is an
     error; empty specs (";;" or a trailing ";") are tolerated, as deployed DKIM
@@ -62,7 +69,7 @@ def parse_tag_list(data: bytes, *, strict: bool = False) -> dict[str, Tag]:
         if semi < 0:
             break
         pos = semi + 1
-    return tags
+    return MappingProxyType(tags)
 
 
 def show(raw: bytes, limit: int = 40) -> str:
