@@ -8,6 +8,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 APT_RUN  := libmilter-dev gcc
 APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks postgresql postsrsd postgrey unbound
+# Sendmail for tests/e2e/sendmail: Debian will not install it beside Postfix, so its .debs are
+# unpacked under run/sendmail (tests/e2e/sendmail/dist.py); these are what it needs from apt.
+APT_SENDMAIL := m4 libwrap0 liblockfile1 libldap-2.5-0 libsasl2-modules
 STAMP  := $(VENV)/.installed
 
 .PHONY: run test fuzz deps test-deps lint bench clean
@@ -49,7 +52,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test-deps:
-	@$(APT_ENSURE) $(APT_TEST)
+	@$(APT_ENSURE) $(APT_TEST) $(APT_SENDMAIL)
+	@$(PYTHON) tests/e2e/sendmail/dist.py || { [ "$${CI:-}" != true ] && echo "sendmail: not available, its e2e tests will be skipped"; }
 
 lint: deps
 	$(PIP) install -q ruff mypy

@@ -6,6 +6,7 @@ import sys
 
 from .config.postfix import PostfixLayout, debian_default, milter_value, read_layout
 from .config.schema import Settings, load_settings
+from .config.sendmail import mc_lines as sendmail_mc_lines
 from .config.sockets import parse_socket
 from .errors import AuthmilterError
 from .runtime import Runtime
@@ -54,8 +55,7 @@ def mta_lines(settings: Settings, layout: PostfixLayout | None = None) -> tuple[
                   "sender_canonical_classes = envelope_sender",
                   f"recipient_canonical_maps = socketmap:{srs}:reverse",
                   "recipient_canonical_classes = envelope_recipient, header_recipient"]
-    lines += ["# Sendmail .mc",
-              f"INPUT_MAIL_FILTER(`authmilter', `S={spec.sendmail()}, F=T, T=S:30s;R:2m;E:5m')"]
+    lines += ["# Sendmail .mc (before the MAILER lines; then rebuild sendmail.cf)", *sendmail_mc_lines(settings)]
     return lines, errors
 
 

@@ -38,3 +38,16 @@ def test_sendmail_and_postfix_snippets_name_the_same_socket_syntaxes():
     main_cf = (EX / "postfix" / "main.cf").read_text()
     assert "milter_default_action = tempfail" in main_cf
     assert "milter_macro_daemon_name=ORIGINATING" in (EX / "postfix" / "master.cf").read_text()
+
+
+def test_sendmail_mc_is_what_check_config_prints():
+    """examples/sendmail.mc = its `dnl` header + the lines `check-config` prints for the
+    socket of examples/authmilter.toml (the e2e suite runs Sendmail with those lines)."""
+    from authmilter.config.schema import load_settings
+    from authmilter.config.sendmail import mc_lines
+
+    lines = (EX / "sendmail.mc").read_text().splitlines()
+    printed = mc_lines(load_settings(str(EX / "authmilter.toml")))
+    assert lines[-len(printed):] == printed
+    assert all(line.startswith("dnl ") for line in lines[:-len(printed)])
+    assert "S=local:/run/authmilter/authmilter.sock" in printed[1]
