@@ -546,6 +546,12 @@ exec "$0" "$@"' "{self.dist.sendmail}" "$@"
         args = ["-bp", "-qQ"] if quarantined else ["-bp"]
         return run([str(self.wrapper), "-C", str(self.cf), *args], check=False).stdout.decode(errors="replace")
 
+    def release(self, queue_id: str) -> None:
+        """Take a message out of quarantine (``sendmail -qQ -Q -qIQID``: -Q without a
+        reason unquarantines) and run the queue for it (``-qIQID``): it is delivered."""
+        run([str(self.wrapper), "-C", str(self.cf), "-qQ", "-Q", f"-qI{queue_id}"])
+        run([str(self.wrapper), "-C", str(self.cf), f"-qI{queue_id}"])
+
     def delete(self, queue_id: str) -> None:
         """Remove a queued or quarantined message (its files in the queue directory)."""
         for prefix in ("qf", "hf", "Qf", "df", "xf", "tf"):
