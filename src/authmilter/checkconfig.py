@@ -2,24 +2,35 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
 
+from . import preflight
 from .config.postfix import PostfixLayout, debian_default, milter_value, read_layout
 from .config.schema import Settings, load_settings
 from .config.sendmail import mc_lines as sendmail_mc_lines
 from .config.sockets import parse_socket
-from .errors import AuthmilterError
+from .errors import AuthmilterError, ConfigError
+from .ops.privileges import PrivilegeError, becomer, resolve_user
 from .runtime import Runtime
 
 
-def load_runtime_or_explain(path: str, out=sys.stderr):  # type: ignore[no-untyped-def]
-    """Load settings and the full runtime (tables, keys); print 'file: key: reason' on error."""
+def becoming_the_user(settings: Settings) -> tuple[Callable[[], None] | None, list[str]]:
+    """(how the checking child becomes the daemon's user, notes): what `run` does after
+    binding — preload every module, then drop to user/group."""
     try:
-        settings = load_settings(path)
-        return settings, Runtime.load(settings)
-    except AuthmilterError as exc:
-        print(f"authmilter: configuration error: {exc}", file=out)
-        return None, None
+        ids = resolve_user(settings.user, settings.group)
+    except PrivilegeError as exc:
+        raise ConfigError(settings.source, "user", str(exc)) from None
+    if ids is None:
+        return None, []
+    if os.geteuid() != 0:
+        if ids[0] == os.geteuid():
+            return None, []
+        return None, [f"note: not root, so keys and tables were checked as uid {os.geteuid()}, "
+                      f"not as user {settings.user!r} (run check-config as root to check as that user)"]
+    return becomer(ids), []
 
 
 def mta_lines(settings: Settings, layout: PostfixLayout | None = None) -> tuple[list[str], list[str]]:
@@ -60,11 +71,23 @@ def mta_lines(settings: Settings, layout: PostfixLayout | None = None) -> tuple[
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings, runtime = load_runtime_or_explain(args.config)
-    if runtime is None or settings is None:
+    """Validate as `run` would (as the configured user), then print the MTA lines."""
+    try:
+        settings = load_settings(args.config)
+        become, notes = becoming_the_user(settings)
+        problems = preflight.check(settings, become, settings.user)
+        runtime = None if problems else Runtime.load(settings)
+    except AuthmilterError as exc:
+        print(f"authmilter: configuration error: {exc}", file=sys.stderr)
         return 1
+    for problem in problems:
+        print(f"authmilter: configuration error: {problem}", file=sys.stderr)
+    if runtime is None:
+        return 1
+    for line in notes + [f"warning: {w}" for w in preflight.warnings(settings)]:
+        print(f"authmilter: {line}", file=sys.stderr)
     signer = runtime.signer
-    print(f"{args.config}: OK")
+    print(f"{args.config}: OK" + (f" (checked as user {settings.user})" if become is not None else ""))
     if signer is not None:
         print(f"signing domains: {', '.join(sorted(signer.domains)) or '(none)'}")
     print(f"dmarc mode: {settings.verify.dmarc_mode}; dns: {', '.join(settings.dns.servers) or 'system resolver'}")

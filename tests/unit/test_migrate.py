@@ -116,6 +116,14 @@ def test_import_round_trip_reuses_tables_and_passes_check_config(site, tmp_path)
     assert (settings.socket, settings.socket_mode, settings.user, settings.group) == (
         "local:/run/opendkim/opendkim.sock", "0770", "opendkim", "opendkim")
     assert settings.log_target == "syslog" and settings.pid_file == "/run/opendkim/opendkim.pid"
+    # check-config checks as the configured user, with the socket and pid directories in
+    # place: here they are this test's (the opendkim user cannot enter pytest's 0700 tree;
+    # tests/unit/test_check_config_preflight.py covers checking as another user).
+    text = out.read_text()
+    for old, new in (('user = "opendkim"', 'user = ""'), ('group = "opendkim"', 'group = ""'),
+                     ("/run/opendkim/", f"{tmp_path}/")):
+        text = text.replace(old, new)
+    out.write_text(text)
     check = run("check-config", "-c", str(out))
     assert check.returncode == 0, check.stdout + check.stderr
     assert "signing domains: example.com, example.org" in check.stdout

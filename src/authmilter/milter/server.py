@@ -32,9 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import grp
 import os
-import pwd
 import signal
 import socket
 import stat
@@ -43,6 +41,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from .. import preflight
 from ..config.schema import Settings, load_settings, reload_refusal
 from ..config.sockets import SocketSpec, parse_socket
 from ..errors import AuthmilterError, ConfigError
@@ -50,6 +49,9 @@ from ..ops import logging as ops_logging
 from ..ops import sdnotify
 from ..ops.logsafe import sanitize
 from ..ops.metrics import METRICS, serve_forever
+from ..ops.privileges import becomer as _becomer
+from ..ops.privileges import drop_privileges, resolve_user
+from ..ops.privileges import preload_modules as _preload_modules
 from .connwatch import WATCH
 
 log = ops_logging.get_logger("server")
@@ -297,35 +299,8 @@ def open_plain_listener(spec: SocketSpec, mode: int, owner: tuple[int, int] | No
 
 
 # ---------------------------------------------------------------------------------------
-# privileges
-
-
-def resolve_user(user: str, group: str) -> tuple[int, int, str] | None:
-    """(uid, gid, name) of the configured user/group; None when none is configured."""
-    if not user:
-        if group:
-            raise StartupError("group is set but user is not")
-        return None
-    try:
-        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-    except KeyError:
-        raise StartupError(f"user {user!r} does not exist") from None
-    gid = pw.pw_gid
-    if group:
-        try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-        except KeyError:
-            raise StartupError(f"group {group!r} does not exist") from None
-    return pw.pw_uid, gid, pw.pw_name
-
-
-def drop_privileges(uid: int, gid: int, name: str) -> None:
-    """setgroups (the user's groups), setgid, setuid — in that order, and irreversibly."""
-    os.initgroups(name, gid)
-    os.setgid(gid)
-    os.setuid(uid)
-    if os.getuid() == 0 or os.geteuid() == 0:
-        raise StartupError("could not drop root privileges")
+# privileges: resolve_user, drop_privileges, preload_modules live in ops/privileges.py
+# (check-config's preflight uses them too)
 
 
 # ---------------------------------------------------------------------------------------
@@ -366,29 +341,6 @@ def register_milter(settings: Settings) -> None:
     milter.register("authmilter", data=track(session_callback("data")),
                     unknown=track(session_callback("unknown")),
                     negotiate=track(Milter.negotiate_callback))
-
-
-def _preload_modules() -> None:
-    """Import every module of the package (and so the standard-library and third-party
-    modules they import) while we can still read everything: after the privilege drop
-    the daemon user may not be able to read the Python installation (a pyenv under
-    /root, say), and a module imported lazily then ("No module named 'uuid'") would stop
-    start-up or a worker. Optional dependencies that are not installed are skipped."""
-    import importlib
-    import pkgutil
-
-    from .. import __path__ as package_path
-
-    for info in pkgutil.walk_packages(package_path, prefix="authmilter."):
-        try:
-            importlib.import_module(info.name)
-        except ImportError:
-            pass
-    for optional in ("psycopg", "prometheus_client"):   # imported by the store / metrics on use
-        try:
-            importlib.import_module(optional)
-        except ImportError:
-            pass
 
 
 def _install_dns_metrics(runtime: object) -> None:
@@ -574,6 +526,12 @@ class Master:
             log.warning("user=%s ignored: not started as root", s.user)
             ids = None
         register_milter(s)
+        # Everything the workers will load (keys as the configured user, tables, store,
+        # optional dependencies) loads before the socket opens: the same list as
+        # check-config, so the MTA never finds a socket nobody will serve.
+        problems = preflight.check(s, _becomer(ids) if ids is not None and am_root else None, s.user)
+        if problems:
+            raise StartupError("; ".join(problems))
         self.listener = Listener(spec)
         self.listener.open(int(s.socket_mode, 8), (ids[0], ids[1]) if ids and am_root else None)
         if s.srs.enabled and s.srs.socketmap:

@@ -1,0 +1,71 @@
+"""Becoming the configured user: what the daemon does after binding its socket, and
+what check-config's checking child does before it loads keys and tables (preflight)."""
+from __future__ import annotations
+
+import grp
+import importlib
+import os
+import pkgutil
+import pwd
+from collections.abc import Callable
+
+from .. import __path__ as package_path
+from ..errors import AuthmilterError
+
+
+class PrivilegeError(AuthmilterError):
+    """The configured user/group does not exist, or the drop did not happen."""
+
+
+def resolve_user(user: str, group: str) -> tuple[int, int, str] | None:
+    """(uid, gid, name) of the configured user/group; None when none is configured."""
+    if not user:
+        if group:
+            raise PrivilegeError("group is set but user is not")
+        return None
+    try:
+        pw = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        raise PrivilegeError(f"user {user!r} does not exist") from None
+    gid = pw.pw_gid
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise PrivilegeError(f"group {group!r} does not exist") from None
+    return pw.pw_uid, gid, pw.pw_name
+
+
+def drop_privileges(uid: int, gid: int, name: str) -> None:
+    """setgroups (the user's groups), setgid, setuid — in that order, and irreversibly."""
+    os.initgroups(name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.getuid() == 0 or os.geteuid() == 0:
+        raise PrivilegeError("could not drop root privileges")
+
+
+def preload_modules() -> None:
+    """Import every module of the package (and so the standard-library and third-party
+    modules they import) while we can still read everything: after the privilege drop
+    the daemon user may not be able to read the Python installation (a pyenv under
+    /root, say), and a module imported lazily then ("No module named 'uuid'") would stop
+    start-up or a worker. Optional dependencies that are not installed are skipped."""
+    for info in pkgutil.walk_packages(package_path, prefix="authmilter."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:
+            pass
+    for optional in ("psycopg", "prometheus_client"):   # imported by the store / metrics on use
+        try:
+            importlib.import_module(optional)
+        except ImportError:
+            pass
+
+
+def becomer(ids: tuple[int, int, str]) -> Callable[[], None]:
+    """Preload, then drop to *ids*: the daemon's step after binding, for a checking child."""
+    def become() -> None:
+        preload_modules()
+        drop_privileges(*ids)
+    return become
