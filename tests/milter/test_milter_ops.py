@@ -109,7 +109,12 @@ def test_plain_log_lines_by_hand(milterd):
     assert lines and "<6>" not in daemon.log()
 
 
-def test_syslog_target_uses_facility_mail():
+def test_syslog_target_uses_facility_mail(tmp_path, monkeypatch):
+    # A syslog socket of the test's own (this machine may have no /dev/log: then the target
+    # falls back to stderr, tests/unit/test_logging_targets.py).
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(str(tmp_path / "log"))
+    monkeypatch.setattr(ops_logging, "SYSLOG_SOCKET", str(tmp_path / "log"))
     logger = ops_logging.setup("info", "syslog")
     try:
         handlers = [h for h in logger.handlers if isinstance(h, logging.handlers.SysLogHandler)]
@@ -117,6 +122,7 @@ def test_syslog_target_uses_facility_mail():
         assert handlers[0].facility == logging.handlers.SysLogHandler.LOG_MAIL
     finally:
         ops_logging.setup("info", "stderr")
+        receiver.close()
 
 
 def test_remote_values_cannot_forge_log_lines(milterd):

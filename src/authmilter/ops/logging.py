@@ -4,7 +4,9 @@
 * stderr with syslog priority prefixes (``<6>message``, sd-daemon(3)) when started by
   systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set), so journald keeps the level and
   adds its own timestamp;
-* syslog, facility mail (``log_target = "syslog"``), like OpenDKIM.
+* syslog, facility mail (``log_target = "syslog"``), like OpenDKIM; without a syslog
+  socket (no /dev/log: no syslog daemon, a container) stderr with a warning instead of
+  lines sent nowhere.
 
 The per-message line (``QID: action=... spf=...``) is INFO and comes from
 ``logsafe.log_line`` over ``Outcome.log``; values from the network are sanitized there (ops/logsafe.py).
@@ -20,6 +22,8 @@ LOGGER_NAME = "authmilter"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 # syslog(3) priorities for the sd-daemon prefixes
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+
+SYSLOG_SOCKET = "/dev/log"
 
 _handler: logging.Handler | None = None
 
@@ -51,18 +55,21 @@ def setup(level: str = "info", target: str = "stderr", *, stream=None) -> loggin
     logging.logThreads = False
     logging.logMultiprocessing = False
     logger = logging.getLogger(LOGGER_NAME)
-    handler: logging.Handler
-    if target == "syslog":
-        address = "/dev/log" if os.path.exists("/dev/log") else ("localhost", 514)
-        handler = logging.handlers.SysLogHandler(address=address,
+    handler: logging.Handler | None = None
+    fallback = ""
+    if target == "syslog" and not os.path.exists(SYSLOG_SOCKET):
+        # SysLogHandler would accept the missing socket and drop every line unseen.
+        fallback = (f'log_target = "syslog" but {SYSLOG_SOCKET} cannot be used (it does not exist: '
+                    "no syslog daemon?): logging to stderr instead")
+    elif target == "syslog":
+        # A socket that exists but refuses now is retried on each line, as openlog(3) does.
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET,
                                                  facility=logging.handlers.SysLogHandler.LOG_MAIL)
         handler.setFormatter(logging.Formatter("authmilter[%(process)d]: %(message)s"))
-    elif under_systemd():
+    if handler is None:
         handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(_PrefixFormatter("%(message)s"))
-    else:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+        handler.setFormatter(_PrefixFormatter("%(message)s") if under_systemd() else
+                             logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
     if _handler is not None:
         logger.removeHandler(_handler)
         _handler.close()
@@ -70,6 +77,8 @@ def setup(level: str = "info", target: str = "stderr", *, stream=None) -> loggin
     logger.addHandler(handler)
     logger.setLevel(_LEVELS.get(level, logging.INFO))
     logger.propagate = False
+    if fallback:
+        logger.warning(fallback)
     return logger
 
 
