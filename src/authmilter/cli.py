@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("import-opendkim", help="write an authmilter config equivalent to an opendkim.conf")
     p.add_argument("opendkim_conf", nargs="?", default="/etc/opendkim.conf")
     p.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    p.add_argument("--defaults", default=None, metavar="FILE",
+                   help="Debian's /etc/default/opendkim (its SOCKET overrides Socket); read by default "
+                        "when importing /etc/opendkim.conf")
 
     p = sub.add_parser("import-postgrey", help="write a [greylist] section equivalent to a postgrey setup")
     p.add_argument("defaults", nargs="?", default="/etc/default/postgrey",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from .config import tomlwrite
 from .config.hostlist import HostList
 from .config.opendkim import Dataset, KeyTable, SigningTable
-from .config.schema import SigningSettings, load_settings, settings_from_dict
+from .config.schema import PolicySettings, SigningSettings, load_settings, settings_from_dict
 from .config.sockets import parse_socket
 from .errors import AuthmilterError, ConfigError
 from .keys import check_key_permissions
@@ -267,7 +268,15 @@ def convert(conf: OpendkimConf) -> Import:
         for name in ("keyfile", "selector", "domain"):
             if name in conf.values:
                 imp.drop(conf, name, "ignored by OpenDKIM when a KeyTable is set")
+        if subdomains and "subdomains" in conf.values:
+            imp.drop(conf, "subdomains", "applies to the Domain list only; with a SigningTable, an entry "
+                     "for .example.com (refile: *@*.example.com) signs the subdomains")
     elif keyfile and selector and domain:
+        if not os.path.isabs(keyfile):
+            # OpenDKIM opens it from its working directory: BaseDirectory, else / (daemonized).
+            base = take("BaseDirectory") or "/"
+            imp.comments["signing.key_table"] = f"relative KeyFile {keyfile} resolved against {base}"
+            keyfile = os.path.normpath(os.path.join(base, keyfile))
         _single_key(imp, keyfile, selector, domain, bool(subdomains))
     elif keyfile or selector or domain:
         for name in ("keyfile", "selector", "domain"):
@@ -301,8 +310,23 @@ def convert(conf: OpendkimConf) -> Import:
             imp.set("signing.expire_s", int(v, 0))
         except ValueError:
             imp.drop(conf, "signaturettl", "not a number")
+    daemon_names: list[str] = []
     if (v := take("MTA")) is not None:
-        imp.set("signing.sign_daemon_names", _dataset_items(v), "OpenDKIM MTA: {daemon_name} values")
+        daemon_names += _dataset_items(v)
+    if (v := take("MacroList")) is not None:
+        other = []
+        spec = v if v.startswith("/") or v.lower().startswith(("file:", "csl:")) else f"csl:{v}"
+        for r in Dataset.open(spec, icase=False).records:     # macro[=value|value...]
+            if r.key.strip("{}").lower() == "daemon_name" and r.value:
+                daemon_names += [x for x in r.value.split("|") if x]
+            else:
+                other.append(r.key + (f"={r.value}" if r.value else ""))
+        if other:
+            imp.dropped.append(f"MacroList entries {', '.join(other)} -- only daemon_name=VALUE has an "
+                               "equivalent ([signing] sign_daemon_names)")
+    if daemon_names:
+        imp.set("signing.sign_daemon_names", list(dict.fromkeys(daemon_names)),
+                "OpenDKIM MTA / MacroList daemon_name: {daemon_name} values whose mail is signed")
 
     v = take("InternalHosts")
     if v is None:
@@ -365,9 +389,30 @@ def _single_key(imp: Import, keyfile: str, selector: str, domain: str, subdomain
         rules.append(f"{d}={d}")
         if subdomains:
             rules.append(f".{d}={d}")
-    imp.set("signing.key_table", "csl:" + ",".join(keys), f"from KeyFile {keyfile}, Selector {selector}")
+    imp.set("signing.key_table", "csl:" + ",".join(keys),
+            imp.comments.get("signing.key_table") or f"from KeyFile {keyfile}, Selector {selector}")
     imp.set("signing.signing_table", "csl:" + ",".join(rules),
             f"from Domain {domain}" + (" with SubDomains" if subdomains else ""))
+
+
+def behaviour_changes(imp: Import) -> list[str]:
+    """What authmilter, configured as imported, treats differently from OpenDKIM: OpenDKIM
+    only verified and labelled; authmilter's [policy] acts on its results by default."""
+    verify = imp.data.get("verify", {}).get("enabled", True)
+    if not verify:
+        return []
+    policy = PolicySettings()
+    out = [f"DMARC is evaluated and acted on: p=reject failures -> on_dmarc_reject = "
+           f"\"{policy.on_dmarc_reject}\", p=quarantine -> \"{policy.on_dmarc_quarantine}\" (OpenDKIM only "
+           "added Authentication-Results; set [policy] dry_run = true to log decisions without acting)",
+           f"missing, multiple or unparsable From headers -> on_bad_from = \"{policy.on_bad_from}\""]
+    if policy.reject_own_domain_spoof:
+        out.append("mail from outside claiming one of the signing domains in From without an aligned SPF or "
+                   "DKIM pass is rejected (reject_own_domain_spoof = true); list hosts that legitimately "
+                   "send as you unsigned in [policy] trusted_forwarders")
+    out.append("SPF is checked and reported (reject_spf_fail = "
+               f"{str(policy.reject_spf_fail).lower()}); OpenDKIM did no SPF")
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -380,6 +425,10 @@ def render(imp: Import, source: str) -> str:
     if imp.dropped:
         lines += ["#", "# Not carried over (no authmilter equivalent):"]
         lines += [f"#   {d}" for d in imp.dropped]
+    changes = behaviour_changes(imp)
+    if changes:
+        lines += ["#", "# Behaviour changes (treated differently from OpenDKIM):"]
+        lines += [f"#   {c}" for c in changes]
     if imp.problems:
         lines += ["#", "# Must be fixed before authmilter starts:"]
         lines += [f"#   {p}" for p in imp.problems]
@@ -417,12 +466,48 @@ def _check_tables(imp: Import, source: str) -> None:
             imp.problems.append(str(exc))
 
 
+DEBIAN_DEFAULTS = "/etc/default/opendkim"
+
+
+def read_defaults(path: str) -> dict[str, str]:
+    """Debian's /etc/default/opendkim: shell ``NAME=value`` lines, ``$NAME``/``${NAME}``
+    expanded from earlier lines (what its init script and unit generator source)."""
+    values: dict[str, str] = {}
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        for line in fh:
+            m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line.split("#", 1)[0].rstrip())
+            if m:
+                value = m.group(2).strip().strip('"').strip("'")
+                values[m.group(1)] = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
+                                            lambda v: values.get(v.group(1), ""), value)
+    return values
+
+
+def apply_defaults(imp: Import, path: str) -> None:
+    """SOCKET in the defaults file is what opendkim was started with (-p), whatever
+    opendkim.conf says."""
+    sock = read_defaults(path).get("SOCKET")
+    if sock:
+        try:
+            value, comment = _socket(sock)
+        except ValueError as exc:
+            imp.dropped.append(f"SOCKET={sock}  ({path}) -- not a socket authmilter understands: {exc}")
+            return
+        imp.set("socket", value, comment or f"from SOCKET in {path} (it overrides opendkim.conf's Socket)")
+
+
 def cmd_import_opendkim(args: argparse.Namespace) -> int:
     """Write the authmilter TOML; exit 0 when it is complete, 1 when something must be fixed first."""
     out_path = args.output
+    defaults = getattr(args, "defaults", None)
+    if defaults is None and os.path.abspath(args.opendkim_conf) == "/etc/opendkim.conf" \
+            and os.path.exists(DEBIAN_DEFAULTS):
+        defaults = DEBIAN_DEFAULTS     # the system's opendkim.conf goes with the system's defaults
     try:
         conf = read_opendkim_conf(args.opendkim_conf)
         imp = convert(conf)
+        if defaults:
+            apply_defaults(imp, defaults)
         _check_tables(imp, args.opendkim_conf)
         settings_from_dict(imp.data, source=out_path if out_path != "-" else "<import-opendkim>")
     except ConfigError as exc:
@@ -438,6 +523,8 @@ def cmd_import_opendkim(args: argparse.Namespace) -> int:
         print(f"authmilter import-opendkim: wrote {out_path}", file=sys.stderr)
     for d in imp.dropped:
         print(f"authmilter import-opendkim: not carried over: {d}", file=sys.stderr)
+    for c in behaviour_changes(imp):
+        print(f"authmilter import-opendkim: behaviour change: {c}", file=sys.stderr)
     for p in imp.problems:
         print(f"authmilter import-opendkim: must be fixed before authmilter starts: {p}", file=sys.stderr)
     return 1 if imp.problems else 0
