@@ -59,6 +59,9 @@ class DebianPostfix(Postfix):
                 line = "  ".join(fields)
             lines.append(line)
         master.write_text("\n".join(lines) + "\n")
+        # The spool socket directory (tmpfiles.d's job on a real host): check-config wants it.
+        (self.queue_dir / "authmilter").mkdir()
+        (self.queue_dir / "authmilter").chmod(0o755)
         check = run([self.exe, "check-config", "-c", str(self.milter_config),
                      "--postfix-config", str(self.config_dir)], check=False)
         out = check.stdout.decode()
@@ -89,8 +92,6 @@ def test_stock_debian_chroot_with_the_lines_check_config_printed(e2e, tmp_path_f
                                    "non_smtpd_milters = unix:authmilter/authmilter.sock"], postfix.printed
         assert re.search(r"^127\.0\.0\.1:\d+\s+inet\s+n\s+-\s+y\s", (postfix.config_dir / "master.cf").read_text(),
                          re.M), "smtpd is not chrooted"
-        socket_dir.mkdir()
-        socket_dir.chmod(0o755)
         for part in (milter, postfix):
             started.insert(0, part)
             part.start()
