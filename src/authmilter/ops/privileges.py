@@ -56,7 +56,11 @@ def preload_modules() -> None:
             importlib.import_module(info.name)
         except ImportError:
             pass
-    for optional in ("psycopg", "prometheus_client"):   # imported by the store / metrics on use
+    # psycopg is imported by the PostgreSQL store on use. Not prometheus_client: it picks
+    # its multiprocess mode from PROMETHEUS_MULTIPROC_DIR when first imported, and that
+    # variable is only set by METRICS.enable() (imported earlier, the workers' counters
+    # stayed in per-process memory and the exporter summed nothing).
+    for optional in ("psycopg",):
         try:
             importlib.import_module(optional)
         except ImportError:
