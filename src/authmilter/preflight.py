@@ -17,8 +17,19 @@ from collections.abc import Callable
 
 from .config.schema import Settings
 from .config.sockets import parse_socket
-from .errors import AuthmilterError
+from .errors import AuthmilterError, ConfigError
 from .runtime import Runtime
+
+
+class Refused(ConfigError):
+    """`run` refuses to start: the problems `check` found (each ``file: key: reason``);
+    a ConfigError, so the daemon exits with EX_CONFIG like for any other config error."""
+
+    def __init__(self, problems: list[str]) -> None:
+        AuthmilterError.__init__(self, "; ".join(problems))
+        self.file, self.key, self.reason, self.line = "", "", "; ".join(problems), None
+        self.problems = problems
+
 
 TMPFILES_HINT = "tmpfiles.d/authmilter.conf creates /run/authmilter and /var/spool/postfix/authmilter"
 

@@ -531,7 +531,7 @@ class Master:
         # check-config, so the MTA never finds a socket nobody will serve.
         problems = preflight.check(s, _becomer(ids) if ids is not None and am_root else None, s.user)
         if problems:
-            raise StartupError("; ".join(problems))
+            raise preflight.Refused(problems)
         self.listener = Listener(spec)
         self.listener.open(int(s.socket_mode, 8), (ids[0], ids[1]) if ids and am_root else None)
         if s.srs.enabled and s.srs.socketmap:
