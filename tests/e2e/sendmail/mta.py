@@ -172,10 +172,11 @@ class SaslAuthd:
         threading.Thread(target=self._serve, name="saslauthd", daemon=True).start()
 
     def _serve(self) -> None:
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
         while True:
             try:
-                conn, _ = self._sock.accept()
+                conn, _ = sock.accept()
             except OSError:
                 return
             with conn:
@@ -221,11 +222,12 @@ class Syslog:
         threading.Thread(target=self._serve, name="syslog", daemon=True).start()
 
     def _serve(self) -> None:
-        assert self._sock is not None
+        sock = self._sock
+        assert sock is not None
         with open(self.log, "ab", buffering=0) as out:
             while True:
                 try:
-                    data = self._sock.recv(65536)
+                    data = sock.recv(65536)
                 except OSError:
                     return
                 out.write(re.sub(rb"^<\d+>", b"", data).rstrip(b"\0\n") + b"\n")
@@ -301,7 +303,7 @@ class Sendmail:
 
     def __init__(self, base: Path, dist: Dist, milter_lines: Sequence[str], *,
                  users: dict[str, str] | None = None, hosts: dict[str, str] | None = None,
-                 trace: bool = True) -> None:
+                 trace: bool = True, log_level: int = 14, sink: SmtpSink | None = None) -> None:
         self.dist = dist
         self.dir = base / "sendmail"
         self.milter_lines = list(milter_lines)
@@ -312,11 +314,13 @@ class Sendmail:
         self.client_queue_dir = self.dir / "clientmqueue"
         self.maillog = self.dir / "maillog"
         self.trace = self.dir / "smtp-trace" if trace else None
+        self.log_level = log_level              # LogLevel and Milter.LogLevel (14: every milter action)
         self.cf = self.dir / "sendmail.cf"
         self.submit_cf = self.dir / "submit.cf"
         self.wrapper = self.dir / "bin" / "sendmail"
         self.hosts = {"127.0.0.1": "localhost", "127.0.0.10": "mail.example.org", **(hosts or {})}
-        self.sink = SmtpSink(self.dir / "sink")
+        self.sink = sink or SmtpSink(self.dir / "sink")     # a sink passed in is started/stopped by its owner
+        self._own_sink = sink is None
         self.saslauthd = SaslAuthd(self.dir / "saslauthd" / "mux", users or {})
         self.syslog = Syslog(self.dir / "log.sock", self.maillog)
         self.process: Process | None = None
@@ -346,8 +350,12 @@ define(`confDEAD_LETTER_DROP', `{d}/dead.letter')dnl
 define(`confCONTROL_SOCKET_NAME', `')dnl
 define(`confDONT_PROBE_INTERFACES', `True')dnl
 define(`confTO_IDENT', `0')dnl
-define(`confMILTER_LOG_LEVEL', `14')dnl
-define(`confLOG_LEVEL', `14')dnl
+dnl A busy test machine must not make Sendmail queue-only or refuse connections.
+define(`confQUEUE_LA', `500')dnl
+define(`confREFUSE_LA', `500')dnl
+define(`confDELAY_LA', `0')dnl
+define(`confMILTER_LOG_LEVEL', `{self.log_level}')dnl
+define(`confLOG_LEVEL', `{self.log_level}')dnl
 define(`confAUTH_MECHANISMS', `PLAIN LOGIN')dnl
 TRUST_AUTH_MECH(`PLAIN LOGIN')dnl
 undefine(`ALIAS_FILE')dnl
@@ -460,7 +468,8 @@ exec "$0" "$@"' "{self.dist.sendmail}" "$@"
     def start(self) -> None:
         self.write()
         self.syslog.start()
-        self.sink.start()
+        if self._own_sink:
+            self.sink.start()
         self.saslauthd.start()
         argv = [str(self.wrapper), "-C", str(self.cf), "-bD"]
         if self.trace is not None:
@@ -484,7 +493,8 @@ exec "$0" "$@"' "{self.dist.sendmail}" "$@"
         if self.process is not None:
             self.process.stop()
         self.saslauthd.stop()
-        self.sink.stop()
+        if self._own_sink:
+            self.sink.stop()
         self.syslog.stop()
 
     def log_text(self) -> str:
