@@ -63,6 +63,7 @@ class SmtpSink:
         self.host = SINK_IP
         self.port = free_port(SINK_IP)
         self.count = 0
+        self.envelopes: dict[int, tuple[str, tuple[str, ...]]] = {}   # N -> (MAIL FROM, RCPT TOs)
         self._cond = threading.Condition()
         self._server: socketserver.ThreadingTCPServer | None = None
 
@@ -92,6 +93,7 @@ class SmtpSink:
             wfile.flush()
 
         say(f"220 {SINK_NAME} ESMTP sink")
+        mail_from, rcpts = "", []
         while True:
             line = rfile.readline()
             if not line:
@@ -101,7 +103,13 @@ class SmtpSink:
                 say(f"250-{SINK_NAME}")
                 say("250-8BITMIME")
                 say("250 SIZE 0")
-            elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+            elif verb == b"MAIL":
+                mail_from, rcpts = _path(line), []
+                say("250 2.0.0 ok")
+            elif verb == b"RCPT":
+                rcpts.append(_path(line))
+                say("250 2.0.0 ok")
+            elif verb in (b"HELO", b"RSET", b"NOOP"):
                 say("250 2.0.0 ok")
             elif verb == b"DATA":
                 say("354 go ahead")
@@ -111,7 +119,7 @@ class SmtpSink:
                     if not chunk or chunk in (b".\r\n", b".\n"):
                         break
                     data += chunk[1:] if chunk.startswith(b".") else chunk
-                self._store(bytes(data))
+                self._store(bytes(data), mail_from, rcpts)
                 say("250 2.0.0 stored")
             elif verb == b"QUIT":
                 say("221 2.0.0 bye")
@@ -119,10 +127,11 @@ class SmtpSink:
             else:
                 say("502 5.5.2 not implemented")
 
-    def _store(self, data: bytes) -> None:
+    def _store(self, data: bytes, mail_from: str, rcpts: list[str]) -> None:
         with self._cond:
             self.count += 1
             n = self.count
+            self.envelopes[n] = (mail_from, tuple(rcpts))
             self._cond.notify_all()
         tmp = self.dir / f".{n}.tmp"
         tmp.write_bytes(data)
@@ -135,14 +144,28 @@ class SmtpSink:
 
     def deliveries(self, token: str) -> list[bytes]:
         """Every stored message carrying ``X-E2E-Id: token`` in its header."""
+        return [data for _, data in self._matching(token)]
+
+    def envelopes_of(self, token: str) -> list[tuple[str, tuple[str, ...]]]:
+        """(MAIL FROM, RCPT TOs) of every stored message carrying *token*."""
+        return [self.envelopes[n] for n, _ in self._matching(token)]
+
+    def _matching(self, token: str) -> list[tuple[int, bytes]]:
         needle = f"\n{TOKEN_HEADER}: {token}\n".encode()
         found = []
-        for f in sorted(self.dir.glob("*.eml")):
+        for f in sorted(self.dir.glob("*.eml"), key=lambda f: int(f.stem)):
             data = f.read_bytes()
             head = data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0] + b"\n"
             if needle in head:
-                found.append(data)
+                found.append((int(f.stem), data))
         return found
+
+
+def _path(line: bytes) -> str:
+    """The address of ``MAIL FROM:<a@b> ...`` / ``RCPT TO:<a@b> ...``."""
+    text = line.decode(errors="replace")
+    start, end = text.find("<"), text.find(">")
+    return text[start + 1:end] if 0 <= start < end else text.split(":", 1)[-1].strip()
 
 
 # ---------------------------------------------------------------------------------------
@@ -362,8 +385,11 @@ undefine(`ALIAS_FILE')dnl
 FEATURE(`nocanonify')dnl
 FEATURE(`accept_unresolvable_domains')dnl
 FEATURE(`no_default_msa')dnl
-dnl Mail for inbox.test is accepted from anywhere and relayed to the sink.
+dnl Mail for inbox.test (our users), forward.test (where they forward to) and srs.inbox.test
+dnl (our SRS domain: bounces to forwarded mail) is accepted from anywhere; all of it, and
+dnl whatever SRS restores, is relayed to the sink.
 RELAY_DOMAIN(`inbox.test')dnl
+RELAY_DOMAIN(`forward.test')dnl
 define(`SMART_HOST', `[{self.sink.host}]')dnl
 define(`RELAY_MAILER_ARGS', `TCP $h {self.sink.port}')dnl
 define(`ESMTP_MAILER_ARGS', `TCP $h {self.sink.port}')dnl
