@@ -51,3 +51,12 @@ def test_sendmail_mc_is_what_check_config_prints():
     assert lines[-len(printed):] == printed
     assert all(line.startswith("dnl ") for line in lines[:-len(printed)])
     assert "S=local:/run/authmilter/authmilter.sock" in printed[1]
+
+
+def test_readme_sendmail_block_is_what_check_config_prints():
+    from authmilter.config.schema import load_settings
+    from authmilter.config.sendmail import mc_lines
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("```m4\n", 1)[1].split("```", 1)[0].splitlines()
+    assert block == mc_lines(load_settings(str(EX / "authmilter.toml")))
