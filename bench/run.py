@@ -57,6 +57,7 @@ OUT_DOMAIN = "example.com"      # our domain: outbound mail is signed for it
 IN_DOMAIN = "example.net"       # a sender on the internet: inbound mail comes from it
 SELECTOR = "bench"
 AUTHSERV_ID = "mx.bench.test"
+DNSBL_ZONE = "bl.bench.test"    # --antispam: a blocklist on the bench's knotd; INBOUND_IP is not listed
 INBOUND_IP = "192.0.2.10"       # TEST-NET-1: not internal for any milter
 OUTBOUND_IP = "127.0.0.1"       # internal for every milter (InternalHosts / internal_hosts)
 
@@ -171,7 +172,9 @@ def zones(dns_ip: str, pubkey: str) -> list[Zone]:
     inb.txt(f"mail.{IN_DOMAIN}", "v=spf1 a -all")
     inb.txt(f"{SELECTOR}._domainkey.{IN_DOMAIN}", dkim)
     inb.txt(f"_dmarc.{IN_DOMAIN}", f"v=DMARC1; p=reject; rua=mailto:dmarc@{IN_DOMAIN}")
-    return [out, inb]
+    bl = Zone(DNSBL_ZONE, ttl=300, negative_ttl=300, ns_ip=dns_ip)
+    bl.add(f"2.0.0.127.{DNSBL_ZONE}", "A", "127.0.0.2")     # the conventional test entry, nothing else
+    return [out, inb, bl]
 
 
 def make_message(i: int, size: int, direction: str) -> bytes:
@@ -199,6 +202,13 @@ def make_message(i: int, size: int, direction: str) -> bytes:
         n += len(line) + 1
         k += 1
     return (head + "\n".join(lines) + "\n").replace("\n", "\r\n").encode()
+
+
+def resubmitted(raw: bytes) -> bytes:
+    """An outbound message as list software re-submits it after our inbound pass: it carries
+    an Authentication-Results with our authserv-id, so authmilter signs it and then seals it."""
+    return (f"Authentication-Results: {AUTHSERV_ID}; spf=pass smtp.mailfrom={OUT_DOMAIN}; "
+            f"dkim=pass header.d={OUT_DOMAIN}; dmarc=pass header.from={OUT_DOMAIN}\r\n").encode() + raw
 
 
 def presign(raw: bytes, keyfile: Path) -> bytes:
@@ -323,11 +333,44 @@ def store_side_conf(kind: str, work: Path) -> str:
             f'from_address = "dmarc-reports@{OUT_DOMAIN}"\n')
 
 
+def antispam_side_conf(work: Path) -> str:
+    """Greylisting and a DNSBL on, in their steady state for a sender seen before.
+
+    The bench's one (SPF-pass domain, sender, recipient) triplet is deferred once, retried
+    after ``delay_s`` = 1 s (`Side.prime`) and from then on passes as "known domain and
+    recipient": one store read and one write (refreshing the pair's age) per message.
+    ``auto_allow_after = 0`` keeps it on that path; with auto-allow the domain would pass on
+    a single counter read. SPF is evaluated at RCPT (and reused at end-of-message); the
+    DNSBL query for the client IP goes out at connect and is answered NXDOMAIN (cached by
+    the resolver for the zone's negative TTL, as a local caching resolver would).
+    """
+    return ("[store]\n"
+            f'url = "sqlite://{work}/antispam.db"\n'
+            "[greylist]\n"
+            "enabled = true\n"
+            "delay_s = 1\n"
+            "auto_allow_after = 0\n"
+            "[dnsbl]\n"
+            f'zones = ["{DNSBL_ZONE}=127.0.0.[2..11]"]\n')
+
+
+def sealing_side_conf(work: Path) -> str:
+    """ARC sealing of re-submitted mail (``seal_resubmitted``, on by default) with the signing key."""
+    table = work / "SealingTable"
+    table.write_text(f"* {SELECTOR}._domainkey.{OUT_DOMAIN}\n")
+    return f'[arc]\nsealing_table = "refile:{table}"\n'
+
+
 # -- checks of what each milter answered --------------------------------------------------
 
 
 def check_signed(r: mc.SessionResult) -> bool:
     return r.action in ("c", "a") and any(n.lower() == "dkim-signature" for n, _ in r.headers_added())
+
+
+def check_sealed(r: mc.SessionResult) -> bool:
+    names = {n.lower() for n, _ in r.headers_added()}
+    return check_signed(r) and {"arc-seal", "arc-message-signature", "arc-authentication-results"} <= names
 
 
 def _ar_values(r: mc.SessionResult) -> str:
@@ -363,6 +406,10 @@ class Side:
     label: str
     hops: list[str]                   # milter addresses, in order
     procs: list[Proc]                 # whose CPU counts for this side
+    # optional: this side's own messages per size (else the cell's), check and priming
+    msgs: dict[int, list[bytes]] | None = None
+    check: Callable[[mc.SessionResult], bool] | None = None
+    prime: Callable[[list[mc.Prepared]], None] | None = None
 
 
 @dataclasses.dataclass
@@ -439,6 +486,11 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
 
     sides_sign: list[Side] = []
     sides_in: list[Side] = []
+    # messages
+    nvar = args.variants
+    out_msgs = {size: [make_message(i, size, "out") for i in range(nvar)] for size in args.sizes}
+    in_msgs = {size: [presign(make_message(i, size, "in"), keyfile) for i in range(nvar)]
+               for size in args.inbound_sizes}
     notes: list[str] = []
 
     # authmilter (if `authmilter run` exists yet)
@@ -478,6 +530,39 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
             notes.append(f"authmilter (reports on, {kind}): [reports] enabled, records in {kind}"
                          + (" (the PostgreSQL server's CPU is not counted in the side's CPU)"
                             if kind == "postgresql" else ""))
+        if args.antispam and "inbound" in args.kinds and sides_in:
+            sock5 = work / "authmilter-antispam.sock"
+            conf5 = authmilter_conf(s, sock5, args.workers, name="authmilter-antispam.toml",
+                                    extra=antispam_side_conf(work))
+            am5 = start("authmilter-antispam", [*am_cmd, "run", "-c", str(conf5)], work)
+            procs.append(am5)
+            wait_milter(am5, f"unix:{sock5}")
+
+            def prime_greylist(preps: list[mc.Prepared]) -> None:
+                first = mc.run_one(preps[0])           # the new triplet: deferred at RCPT
+                time.sleep(1.2)                        # delay_s = 1
+                log(f"antispam side primed: first attempt action={first.action}, retry after 1.2 s")
+
+            sides_in.append(Side("authmilter (greylist + DNSBL)", [f"unix:{sock5}"], [am5],
+                                 prime=prime_greylist))
+            notes.append("authmilter (greylist + DNSBL): [greylist] enabled, delay_s = 1, auto_allow_after = 0, "
+                         f"SQLite store; [dnsbl] zones = {DNSBL_ZONE} (client not listed). The triplet is deferred "
+                         "once before the warm-up; every measured message then passes as 'known domain and "
+                         "recipient' (SPF at RCPT, one store read + one write, the DNSBL query at connect)")
+        if args.seal and "sign" in args.kinds and sides_sign:
+            sock6 = work / "authmilter-seal.sock"
+            conf6 = authmilter_conf(s, sock6, args.workers, name="authmilter-seal.toml",
+                                    extra=sealing_side_conf(work))
+            am6 = start("authmilter-seal", [*am_cmd, "run", "-c", str(conf6)], work)
+            procs.append(am6)
+            wait_milter(am6, f"unix:{sock6}")
+            sides_sign.append(Side("authmilter (sign + ARC seal)", [f"unix:{sock6}"], [am6],
+                                   msgs={size: [resubmitted(m) for m in ms] for size, ms in out_msgs.items()},
+                                   check=check_sealed))
+            notes.append("authmilter (sign + ARC seal): [arc] sealing_table = '* -> the signing key', "
+                         "seal_resubmitted (default); its messages are the signing messages plus an "
+                         f"Authentication-Results: {AUTHSERV_ID} header (re-submitted after our inbound pass): "
+                         "DKIM-signed, then sealed (ARC-Seal i=1 cv=none, ARC-Message-Signature, AAR)")
     if args.baseline:
         # Another build of authmilter (e.g. an install of the previous round's commit), with
         # the same config file contents, messages and client: before/after in one run.
@@ -526,11 +611,6 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         notes.append("OpenDMARC not run: it needs a DNS server on port 53 (run as root)")
         sides_in.append(Side("opendkim(verify only)", chain, chain_procs))
 
-    # messages
-    nvar = args.variants
-    out_msgs = {size: [make_message(i, size, "out") for i in range(nvar)] for size in args.sizes}
-    in_msgs = {size: [presign(make_message(i, size, "in"), keyfile) for i in range(nvar)]
-               for size in args.inbound_sizes}
     env_out = mc.default_envelope(OUTBOUND_IP, f"<alice@{OUT_DOMAIN}>", ("<bob@example.org>",),
                                   helo=f"client.{OUT_DOMAIN}")
     env_in = mc.default_envelope(INBOUND_IP, f"<sender@{IN_DOMAIN}>", (f"<user@{OUT_DOMAIN}>",),
@@ -559,16 +639,18 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
     negotiation: dict[str, str] = {}
     for kind, sides, msgs_by_size, env, check in plan:
         for size, msgs in msgs_by_size.items():
-            preps = {sd.label: prepared(sd, msgs, env) for sd in sides}
+            preps = {sd.label: prepared(sd, (sd.msgs or {}).get(size, msgs), env) for sd in sides}
             for sd in sides:
                 hop_flags = ", ".join(f"{h.address.rsplit('/', 1)[-1]}: protocol={h.neg.protocol:#x}"
                                       for h in preps[sd.label][0].hops)
                 negotiation[sd.label + "/" + kind] = hop_flags
                 # correctness first: one message, blocking, and a full dkimpy check when signing
+                if sd.prime:
+                    sd.prime(preps[sd.label])
                 one = mc.run_one(preps[sd.label][0])
-                ok = check(one)
+                ok = (sd.check or check)(one)
                 if kind == "sign" and ok:
-                    ok = verify_sample(msgs[0], one, pubkey)
+                    ok = verify_sample((sd.msgs or {}).get(size, msgs)[0], one, pubkey)
                 added = [f"{n}: {v[:90]}" for n, v in one.headers_added()]
                 log(f"{kind} {size}B {sd.label}: action={one.action} ok={ok} added={added}")
                 if not ok:
@@ -583,7 +665,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
                     order = sides if rnd % 2 == 0 else list(reversed(sides))
                     for sd in order:
                         idle = wait_idle(args.wait_idle) if args.wait_idle else float("nan")
-                        r = measure(sd, preps[sd.label], cell, args.count, args.duration, check,
+                        r = measure(sd, preps[sd.label], cell, args.count, args.duration, sd.check or check,
                                     args.client_procs, dns)
                         r.pop("samples")
                         r["busy_before_pct"] = round(idle, 1)
@@ -735,6 +817,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "'authmilter (baseline)', same config, messages and client, rounds interleaved")
     ap.add_argument("--store", default="",
                     help="extra inbound authmilter sides with [reports] on, records in: sqlite,postgresql")
+    ap.add_argument("--antispam", action="store_true",
+                    help="one more inbound authmilter side with greylisting (SQLite) and a DNSBL on")
+    ap.add_argument("--seal", action="store_true",
+                    help="one more signing authmilter side sealing re-submitted mail with ARC after signing")
     ap.add_argument("--quick", action="store_true", help="a smoke run: 1 round, 300 messages, 3 s")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "latest"), help="results path, no suffix")
