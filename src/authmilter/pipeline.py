@@ -323,7 +323,6 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         if deferred is not None:
             decision = deferred
 
-
     infos: list[ResInfo] = []
     if spf_result is not None:
         infos.append(spf_result.resinfo())

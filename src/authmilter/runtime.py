@@ -132,6 +132,13 @@ def recipients_needed(settings: Settings) -> bool:
     return settings.srs.enabled or rcpt_reply_needed(settings) or settings.greylist.enabled or arc_sealing(settings)
 
 
+def arc_sealing(settings: Settings) -> bool:
+    """ARC sealing is configured: a sealing_table and a place to seal (inbound, or mail
+    re-submitted with our Authentication-Results). The key follows the recipient domain."""
+    a = settings.arc
+    return bool(a.sealing_table) and (a.seal_inbound or a.seal_resubmitted)
+
+
 def antispam_enabled(settings: Settings) -> bool:
     """Greylisting or a DNS list is configured."""
     return settings.greylist.enabled or bool(settings.dnsbl.zones) or bool(settings.dnswl.zones)
@@ -152,13 +159,6 @@ def load_antispam(settings: Settings) -> AntispamTables | None:
     from .config.antispam import AntispamTables
 
     return AntispamTables.load(settings)
-
-
-def arc_sealing(settings: Settings) -> bool:
-    """ARC sealing is configured: a sealing_table and a place to seal (inbound, or mail
-    re-submitted with our Authentication-Results). The key follows the recipient domain."""
-    a = settings.arc
-    return bool(a.sealing_table) and (a.seal_inbound or a.seal_resubmitted)
 
 
 def envelope_edits_needed(settings: Settings) -> bool:

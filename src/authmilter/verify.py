@@ -18,10 +18,9 @@ import sys
 from types import MappingProxyType
 
 from .config.schema import Settings, load_settings, validate
-from .outcome import Action
 from .errors import AuthmilterError
 from .model import Client, Envelope, Message, Session
-from .outcome import Direction, Outcome
+from .outcome import Action, Direction, Outcome
 from .pipeline import process
 from .runtime import Runtime
 

@@ -141,6 +141,7 @@ class ArcSettings:
 class MetricsSettings:
     listen: str = _f("", 'Prometheus exporter address "HOST:PORT"; empty = off')
 
+
 @dataclass(frozen=True)
 class SrsSettings:
     enabled: bool = _f(False,
@@ -153,7 +154,6 @@ class SrsSettings:
     max_age_days: int = _f(21, "an SRS0 address older than this is refused (550 5.1.1)")
     socketmap: str = _f("",
         'Postfix socketmap for alias-expanded mail: "unix:/run/authmilter/srs.sock" or "inet:PORT@HOST"; empty = off')
-
 
 
 @dataclass(frozen=True)
