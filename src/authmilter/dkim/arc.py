@@ -27,7 +27,7 @@ from ..results import ArcResult, Result
 from .canon import BodyDigest, BodySpec, body_digests, canon_header, parse_canons, select_headers
 from .sign import SigningKey, fold, sign_bytes, signature_b64_len
 from .tags import KeyRecord, Tag, TagListError, b64decode, parse_tag_list, show, split_list
-from .verify import DIGITS, KeyFetcher, Stop, check_signature, lookup_key
+from .verify import DIGITS, KeyFetcher, Stop, check_key, check_signature, lookup_key
 
 AAR_HEADER = b"ARC-Authentication-Results"
 AMS_HEADER = b"ARC-Message-Signature"
@@ -236,15 +236,8 @@ def _key(fetch_key: KeyFetcher, selector: str, domain: str, algorithm: str, min_
     """The key record for an ARC signature: the DKIM key rules (RFC 6376 §6.1.2) plus
     RFC 8301's minimum RSA size, which for ARC is a failure (there is no 'policy')."""
     record = lookup_key(fetch_key, selector, domain)
-    key_type, hash_name = algorithm.split("-")
-    if record.revoked:
-        raise Stop(Result.PERMERROR, "key revoked")
-    if record.key_type != key_type:
-        raise Stop(Result.PERMERROR, f"key type k={record.key_type} does not match a={algorithm}")
-    if record.hashes is not None and hash_name not in record.hashes:
-        raise Stop(Result.PERMERROR, f"key h= does not allow {hash_name}")
-    if "*" not in record.services and "email" not in record.services:
-        raise Stop(Result.PERMERROR, "key s= does not allow email")
+    check_key(record, algorithm)
+    hash_name = algorithm.split("-")[1]
     if record.key_type == "rsa" and record.bits < min_rsa_bits:
         raise Stop(Result.PERMERROR, f"RSA key too short ({record.bits} bits, RFC 8301)")
     return record, hash_name

@@ -216,14 +216,7 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: model.Body
     # §6.1.2: the key.
     record = lookup_key(fetch_key, selector, domain, info)
     info["testing"] = record.testing
-    if record.revoked:
-        raise Stop(Result.PERMERROR, "key revoked")
-    if record.key_type != key_type:
-        raise Stop(Result.PERMERROR, f"key type k={record.key_type} does not match a={algorithm}")
-    if record.hashes is not None and hash_name not in record.hashes:
-        raise Stop(Result.PERMERROR, f"key h= does not allow {hash_name}")
-    if "*" not in record.services and "email" not in record.services:
-        raise Stop(Result.PERMERROR, "key s= does not allow email")
+    check_key(record, algorithm)
     if "s" in record.flags and i_domain != domain:
         raise Stop(Result.PERMERROR, "key t=s forbids an i= subdomain")
     info["key_bits"] = record.bits
@@ -251,6 +244,20 @@ def _verify(headers: Sequence[tuple[bytes, bytes]], index: int, body: model.Body
         raise Stop(Result.POLICY, "rsa-sha1 is not acceptable (RFC 8301)")
     return DkimResult(Result.PASS, **info)  # type: ignore[arg-type]
 
+
+
+def check_key(record: KeyRecord, algorithm: str) -> None:
+    """The key record rules of RFC 6376 §6.1.2 that DKIM and ARC signatures share: not
+    revoked, k= matching a=, h= allowing the hash, s= allowing email (raises Stop)."""
+    key_type, hash_name = algorithm.split("-")
+    if record.revoked:
+        raise Stop(Result.PERMERROR, "key revoked")
+    if record.key_type != key_type:
+        raise Stop(Result.PERMERROR, f"key type k={record.key_type} does not match a={algorithm}")
+    if record.hashes is not None and hash_name not in record.hashes:
+        raise Stop(Result.PERMERROR, f"key h= does not allow {hash_name}")
+    if "*" not in record.services and "email" not in record.services:
+        raise Stop(Result.PERMERROR, "key s= does not allow email")
 
 
 def body_specs(headers: Sequence[tuple[bytes, bytes]], indexes: Iterable[int]) -> list[BodySpec]:
