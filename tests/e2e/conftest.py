@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import require  # tests/support.py (tests/ is on sys.path)
@@ -183,12 +184,13 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _build(base: Path, exe: str) -> E2E:
-    """Keys, zones, tables and the three configured (not yet started) servers."""
+def keys_zones_tables(base: Path, exe: str, **zone_args: Any) -> tuple[dict[str, TestKey], dict[str, Zone], Path]:
+    """The sender keys, the DNS zones and our KeyTable/SigningTable (in BASE/etc) that
+    every MTA's e2e suite uses; *zone_args* go to build_zones (the senders' addresses)."""
     keydir = base / "keys"
     keydir.mkdir(mode=0o700)
     keys = {"rsa": generate_key("any.test", "s1", "rsa"), "ed25519": generate_key("any.test", "ed1", "ed25519")}
-    zones = build_zones(keys)
+    zones = build_zones(keys, **zone_args)
     com_key = _outbound_key(exe, keydir, "example.com", "e2e", "rsa", zones["com"])
     net_rsa = _outbound_key(exe, keydir, "example.net", "rsa26", "rsa", zones["net"])
     net_ed = _outbound_key(exe, keydir, "example.net", "ed26", "ed25519", zones["net"])
@@ -203,6 +205,12 @@ def _build(base: Path, exe: str) -> E2E:
         "*@example.com e2e._domainkey.example.com\n"
         "*@example.net rsa26._domainkey.example.net\n"
         "*@example.net ed26._domainkey.example.net\n")
+    return keys, zones, etc
+
+
+def _build(base: Path, exe: str) -> E2E:
+    """Keys, zones, tables and the three configured (not yet started) servers."""
+    keys, zones, etc = keys_zones_tables(base, exe)
     knot = Knot(base, zones.values())
     milter = Authmilter(base, exe, {
         "authserv_id": MX_NAME,

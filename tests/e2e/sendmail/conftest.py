@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from support import require  # tests/support.py (tests/ is on sys.path)
 
-from ..conftest import _authmilter_exe, _outbound_key, build_zones
-from ..harness import KNOTD, Authmilter, Knot, TestKey, copy_logs, generate_key, run
+from ..conftest import _authmilter_exe, keys_zones_tables
+from ..harness import KNOTD, Authmilter, Knot, TestKey, copy_logs, run
 from . import dist as sendmail_dist
 from .mta import Sendmail
 
@@ -99,23 +99,7 @@ def sm(tmp_path_factory: pytest.TempPathFactory):
 
 def _build(base: Path, exe: str, d: sendmail_dist.Dist) -> SendmailE2E:
     require(importlib.util.find_spec("authmilter.milter.server") is not None, "`authmilter run` missing")
-    keydir = base / "keys"
-    keydir.mkdir(mode=0o700)
-    keys = {"rsa": generate_key("any.test", "s1", "rsa"), "ed25519": generate_key("any.test", "ed1", "ed25519")}
-    zones = build_zones(keys, sender_ip=SENDER_IP, sender_net6=f"{SENDER_IP6}/128")
-    com_key = _outbound_key(exe, keydir, "example.com", "e2e", "rsa", zones["com"])
-    net_rsa = _outbound_key(exe, keydir, "example.net", "rsa26", "rsa", zones["net"])
-    net_ed = _outbound_key(exe, keydir, "example.net", "ed26", "ed25519", zones["net"])
-    etc = base / "etc"
-    etc.mkdir()
-    (etc / "KeyTable").write_text(
-        f"e2e._domainkey.example.com example.com:e2e:{com_key}\n"
-        f"rsa26._domainkey.example.net example.net:rsa26:{net_rsa}\n"
-        f"ed26._domainkey.example.net example.net:ed26:{net_ed}\n")
-    (etc / "SigningTable").write_text(
-        "*@example.com e2e._domainkey.example.com\n"
-        "*@example.net rsa26._domainkey.example.net\n"
-        "*@example.net ed26._domainkey.example.net\n")
+    keys, zones, etc = keys_zones_tables(base, exe, sender_ip=SENDER_IP, sender_net6=f"{SENDER_IP6}/128")
     knot = Knot(base, zones.values())
     milter = Authmilter(base, exe, {
         # authserv_id unset: Sendmail's j macro (confDOMAIN_NAME = mx.inbox.test) names us.
