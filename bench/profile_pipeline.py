@@ -47,12 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
     dns = None
     try:
-        ip, port = bench.pick_dns_address()
-        keyfile, pub = bench.make_key(work / "keys")
-        s = bench.Setup(work, ip, port, keyfile, pub)
-        bench.write_tables(s)
-        knot = bench.Knot(work, bench.zones(ip, pub), port, host=ip, workers=None, log_level="warning",
-                          semantic_checks=False)     # as bench/run.py starts it
+        s, knot = bench.prepare(work)     # as bench/run.py starts it
         dns = knot.process
         knot.start()
         runtime = Runtime.load(load_settings(bench.authmilter_conf(s, work / "unused.sock", 1)))
@@ -61,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
             client = Client(ip=bench.OUTBOUND_IP, hostname="client", helo="client", port=40000)
             env = Envelope(mail_from=f"alice@{bench.OUT_DOMAIN}", rcpts=("bob@example.org",))
         else:
-            raws = [bench.presign(bench.make_message(i, args.size, "in"), keyfile) for i in range(16)]
+            raws = [bench.presign(bench.make_message(i, args.size, "in"), s.keyfile) for i in range(16)]
             client = Client(ip=bench.INBOUND_IP, hostname=f"mail.{bench.IN_DOMAIN}",
                             helo=f"mail.{bench.IN_DOMAIN}", port=40000)
             env = Envelope(mail_from=f"sender@{bench.IN_DOMAIN}", rcpts=(f"user@{bench.OUT_DOMAIN}",))

@@ -465,20 +465,26 @@ def run_matrix(args: argparse.Namespace) -> dict:
             shutil.rmtree(work, ignore_errors=True)
 
 
+def prepare(work: Path) -> tuple[Setup, Knot]:
+    """The signing key, our tables and a knotd (not yet started) serving the bench zones
+    on a free loopback address: what every bench script sets up first."""
+    dns_ip, dns_port = pick_dns_address()
+    keyfile, pubkey = make_key(work / "keys")
+    s = Setup(work, dns_ip, dns_port, keyfile, pubkey)
+    write_tables(s)
+    # knotd's own thread defaults (one per CPU), as OpenDMARC's uncached lookups meet it
+    knot = Knot(work, zones(dns_ip, pubkey), dns_port, host=dns_ip, workers=None, log_level="warning",
+                semantic_checks=False)
+    return s, knot
+
+
 def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict:
     # the code measured is what the trees hold now, not when the run ends (shared trees)
     revs = {"authmilter": _git_rev()}
     if args.baseline:
         revs["baseline"] = f"{args.baseline} at {_git_rev(_checkout_of(Path(args.baseline)))}"
-    dns_ip, dns_port = pick_dns_address()
-    keyfile, pubkey = make_key(work / "keys")
-    s = Setup(work, dns_ip, dns_port, keyfile, pubkey)
-    write_tables(s)
-
-    # DNS
-    # knotd's own thread defaults (one per CPU), as OpenDMARC's uncached lookups meet it
-    knot = Knot(work, zones(dns_ip, pubkey), dns_port, host=dns_ip, workers=None, log_level="warning",
-                semantic_checks=False)
+    s, knot = prepare(work)
+    dns_ip, dns_port, keyfile = s.dns_ip, s.dns_port, s.keyfile
     dns = knot.process
     procs.append(dns)
     knot.start()
@@ -650,7 +656,7 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
                 one = mc.run_one(preps[sd.label][0])
                 ok = (sd.check or check)(one)
                 if kind == "sign" and ok:
-                    ok = verify_sample((sd.msgs or {}).get(size, msgs)[0], one, pubkey)
+                    ok = verify_sample((sd.msgs or {}).get(size, msgs)[0], one, s.pubkey)
                 added = [f"{n}: {v[:90]}" for n, v in one.headers_added()]
                 log(f"{kind} {size}B {sd.label}: action={one.action} ok={ok} added={added}")
                 if not ok:
