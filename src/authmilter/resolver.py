@@ -187,6 +187,17 @@ class _ServerHealth:
                 self._next_probe = now + self.retry_s
 
 
+class _Flight:
+    """One query in flight: its asker's deadline, and the answer once it lands."""
+
+    __slots__ = ("deadline", "done", "result")
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.done = threading.Event()
+        self.result: tuple[Answer, float] = (Answer("", "", DnsStatus.TEMPERROR), 0.0)
+
+
 class Resolver:
     """The production resolver: thread-safe, shared by every connection of a runtime."""
 
@@ -220,6 +231,9 @@ class Resolver:
         self.max_ttl_s = max_ttl_s
         self.negative_ttl_s = negative_ttl_s
         self._cache = _Cache(cache_entries)
+        # Queries in flight, by (name, type): later askers wait for the first one's answer.
+        self._flights: dict[tuple[str, str], _Flight] = {}
+        self._flights_lock = threading.Lock()
         # Results computed from DNS answers alone (SPF check_host()), kept until the
         # first of those answers expires from the cache above: see `derived`.
         self.derived = DerivedCache(derived_entries if cache_entries > 0 else 0)
@@ -236,17 +250,62 @@ class Resolver:
 
     def lookup(self, name: str, rdtype: str, *, lifetime: float | None = None) -> tuple[Answer, float]:
         """The answer and the monotonic time until which the cache holds it (0.0: not
-        cached, e.g. a temporary error, a zero TTL or the cache turned off)."""
+        cached, e.g. a temporary error, a zero TTL or the cache turned off).
+
+        Identical queries in flight are coalesced (singleflight): while one caller asks
+        the servers for (name, type), another waits for that answer instead of sending
+        the same query again, but never beyond its own *lifetime* (then TEMPERROR, as if
+        its own query had timed out). When the answer it waited for is a timeout of a
+        caller whose time ran out before its own, it asks again with what it has left."""
         rdtype = rdtype.upper()
         key = (name.lower().rstrip("."), rdtype)
         now = time.monotonic()
         cached = self._cache.get(key, now)
         if cached is not None:
             return cached[1], cached[0]
-        started = time.monotonic()
-        answer = self._lookup(key[0], rdtype, lifetime if lifetime is not None else self.timeout_s)
+        lifetime = lifetime if lifetime is not None else self.timeout_s
+        if lifetime <= 0:
+            return self._resolve(key, rdtype, lifetime)     # budget exhausted: no traffic, nothing shared
+        deadline = now + lifetime
+        while True:
+            with self._flights_lock:
+                cached = self._cache.get(key, time.monotonic())   # a flight may have just landed
+                if cached is not None:
+                    return cached[1], cached[0]
+                flight = self._flights.get(key)
+                leader = flight is None
+                if flight is None:
+                    flight = self._flights[key] = _Flight(deadline)
+            if leader:
+                return self._lead(key, rdtype, lifetime, flight)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not flight.done.wait(remaining):
+                return Answer(key[0], rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s"), 0.0
+            answer, expires = flight.result
+            if (answer.temporary and flight.deadline < deadline and deadline > time.monotonic()
+                    and answer.error.startswith(("timeout", "DNS time budget"))):
+                lifetime = deadline - time.monotonic()   # the leader's time ran out, not ours
+                continue
+            return answer, expires
+
+    def _lead(self, key: tuple[str, str], rdtype: str, lifetime: float, flight: _Flight) -> tuple[Answer, float]:
+        """Ask the servers for *key* on behalf of every caller waiting on *flight*."""
+        result: tuple[Answer, float] = (Answer(key[0], rdtype, DnsStatus.TEMPERROR, error="lookup failed"), 0.0)
+        try:
+            result = self._resolve(key, rdtype, lifetime)
+            return result
+        finally:
+            flight.result = result
+            with self._flights_lock:
+                self._flights.pop(key, None)
+            flight.done.set()
+
+    def _resolve(self, key: tuple[str, str], rdtype: str, lifetime: float) -> tuple[Answer, float]:
+        """One lookup that missed the cache: ask, observe, cache."""
+        now = time.monotonic()
+        answer = self._lookup(key[0], rdtype, lifetime)
         if self.observer is not None:
-            self.observer(rdtype, time.monotonic() - started, answer.status.value)
+            self.observer(rdtype, time.monotonic() - now, answer.status.value)
         if answer.status in (DnsStatus.OK,):
             ttl = min(answer.ttl, self.max_ttl_s)
         elif answer.status in (DnsStatus.NXDOMAIN, DnsStatus.NODATA):
