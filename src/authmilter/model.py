@@ -5,6 +5,7 @@ and never on pymilter objects, so the pipeline runs the same offline (`authmilte
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,15 +41,16 @@ class Body:
     message (tests, tools); DKIM and ARC verification read chunks.
 
     A spooled Body reads from a file its owner (the milter handler) closes after
-    end-of-message; it never writes to it, and each read seeks first, so two readers
-    may interleave.
+    end-of-message; it never writes to it, and each read seeks first under a lock, so
+    readers in several threads (DKIM and ARC verified concurrently) may interleave.
     """
 
-    __slots__ = ("_data", "_file", "size")
+    __slots__ = ("_data", "_file", "_lock", "size")
 
     def __init__(self, data: bytes = b"") -> None:
         self._data = bytes(data)
         self._file: IO[bytes] | None = None
+        self._lock = threading.Lock()
         self.size = len(self._data)
 
     @classmethod
@@ -70,8 +72,9 @@ class Body:
             return
         pos = 0
         while pos < self.size:
-            self._file.seek(pos)
-            piece = self._file.read(min(size, self.size - pos))
+            with self._lock:     # seek + read as one step: another thread may read too
+                self._file.seek(pos)
+                piece = self._file.read(min(size, self.size - pos))
             if not piece:
                 raise OSError(f"body spool ended at {pos} of {self.size} octets")
             pos += len(piece)

@@ -16,7 +16,8 @@ from . import antispam, authresults, sealing
 from .checks import arc, fromhdr, received, senderid, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
-from .model import Session
+from .dkim.verify import dkim_signature_indexes
+from .model import Message, Session
 from .outcome import (
     Action,
     AddRecipient,
@@ -32,10 +33,11 @@ from .outcome import (
 from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
-from .resolver import DnssecTally
-from .results import ArcResult, DkimResult, DmarcPolicy, ResInfo, Result
+from .resolver import DnsLookup, DnssecTally
+from .results import ArcResult, DkimResult, DmarcPolicy, ResInfo, Result, SpfResult
 from .runtime import Runtime
 from .srs import Reversal
+from .tasks import CHECKS, PREFETCH
 
 
 def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
@@ -282,29 +284,42 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         if hop is not None:
             via = ip or ""
             ip, helo = hop
-    spf_result = helo_result = None
     # [dns] dnssec: whether the answers each check read were DNSSEC-validated (log line).
     spf_dns, dmarc_dns = DnssecTally(res), DnssecTally(res)
-    if ip:
-        spf_result = spf.check_spf(ip, session.envelope.mail_from, helo, spf_dns, receiver=authserv_id,
-                                   timeout_s=settings.dns.message_budget_s)
-        if via:
-            spf_result = replace(spf_result, via_relay=via)
-        if v.spf_helo and helo and session.envelope.mail_from:
-            helo_result = spf.check_helo(ip, helo, res, receiver=authserv_id,
-                                         timeout_s=settings.dns.message_budget_s)
-
-    dkim_results = dkim_check.verify_dkim(msg, res, max_signatures=v.max_signatures,
-                                          min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1,
-                                          require_dnssec=settings.dns.dnssec == "require-for-keys")
-    # A From that is missing or unusable gets its DMARC result from check_dmarc too
-    # (none / permerror, without DNS): the rule lives in one place.
-    dmarc_result = dmarc_check.check_dmarc(from_, spf_result, dkim_results, dmarc_dns, mode=v.dmarc_mode,
-                                           psl=runtime.psl, accept_length_tag=v.dmarc_accept_length_tag)
     seal_inbound = runtime.sealer is not None and settings.arc.seal_inbound
-    chain_found = None
+    budget_s = settings.dns.message_budget_s
+    _warm_dkim_keys(msg, res, v.max_signatures)
+
+    # The checks below need nothing from each other: they run side by side, so a message
+    # waits for its longest chain of dependent lookups, not for their sum. Each reads DNS
+    # through its own view (tallies, memo) and binds pyspf's resolver in its own thread.
+    calls: dict[str, Callable[[], object]] = {}
+    if ip:
+        calls["spf"] = lambda: spf.check_spf(ip, session.envelope.mail_from, helo, spf_dns,
+                                             receiver=authserv_id, timeout_s=budget_s)
+        if v.spf_helo and helo and session.envelope.mail_from:
+            calls["helo"] = lambda: spf.check_helo(ip, helo, res, receiver=authserv_id, timeout_s=budget_s)
+    calls["dkim"] = lambda: dkim_check.verify_dkim(msg, res, max_signatures=v.max_signatures,
+                                                   min_rsa_bits=v.dkim_min_rsa_bits, allow_sha1=v.dkim_allow_sha1,
+                                                   require_dnssec=settings.dns.dnssec == "require-for-keys")
+    # A From that is missing or unusable gets its DMARC result from the DMARC check too
+    # (none / permerror, without DNS): the rule lives in one place.
+    calls["dmarc"] = lambda: dmarc_check.discover_dmarc(from_, dmarc_dns, mode=v.dmarc_mode, psl=runtime.psl)
     if v.arc or seal_inbound:
-        chain_found = arc.check_arc(msg, res)     # a sealer validates first, reported or not
+        calls["arc"] = lambda: arc.check_arc(msg, res)     # a sealer validates first, reported or not
+    if v.sender_id and ip:   # RFC 4406, report only: never part of the decision below
+        calls["sender_id"] = lambda: senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
+                                                              timeout_s=budget_s)
+    done = CHECKS.run_all(calls)
+
+    spf_result: SpfResult | None = done.get("spf")
+    if spf_result is not None and via:
+        spf_result = replace(spf_result, via_relay=via)
+    helo_result: SpfResult | None = done.get("helo")
+    dkim_results: tuple[DkimResult, ...] = done["dkim"]
+    dmarc_result = dmarc_check.evaluate_dmarc(done["dmarc"], spf_result, dkim_results,
+                                              accept_length_tag=v.dmarc_accept_length_tag)
+    chain_found: ArcResult | None = done.get("arc")
     arc_result = chain_found if v.arc else None
 
     ev = Evidence(from_=from_, spf=spf_result, helo=helo_result, dkim=dkim_results, dmarc=dmarc_result,
@@ -334,13 +349,10 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     infos.append(dmarc_result.resinfo(decision.dmarc_applied, decision.dmarc_override))
     if arc_result is not None:
         infos.append(arc_result.resinfo())
-    sender_id = None
-    if v.sender_id and ip:   # RFC 4406, report only: never part of the decision above
-        sender_id = senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
-                                             timeout_s=settings.dns.message_budget_s)
-        if sender_id is not None:
-            infos.append(sender_id.resinfo())
-            early_log += (("sender_id", sender_id.result.value),)
+    sender_id = done.get("sender_id")
+    if sender_id is not None:
+        infos.append(sender_id.resinfo())
+        early_log += (("sender_id", sender_id.result.value),)
     results = tuple(infos)
 
     deleted = list(deletions)
@@ -379,6 +391,16 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         quarantine_reason=decision.quarantine_reason, deletions=tuple(deleted), insertions=tuple(inserted),
         results=results, records=records, log=log, reasons=decision.reasons,
     )
+
+
+def _warm_dkim_keys(msg: Message, res: DnsLookup, max_signatures: int) -> None:
+    """Ask for every DKIM key now, on free prefetch threads: verification hashes the body
+    before it fetches a key, and fetches the keys of several signatures one after
+    another. The answers only warm the cache (or join the query in flight)."""
+    for index in dkim_signature_indexes(msg.headers)[:max_signatures]:
+        name = dkim_check.key_name(msg.headers[index][1])
+        if name is not None:
+            PREFETCH.try_submit(res.query, name, "TXT")
 
 
 # Header fields a mailing list adds (RFC 2369, RFC 2919): signs of an indirect flow.

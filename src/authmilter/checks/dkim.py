@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from .. import model
 from ..dkim.canon import body_digests
+from ..dkim.tags import TagListError, parse_tag_list
 from ..dkim.verify import body_specs, dkim_signature_indexes, key_fetcher, verify_signature
+from ..domain import DomainError, normalize_domain
 from ..resolver import DnsLookup
 from ..results import DkimResult, Result
 
@@ -39,3 +41,19 @@ def verify_dkim(message: model.Message, resolver: DnsLookup, *, max_signatures: 
     if len(indexes) > max_signatures:
         results.append(DkimResult(result=Result.PERMERROR, reason="too many signatures"))
     return tuple(results)
+
+
+def key_name(value: bytes) -> str | None:
+    """The key record name a DKIM-Signature value points at (``s._domainkey.d``,
+    RFC 6376 §3.6.2.1), or None when d= or s= is missing or not a domain: the name
+    `verify_dkim` will query for it."""
+    try:
+        tags = parse_tag_list(value)
+        d, s = tags.get("d"), tags.get("s")
+        if d is None or s is None:
+            return None
+        domain = normalize_domain(d.value.decode("utf-8", "replace"), allow_underscore=True)
+        selector = normalize_domain(s.value.decode("utf-8", "replace"), allow_underscore=True)
+    except (TagListError, DomainError):
+        return None
+    return f"{selector}._domainkey.{domain}"

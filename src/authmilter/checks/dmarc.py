@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from ..domain import DomainError, normalize_domain
@@ -30,7 +31,7 @@ from .orgdomain import (
     org_domain_rfc9989,
 )
 
-__all__ = ["check_dmarc"]
+__all__ = ["DmarcDiscovery", "check_dmarc", "discover_dmarc", "evaluate_dmarc"]
 
 
 class _Memo:
@@ -55,29 +56,62 @@ def _norm(domain: str) -> str:
         return ""
 
 
+@dataclass(frozen=True)
+class DmarcDiscovery:
+    """The first half of a DMARC evaluation: the policy record found for the Author
+    Domain (RFC 9989 §4.10 tree walk, or RFC 7489 §6.6.3), which needs no SPF or DKIM
+    result and so may run while they do. `evaluate_dmarc` finishes it; the memo carries
+    the answers the walk read into the alignment walks, as one check would."""
+
+    from_result: FromResult
+    mode: str
+    psl: Any
+    memo: _Memo | None = None
+    found: PolicyLookup | None = None
+
+
+def discover_dmarc(from_result: FromResult, resolver: DnsLookup, *, mode: str = "rfc9989",
+                   psl: Any = None) -> DmarcDiscovery:
+    """Find the DMARC record that applies to the From domain (no DNS for an unusable From)."""
+    if mode not in ("rfc9989", "rfc7489"):
+        raise AuthmilterError(f"unknown DMARC mode {mode!r}")
+    if not from_result.ok:
+        return DmarcDiscovery(from_result, mode, psl)
+    res = _Memo(resolver)
+    if mode == "rfc9989":
+        found = discover_policy_rfc9989(from_result.domain, res)
+    else:
+        found = discover_policy_rfc7489(from_result.domain, res, psl)
+    return DmarcDiscovery(from_result, mode, psl, res, found)
+
+
 def check_dmarc(from_result: FromResult, spf: SpfResult | None, dkim: Sequence[DkimResult], resolver: DnsLookup,
                 *, mode: str = "rfc9989", psl: Any = None, accept_length_tag: bool = False,
                 sample: Callable[[], float] = random.random) -> DmarcResult:
-    """Evaluate DMARC for one message (RFC 9989 §5.3; RFC 7489 §6.6 with mode="rfc7489").
+    """Evaluate DMARC for one message (RFC 9989 §5.3; RFC 7489 §6.6 with mode="rfc7489"):
+    `discover_dmarc` then `evaluate_dmarc`."""
+    return evaluate_dmarc(discover_dmarc(from_result, resolver, mode=mode, psl=psl), spf, dkim,
+                          accept_length_tag=accept_length_tag, sample=sample)
+
+
+def evaluate_dmarc(discovery: DmarcDiscovery, spf: SpfResult | None, dkim: Sequence[DkimResult], *,
+                   accept_length_tag: bool = False,
+                   sample: Callable[[], float] = random.random) -> DmarcResult:
+    """DMARC's verdict from the record *discovery* found and the SPF and DKIM results.
 
     SPF counts only for the MAIL FROM identity (RFC 9989 §3.2.4; for a null reverse-path
     that is postmaster@HELO); a DKIM pass whose signature has l= counts only with
     *accept_length_tag*. *sample* returns a float in [0, 1) for pct= sampling.
     """
-    if mode not in ("rfc9989", "rfc7489"):
-        raise AuthmilterError(f"unknown DMARC mode {mode!r}")
-    if not from_result.ok:
+    from_result, mode, psl = discovery.from_result, discovery.mode, discovery.psl
+    if discovery.found is None or discovery.memo is None:
         # RFC 9989 §5.3.1: no single Author Domain, no DMARC evaluation. A missing From
         # is "none" (there is no domain whose record could exist); any other unusable
         # From is a permanent error of the message (§4.4, §11.5).
         result = Result.NONE if from_result.missing else Result.PERMERROR
         return DmarcResult(result, reason=from_result.error, mode=mode)
     author = from_result.domain
-    res = _Memo(resolver)
-    if mode == "rfc9989":
-        found = discover_policy_rfc9989(author, res)
-    else:
-        found = discover_policy_rfc7489(author, res, psl)
+    res, found = discovery.memo, discovery.found
     base: dict[str, Any] = {"from_domain": author, "mode": mode, "policy_domain": found.policy_domain,
                             "org_domain": found.org_domain}
     if found.status == "temperror":
