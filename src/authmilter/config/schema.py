@@ -45,6 +45,9 @@ class DnsSettings:
         'servers must be a validating resolver you trust, e.g. a local unbound) in Authentication-Results and '
         'the log; "require-for-keys": also a DKIM key answer that is signed but not validated is permerror',
         choices=("ignore", "report", "require-for-keys"))
+    prefetch: bool = _f(True,
+        "inbound mail: start lookups as soon as their input arrives (SPF at MAIL FROM, DMARC at From, each DKIM "
+        "key at its DKIM-Signature) so end-of-message finds the answers cached or in flight; results are the same")
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ from ..ops.logging import get_logger
 from ..ops.logsafe import log_line, sanitize
 from ..ops.metrics import METRICS
 from ..outcome import Action
+from ..prefetch import Prefetch
 from ..results import DnsListResult
 from ..runtime import HOLDER, Runtime, envelope_edits_needed, rcpt_reply_needed, recipients_needed
 from .apply import apply, reply_text
@@ -259,8 +260,12 @@ class Handler(Milter.Base):
         # Cleared by envfrom; an eom without a recorded MAIL FROM is never processed.
         self.msg_error: BaseException | None = IncompleteSession("no envelope sender from the MTA")
         self.queue_id = ""
+        # DNS warm-ups of this message (prefetch.py), cancelled when it ends.
+        self.prefetch: Prefetch | None = None
 
     def _end_message(self) -> None:
+        if self.prefetch is not None:
+            self.prefetch.cancel()
         if self.in_message:
             ACTIVE.add(messages=-1)
         if self._body is not None:
@@ -351,7 +356,18 @@ class Handler(Milter.Base):
             self.msg_error = None
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("envfrom", exc)
+            return Milter.CONTINUE
+        if self.conn_error is None:
+            self._start_prefetch()
         return Milter.CONTINUE
+
+    def _start_prefetch(self) -> None:
+        """SPF lookups start now (prefetch.py); a failure here only costs the head start."""
+        try:
+            self.prefetch = Prefetch.start(self.runtime, self.client, self.mail_from,
+                                           {**self.macros, **self.msg_macros})
+        except Exception as exc:   # never part of the verdict: eom checks for real
+            log.debug("%s: prefetch not started: %s", self.queue_id or "NOQUEUE", exc, exc_info=exc)
 
     @Milter.noreply
     @Milter.decode("bytes")
@@ -401,6 +417,12 @@ class Handler(Milter.Base):
             self.headers.append((raw_name, _LINE_BREAK.sub(b"\r\n", value)))
         except Exception as exc:  # noqa: BLE001 - recorded, answered at eom
             self._failed("header", exc)
+            return Milter.CONTINUE
+        if self.prefetch is not None:
+            try:
+                self.prefetch.header(*self.headers[-1])
+            except Exception as exc:   # never part of the verdict: eom checks for real
+                log.debug("%s: prefetch: %s", self.queue_id or "NOQUEUE", exc, exc_info=exc)
         return Milter.CONTINUE
 
     @Milter.noreply
