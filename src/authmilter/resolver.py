@@ -190,10 +190,11 @@ class _ServerHealth:
 class _Flight:
     """One query in flight: its asker's deadline, and the answer once it lands."""
 
-    __slots__ = ("deadline", "done", "result")
+    __slots__ = ("deadline", "done", "result", "waiters")
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
+        self.waiters = 0
         self.done = threading.Event()
         self.result: tuple[Answer, float] = (Answer("", "", DnsStatus.TEMPERROR), 0.0)
 
@@ -276,10 +277,15 @@ class Resolver:
                 leader = flight is None
                 if flight is None:
                     flight = self._flights[key] = _Flight(deadline)
+                else:
+                    flight.waiters += 1
             if leader:
                 return self._lead(key, rdtype, lifetime, flight)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or not flight.done.wait(remaining):
+            landed = remaining > 0 and flight.done.wait(remaining)
+            with self._flights_lock:
+                flight.waiters -= 1
+            if not landed:
                 return Answer(key[0], rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s"), 0.0
             answer, expires = flight.result
             if (answer.temporary and flight.deadline < deadline and deadline > time.monotonic()
@@ -287,6 +293,12 @@ class Resolver:
                 lifetime = deadline - time.monotonic()   # the leader's time ran out, not ours
                 continue
             return answer, expires
+
+    def waiting(self, name: str, rdtype: str) -> int:
+        """How many callers wait for the query for (name, type) in flight (0: none is)."""
+        with self._flights_lock:
+            flight = self._flights.get((name.lower().rstrip("."), rdtype.upper()))
+            return flight.waiters if flight is not None else 0
 
     def _lead(self, key: tuple[str, str], rdtype: str, lifetime: float, flight: _Flight) -> tuple[Answer, float]:
         """Ask the servers for *key* on behalf of every caller waiting on *flight*."""

@@ -3,13 +3,20 @@
 It answers real UDP and TCP queries (so the production dnspython resolver path runs),
 from records the tests add at run time, and can be told to time out, SERVFAIL or
 REFUSE for chosen names to exercise temperror handling. Every query is logged.
+
+With ``delay_s`` set (or between `hold` and `release`), every answer is held that long before it is sent (each in its own
+thread, so queries overlap as they would with a distant server), and ``events`` records
+in arrival order when each query came in and when its answer went out: tests read
+ordering and overlap from it (``max_in_flight``), never wall-clock time.
 """
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 import dns.exception
 import dns.flags
@@ -47,6 +54,12 @@ class DNSServer:
         self._faults: dict[str, str] = {}
         self._lock = threading.Lock()
         self.queries: list[tuple[str, str]] = []
+        # ("query" | "answer" | "dropped", name, type) in the order they happened.
+        self.events: list[tuple[str, str, str]] = []
+        self.delay_s = 0.0
+        self._open = threading.Event()        # cleared by hold(): answers wait for release()
+        self._open.set()
+        self._changed = threading.Condition(self._lock)
         self._udp: socket.socket | None = None
         self._tcp: socket.socket | None = None
         self._threads: list[threading.Thread] = []
@@ -103,6 +116,63 @@ class DNSServer:
             self._records.clear()
             self._faults.clear()
             self.queries.clear()
+            self.events.clear()
+            self.delay_s = 0.0
+        self._open.set()
+
+    def hold(self) -> None:
+        """Keep every answer (each in its own thread) until `release` (or 30 s, anti-hang)."""
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def wait_until(self, predicate: Callable[[DNSServer], bool], timeout: float = 30.0) -> bool:
+        """Wait (at most *timeout*, an anti-hang bound) until *predicate(self)* holds;
+        it is evaluated whenever a query arrives or an answer leaves."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while not predicate(self):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.2))
+            return True
+
+    def wait_quiet(self, quiet_s: float = 1.0, timeout: float = 30.0) -> bool:
+        """Wait until no query arrived for *quiet_s* (bounded by *timeout*)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                seen = len(self.events)
+            time.sleep(quiet_s)
+            with self._lock:
+                if len(self.events) == seen:
+                    return True
+        return False
+
+    @property
+    def max_in_flight(self) -> int:
+        """The most queries that had arrived and were not yet answered at one moment."""
+        with self._lock:
+            now = peak = 0
+            for kind, _, _ in self.events:
+                now += 1 if kind == "query" else -1
+                peak = max(peak, now)
+            return peak
+
+    def _answered(self, name: str, qtype: str) -> None:
+        with self._changed:
+            self.events.append(("answer", name, qtype))
+            self._changed.notify_all()
+
+    def _reply_later(self, send: Callable[[], None], name: str, qtype: str) -> None:
+        """Send after delay_s (in this thread), logging the answer as it leaves."""
+        self._open.wait(30.0)
+        if self.delay_s > 0:
+            time.sleep(self.delay_s)
+        self._answered(name, qtype)
+        send()
 
     @property
     def address(self) -> str:
@@ -135,12 +205,15 @@ class DNSServer:
         q = query.question[0]
         name = q.name.to_text(omit_final_dot=True).lower()
         qtype = q.rdtype
-        with self._lock:
+        with self._changed:
             self.queries.append((name, dns.rdatatype.to_text(qtype)))
+            self.events.append(("query", name, dns.rdatatype.to_text(qtype)))
+            self._changed.notify_all()
             fault = self._fault_for(name)
             response = dns.message.make_response(query)
             response.flags |= dns.flags.AA
             if fault == "timeout":
+                self.events.append(("dropped", name, dns.rdatatype.to_text(qtype)))
                 return None
             if fault == "servfail":
                 response.set_rcode(dns.rcode.SERVFAIL)
@@ -236,6 +309,16 @@ class DNSServer:
                 continue
             if response is None:
                 continue
+            if self.delay_s > 0 or not self._open.is_set():
+                threading.Thread(target=self._send_udp, args=(sock, response, peer), daemon=True).start()
+            else:
+                self._send_udp(sock, response, peer)
+
+    def _send_udp(self, sock: socket.socket, response: dns.message.Message, peer: object) -> None:
+        q = response.question[0]
+        name, qtype = q.name.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(q.rdtype)
+
+        def send() -> None:
             try:
                 max_size = 512
                 if response.edns >= 0:
@@ -249,7 +332,9 @@ class DNSServer:
                     out = response.to_wire()
                 sock.sendto(out, peer)
             except (OSError, dns.exception.DNSException):
-                continue
+                pass
+
+        self._reply_later(send, name, qtype)
 
     def _serve_tcp(self) -> None:
         assert self._tcp is not None
@@ -277,7 +362,9 @@ class DNSServer:
                 if response is None:
                     continue  # timeout fault: say nothing
                 out = response.to_wire()
-                conn.sendall(struct.pack("!H", len(out)) + out)
+                q = response.question[0]
+                self._reply_later(functools.partial(conn.sendall, struct.pack("!H", len(out)) + out),
+                                  q.name.to_text(omit_final_dot=True).lower(), dns.rdatatype.to_text(q.rdtype))
         except OSError:
             return
         finally:

@@ -80,3 +80,88 @@ def test_one_slow_name_among_answers_is_not_a_dead_server(dns_server):
         assert res.query("ok.example.com", "TXT").status is DnsStatus.OK
     slow.join()
     assert not res.health.down
+
+
+# -- identical queries in flight are coalesced (issue 15) ------------------------------
+
+def _in_thread(fn):  # type: ignore[no-untyped-def]
+    """Run *fn* in a thread; returns (thread, box) where box[0] is its return value."""
+    import threading
+
+    box: list = []
+    t = threading.Thread(target=lambda: box.append(fn()), daemon=True)
+    t.start()
+    return t, box
+
+
+def _until(predicate, bound: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + bound     # anti-hang only
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_identical_lookups_in_flight_share_one_query(dns_server):
+    # Cache off: sharing comes from the flight, not from a cached answer.
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0, cache_entries=0)
+    dns_server.add_txt("shared.example.com", "v=spf1 -all")
+    dns_server.hold()
+    try:
+        leader = _in_thread(lambda: res.lookup("shared.example.com", "TXT"))
+        assert dns_server.wait_until(lambda s: ("shared.example.com", "TXT") in s.queries)
+        others = [_in_thread(lambda: res.query("Shared.Example.com.", "txt")) for _ in range(4)]
+        assert _until(lambda: res.waiting("shared.example.com", "TXT") == 4)
+    finally:
+        dns_server.release()
+    for t, _ in (leader, *others):
+        t.join(30)
+    assert leader[1][0][0].records == (b"v=spf1 -all",)
+    assert [box[0].records for _, box in others] == [(b"v=spf1 -all",)] * 4
+    assert dns_server.queries.count(("shared.example.com", "TXT")) == 1
+    assert res.waiting("shared.example.com", "TXT") == 0
+    # Once it landed, the next lookup is a new query (nothing cached, nothing in flight).
+    assert res.query("shared.example.com", "TXT").ok
+    assert dns_server.queries.count(("shared.example.com", "TXT")) == 2
+
+
+def test_a_waiter_gives_up_at_the_end_of_its_own_budget(dns_server):
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0)
+    dns_server.add_txt("slow.example.com", "v=spf1 -all")
+    dns_server.hold()
+    try:
+        leader = _in_thread(lambda: res.query("slow.example.com", "TXT"))
+        assert dns_server.wait_until(lambda s: ("slow.example.com", "TXT") in s.queries)
+        short = res.budget(0.3)                      # a message with little time left
+        answer = short.query("slow.example.com", "TXT")
+        # It returned while the answer it waited for is still held at the server.
+        assert answer.status is DnsStatus.TEMPERROR and answer.error.startswith("timeout")
+        assert leader[0].is_alive() and not leader[1]
+        assert not any(kind == "answer" for kind, _, _ in dns_server.events)
+        assert dns_server.queries.count(("slow.example.com", "TXT")) == 1
+    finally:
+        dns_server.release()
+    leader[0].join(30)
+    assert leader[1][0].ok
+    assert dns_server.queries.count(("slow.example.com", "TXT")) == 1
+    # The answer the leader got is cached for everyone, the short budget included.
+    assert res.budget(5).query("slow.example.com", "TXT").ok
+
+
+def test_an_exhausted_budget_never_joins_a_flight(dns_server):
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0)
+    dns_server.add_txt("late.example.com", "x")
+    dns_server.hold()
+    try:
+        leader = _in_thread(lambda: res.query("late.example.com", "TXT"))
+        assert dns_server.wait_until(lambda s: ("late.example.com", "TXT") in s.queries)
+        answer = res.budget(0).query("late.example.com", "TXT")
+        assert answer.status is DnsStatus.TEMPERROR and answer.error == "DNS time budget exhausted"
+        assert res.waiting("late.example.com", "TXT") == 0
+    finally:
+        dns_server.release()
+    leader[0].join(30)
+    assert leader[1][0].ok

@@ -266,6 +266,7 @@ class Handler(Milter.Base):
     def _end_message(self) -> None:
         if self.prefetch is not None:
             self.prefetch.cancel()
+            log.debug("%s: prefetch cancelled", self.queue_id or "NOQUEUE")
         if self.in_message:
             ACTIVE.add(messages=-1)
         if self._body is not None:
