@@ -17,7 +17,7 @@ from .checks import arc, fromhdr, received, senderid, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
 from .dkim.verify import dkim_signature_indexes
-from .model import Message, Session
+from .model import Session
 from .outcome import (
     Action,
     AddRecipient,
@@ -33,8 +33,8 @@ from .outcome import (
 from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
-from .resolver import DnsLookup, DnssecTally
-from .results import ArcResult, DkimResult, DmarcPolicy, ResInfo, Result, SpfResult
+from .resolver import DnssecTally
+from .results import ArcResult, DkimResult, DmarcPolicy, FromResult, ResInfo, Result, SpfResult
 from .runtime import Runtime
 from .srs import Reversal
 from .tasks import CHECKS, PREFETCH
@@ -288,7 +288,6 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     spf_dns, dmarc_dns = DnssecTally(res), DnssecTally(res)
     seal_inbound = runtime.sealer is not None and settings.arc.seal_inbound
     budget_s = settings.dns.message_budget_s
-    _warm_dkim_keys(msg, res, v.max_signatures)
 
     # The checks below need nothing from each other: they run side by side, so a message
     # waits for its longest chain of dependent lookups, not for their sum. Each reads DNS
@@ -310,7 +309,17 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     if v.sender_id and ip:   # RFC 4406, report only: never part of the decision below
         calls["sender_id"] = lambda: senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
                                                               timeout_s=budget_s)
-    done = CHECKS.run_all(calls)
+    cold, cold_keys = _cold(runtime, session, from_, ip, helo, "helo" in calls)
+    if cold:
+        # Keys first: verification hashes the body before it asks for a key, and asks
+        # for the keys of several signatures one after another. Warm-ups only.
+        for key in cold_keys:
+            PREFETCH.try_submit(res.query, key, "TXT")
+        done = CHECKS.run_all(calls)
+    else:
+        # Everything cached (the usual case for a known sender): threads would only add
+        # their hand-offs, so the same calls run one after another in this thread.
+        done = {name: call() for name, call in calls.items()}
 
     spf_result: SpfResult | None = done.get("spf")
     if spf_result is not None and via:
@@ -393,14 +402,25 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     )
 
 
-def _warm_dkim_keys(msg: Message, res: DnsLookup, max_signatures: int) -> None:
-    """Ask for every DKIM key now, on free prefetch threads: verification hashes the body
-    before it fetches a key, and fetches the keys of several signatures one after
-    another. The answers only warm the cache (or join the query in flight)."""
-    for index in dkim_signature_indexes(msg.headers)[:max_signatures]:
-        name = dkim_check.key_name(msg.headers[index][1])
-        if name is not None:
-            PREFETCH.try_submit(res.query, name, "TXT")
+def _cold(runtime: Runtime, session: Session, from_: FromResult, ip: str | None, helo: str,
+          helo_checked: bool) -> tuple[bool, list[str]]:
+    """Whether the cache cannot answer the first TXT lookup of some check now (the SPF
+    record of the MAIL FROM domain and of the HELO name, a DKIM key, the From domain's
+    DMARC record), and the DKIM key names among those it cannot answer."""
+    resolver = runtime.resolver
+    firsts = []
+    if ip:
+        sender = session.envelope.mail_from
+        firsts.append(sender.rpartition("@")[2] if sender else helo)
+        if helo_checked:
+            firsts.append(helo)
+    if from_.ok:
+        firsts.append(f"_dmarc.{from_.domain}")
+    msg = session.message
+    keys = [key for index in dkim_signature_indexes(msg.headers)[:runtime.settings.verify.max_signatures]
+            if (key := dkim_check.key_name(msg.headers[index][1])) is not None]
+    cold_keys = [key for key in keys if not resolver.cached(key, "TXT")]
+    return bool(cold_keys) or any(name and not resolver.cached(name, "TXT") for name in firsts), cold_keys
 
 
 # Header fields a mailing list adds (RFC 2369, RFC 2919): signs of an indirect flow.

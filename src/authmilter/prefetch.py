@@ -85,9 +85,10 @@ class Prefetch:
         if ip and not runtime.trusted_relays.contains_ip(ip):
             receiver = runtime.authserv_id(macros.get("j"))
             budget_s = settings.dns.message_budget_s
-            self._submit("spf", lambda: spf.check_spf(ip, mail_from, helo, self.view, receiver=receiver,
-                                                      timeout_s=budget_s))
-            if settings.verify.spf_helo and helo and mail_from:
+            if self._cold(mail_from.rpartition("@")[2] if mail_from else helo):
+                self._submit("spf", lambda: spf.check_spf(ip, mail_from, helo, self.view, receiver=receiver,
+                                                          timeout_s=budget_s))
+            if settings.verify.spf_helo and helo and mail_from and self._cold(helo):
                 self._submit("helo", lambda: spf.check_helo(ip, helo, self.view, receiver=receiver,
                                                             timeout_s=budget_s))
         return self
@@ -98,15 +99,20 @@ class Prefetch:
         if lname == b"from" and not self._from_seen:
             self._from_seen = True
             from_ = fromhdr.parse_from(Message(headers=((name, value),), body=b""))
-            if from_.ok:
+            if from_.ok and self._cold(f"_dmarc.{from_.domain}"):
                 v = self.runtime.settings.verify
                 self._submit("dmarc", lambda: dmarc_check.discover_dmarc(from_, self.view, mode=v.dmarc_mode,
                                                                          psl=self.runtime.psl))
         elif lname == b"dkim-signature" and self._keys < self.runtime.settings.verify.max_signatures:
             self._keys += 1
             key = key_name(value)
-            if key is not None:
+            if key is not None and self._cold(key):
                 self._submit("dkim key", lambda: self.view.query(key, "TXT"))
+
+    def _cold(self, name: str) -> bool:
+        """Whether the first lookup of a walk misses the cache (a known sender's walk
+        is all cached: starting it would only cost a thread hand-off)."""
+        return bool(name) and not self.runtime.resolver.cached(name, "TXT")
 
     def cancel(self) -> None:
         """The message ended: drop what has not started, stop what runs at its next query."""

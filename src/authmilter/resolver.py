@@ -294,6 +294,10 @@ class Resolver:
                 continue
             return answer, expires
 
+    def cached(self, name: str, rdtype: str) -> bool:
+        """Whether a lookup of (name, type) would be answered from the cache now."""
+        return self._cache.get((name.lower().rstrip("."), rdtype.upper()), time.monotonic()) is not None
+
     def waiting(self, name: str, rdtype: str) -> int:
         """How many callers wait for the query for (name, type) in flight (0: none is)."""
         with self._flights_lock:
