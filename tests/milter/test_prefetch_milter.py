@@ -19,13 +19,14 @@ from authmilter.model import Message
 
 AUTHSERV = "mx.test"
 CLIENT_IP = "192.0.2.10"
+RELAY_IP = "10.1.2.3"
 
 
 def _daemon(tmp: Path, dns: Any, prefetch: bool) -> Daemon:
     config: dict[str, Any] = {
         "socket": f"unix:{tmp}/m.sock", "authserv_id": AUTHSERV, "workers": 1, "log_level": "debug",
         "dns": {"servers": [dns.address], "timeout_s": 3.0, "message_budget_s": 10.0, "prefetch": prefetch},
-        "signing": {"enabled": False},
+        "signing": {"enabled": False}, "verify": {"trusted_relays": [RELAY_IP]},
     }
     return Daemon(tmp, merge({}, config)).start()
 
@@ -66,10 +67,10 @@ def publish(dns: Any, d: str) -> None:
 ANSWERED = MTA_PROTOCOL & ~sum(NR_BIT.values())
 
 
-def begin(client: Any, d: str, qid: str) -> None:
+def begin(client: Any, d: str, qid: str, ip: str = CLIENT_IP) -> None:
     """Connect, HELO, MAIL FROM, RCPT: what an MTA sends before DATA, each answered."""
     client.negotiate(protocol=ANSWERED)
-    client.connect(hostname="mail." + d, ip=CLIENT_IP, macros={"j": AUTHSERV})
+    client.connect(hostname="mail." + d, ip=ip, macros={"j": AUTHSERV})
     client.helo("mail." + d)
     client.mail(f"bounce@{d}", macros={"i": qid})
     client.rcpt("bob@mx.test")
@@ -213,3 +214,21 @@ def overlapped(events: list[tuple[str, str, str]], a: str, b: str) -> bool:
         return (events.index(("query", name, "TXT")), events.index(("answer", name, "TXT")))
     (qa, aa), (qb, ab) = span(a), span(b)
     return qa < ab and qb < aa
+
+
+def test_no_spf_prefetch_behind_a_trusted_relay(daemons, dns_server):
+    """Behind our own relay SPF applies to the hop in Received, known only at EOM: the
+    envelope domain is not walked at MAIL FROM; the From header's DMARC still is."""
+    d = "relayed.example.org"
+    publish(dns_server, d)
+    received = f"Received: from mail.{d} (mail.{d} [192.0.2.10]) by relay.mx.test; Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+    raw = message(d, extra=received)
+    with daemons[True].client() as c:
+        begin(c, d, "RELAY", ip=RELAY_IP)
+        content(c, raw)
+        assert dns_server.wait_until(lambda s: (f"_dmarc.{d}", "TXT") in s.queries)
+        assert dns_server.wait_quiet(quiet_s=0.5)
+        assert (d, "TXT") not in dns_server.queries, dns_server.queries
+        result = c.eom(macros={"i": "RELAY"})
+    ar = ar_of(result)
+    assert "spf=pass" in ar and "dmarc=pass" in ar, ar
