@@ -24,7 +24,7 @@ from typing import Any
 from .checks import dmarc as dmarc_check
 from .checks import fromhdr, spf
 from .checks.dkim import key_name
-from .model import Client, Envelope, Message, Session
+from .model import Body, Client, Envelope, Message, Session
 from .outcome import Direction
 from .pipeline import classify
 from .resolver import Answer, BudgetResolver, DnsStatus
@@ -75,7 +75,7 @@ class Prefetch:
         settings = runtime.settings
         if not settings.dns.prefetch or not settings.verify.enabled:
             return None
-        session = Session(client=client, envelope=Envelope(mail_from=mail_from), message=Message(headers=(), body=b""),
+        session = Session(client=client, envelope=Envelope(mail_from=mail_from), message=Message(headers=(), body=Body()),
                           macros=macros)
         if classify(session, runtime)[0] is not Direction.INBOUND:
             return None
@@ -83,7 +83,7 @@ class Prefetch:
         ip, helo = client.ip, client.helo
         # Behind our own relays SPF applies to a hop known only from the headers.
         if ip and not runtime.trusted_relays.contains_ip(ip):
-            receiver = runtime.authserv_id(macros.get("j"))
+            receiver = runtime.authserv_id(macros.get("j", ""))
             budget_s = settings.dns.message_budget_s
             if self._cold(mail_from.rpartition("@")[2] if mail_from else helo):
                 self._submit("spf", lambda: spf.check_spf(ip, mail_from, helo, self.view, receiver=receiver,
@@ -98,7 +98,7 @@ class Prefetch:
         lname = name.rstrip(b" \t").lower()
         if lname == b"from" and not self._from_seen:
             self._from_seen = True
-            from_ = fromhdr.parse_from(Message(headers=((name, value),), body=b""))
+            from_ = fromhdr.parse_from(Message(headers=((name, value),), body=Body()))
             if from_.ok and self._cold(f"_dmarc.{from_.domain}"):
                 v = self.runtime.settings.verify
                 self._submit("dmarc", lambda: dmarc_check.discover_dmarc(from_, self.view, mode=v.dmarc_mode,

@@ -70,9 +70,9 @@ class Pool:
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the others finished
                 errors[name] = exc
         for name, future in futures.items():
-            exc = future.exception()
-            if exc is not None:
-                errors[name] = exc
+            failure = future.exception()
+            if failure is not None:
+                errors[name] = failure
             else:
                 results[name] = future.result()
         for name in names:
