@@ -12,6 +12,7 @@ MAIL). Latency = from the first header packet (Postfix's end-of-data) to the fin
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import sys
@@ -114,6 +115,7 @@ def main() -> None:
                 for t in threads:
                     t.join()
             finally:
+                inside = sorted(float(m) for m in re.findall(r" ms=([0-9.]+)", daemon.log()))
                 daemon.stop()
             wall = time.perf_counter() - started
             if errors:
@@ -125,6 +127,9 @@ def main() -> None:
                   f"p99 {lat[min(len(lat) - 1, int(len(lat) * 0.99))]:.1f} ms  max {lat[-1]:.1f} ms  "
                   f"{len(lat) / wall:.0f} msg/s (DNS delay {args.delay_ms:g} ms, MAIL->end-of-data {args.gap_ms:g} ms)",
                   flush=True)
+            if inside:
+                print(f"    inside the pipeline (log ms=): p50 {statistics.median(inside):.0f} ms  "
+                      f"p99 {inside[min(len(inside) - 1, int(len(inside) * 0.99))]:.0f} ms", flush=True)
 
 
 class _RemoteDNS:
