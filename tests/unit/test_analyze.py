@@ -146,6 +146,13 @@ def test_address_scopes(ip, scope):
     ("15.1.587.13", "Exchange 2016 (build 587, update not in our table)"), ("15.1.2507.6", "Exchange 2016 CU23"),
     ("14.3.181.6", "Exchange 2010 SP3 UR5"), ("8.3.342.0", "Exchange 2007 SP3 UR12"),
     ("15.20.7452.28", "Exchange Online"), ("15.2.1544.4", "Exchange 2019 CU14"), ("1.2.3", None), ("99.1.1.1", None),
+    # from Microsoft's published list: CUs of 2013/2016/2019 (security updates keep the CU's
+    # third component), Exchange SE, rollups of the 2007/2010 service packs
+    ("15.00.1497.002", "Exchange 2013 CU23"), ("15.0.847.32", "Exchange 2013 SP1"), ("15.0.516.32", "Exchange 2013"),
+    ("15.1.2507.37", "Exchange 2016 CU23"), ("15.1.1415.2", "Exchange 2016 CU8"), ("15.2.1748.10", "Exchange 2019 CU15"),
+    ("15.2.1118.7", "Exchange 2019 CU12"), ("15.2.2562.17", "Exchange Server SE"), ("14.3.339.0", "Exchange 2010 SP3 UR16"),
+    ("14.1.218.15", "Exchange 2010 SP1"), ("14.2.390.3", "Exchange 2010 SP2 UR8"), ("8.1.436.0", "Exchange 2007 SP1 UR10"),
+    ("15.2.9999.1", "Exchange 2019 (build 9999, update not in our table)"),
 ])
 def test_exchange_builds(build, name):
     assert exchange_release(build) == name
