@@ -104,7 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", nargs="?", default="-", help="message file, mbox From line allowed (default stdin)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("-c", "--config", default=None, metavar="FILE",
-                   help="recognise this server's relays (internal_hosts, trusted_relays) from this config")
+                   help="recognise this server's relays (internal_hosts, trusted_relays) from this config; "
+                        "with --dns, also its [dns] servers and timeout")
+    p.add_argument("--dns", action="store_true",
+                   help="look up SPF (for the origin address), the DKIM keys and DMARC now, with their DNSSEC "
+                        "status (default: offline, no DNS)")
+    p.add_argument("--dns-server", default=None, metavar="HOST[:PORT]",
+                   help="ask this resolver (implies --dns; default: the config's [dns] servers, else the system's)")
 
     p = sub.add_parser("store", help="create or migrate the store's schema (init); count its rows (status)")
     p.add_argument("action", choices=("init", "status"))

@@ -35,7 +35,8 @@ from ..domain import normalize_ip
 from ..model import Message, header_key
 from .software import software_of
 
-__all__ = ["Analysis", "Finding", "Hint", "Hop", "Host", "Result", "Scope", "address_scope", "analyze"]
+__all__ = ["Analysis", "Finding", "Hint", "Hop", "Host", "Result", "Scope", "address_scope", "analyze",
+           "read_message"]
 
 MAX_HOPS = 1000            # a longer chain is cut (oldest kept out): bounded work on hostile input
 MAX_RESULTS = 2000
@@ -185,6 +186,11 @@ def _strip_mbox(raw: bytes) -> bytes:
     return data
 
 
+def read_message(raw: bytes) -> Message:
+    """The message in *raw* as analyze reads it (an mbox ``From `` line dropped)."""
+    return Message.from_bytes(_strip_mbox(raw))
+
+
 def _name(text: str) -> str:
     return one_line(text)[:_MAX_NAME]
 
@@ -316,7 +322,7 @@ def analyze(raw: bytes, *, own_relay: Callable[[str], bool] | None = None,
     ``internal_hosts`` and ``trusted_relays``); *trusted_relays* are the entries the
     config lists today, kept in the proposal.
     """
-    msg = Message.from_bytes(_strip_mbox(raw))
+    msg = read_message(raw)
     notes: list[str] = []
 
     # Received headers top (newest) to bottom; trace headers remember how many Received
