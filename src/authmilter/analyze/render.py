@@ -28,7 +28,7 @@ def _hop(h: Hop) -> dict[str, Any]:
 
 def _result(r: Result) -> dict[str, Any]:
     return {"hop": r.hop, "source": r.source, "method": r.method, "result": r.result, "client_ip": r.client_ip,
-            "authserv_id": r.authserv_id, "domain": r.domain, "detail": r.detail, "instance": r.instance}
+            "authserv_id": r.authserv_id, "domain": r.domain, "detail": r.detail, "instance": r.instance, "srs": r.srs}
 
 
 def dns_json(d: DnsReport) -> dict[str, Any]:
