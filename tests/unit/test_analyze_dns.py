@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from infra.knot import Zone, knotd_path
 from infra.unbound import unbound_path, validating_resolver
 from support import require
@@ -230,3 +232,26 @@ def test_hostile_message_through_the_cli_is_defined(dns_server, tmp_path):
     assert out.returncode == 0, out.stderr
     dns = json.loads(out.stdout)["dns"]
     assert len(dns["lookups"]) <= MAX_LOOKUPS + 50 and len(dns_server.queries) <= MAX_LOOKUPS
+
+
+_HEADER_NAMES = st.sampled_from(["Received", "Authentication-Results", "Received-SPF", "X-Spam-Status", "From",
+                                 "Return-Path", "DKIM-Signature", "Subject"])
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=120),
+    st.sampled_from([" from a.example ([198.51.100.7]) by b.example with esmtp; Mon, 1 Jun 2026 10:00:00 +0000",
+                     " <x@hostile.test>", " <@>", " <SRS0=a=b=c=d@e>", " Alice <a@hostile.test>", " a@b@c",
+                     " v=1; a=rsa-sha256; d=hostile.test; s=s1; h=from; bh=eA==; b=eA==",
+                     " v=1; a=ed25519-sha256; d=..; s=\x00; h=; bh=; b=", " v=1; d=" + "a." * 140 + "test; s=x",
+                     " mx.test; spf=fail (sender IP is 192.0.2.1) smtp.mailfrom=x@hostile.test"]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                 HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(_HEADER_NAMES, _HEADER_VALUES), max_size=15), st.binary(max_size=100))
+def test_lookups_never_raise_and_stay_bounded_on_arbitrary_headers(_shared_dns_server, headers, body):
+    raw = b"".join(n.encode() + b":" + v.encode("utf-8", "surrogatepass") + b"\n" for n, v in headers) + b"\n" + body
+    res = Resolver(servers=[("127.0.0.1", _shared_dns_server.port)], timeout_s=1.0, cache_entries=0, dnssec=True)
+    d = lookup_all(read_message(raw), analyze(raw), res.budget(30.0), resolver_label="test", max_lookups=20)
+    assert len([q for q in d.lookups if q.error != "analyze lookup cap reached"]) <= 20
+    json.dumps(as_json(analyze(raw), d))
+    assert "\x1b" not in as_text(analyze(raw), d)
