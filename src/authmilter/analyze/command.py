@@ -80,8 +80,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if resolver is not None:
         res, label = resolver
         report = lookup_all(read_message(raw), result, res.budget(DNS_BUDGET_S), resolver_label=label,
-                            require_dnssec=settings is not None and settings.dns.dnssec == "require-for-keys",
-                            timeout_s=res.timeout_s)
+                            require_dnssec=settings is not None and settings.dns.dnssec == "require-for-keys")
     if args.json:
         print(json.dumps(as_json(result, report), indent=2))
     else:

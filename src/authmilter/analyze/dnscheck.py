@@ -225,13 +225,12 @@ def _key_answer(tap: _Tap, result: DkimResult) -> Answer | None:
     return next((a for a in reversed(tap.of("dkim")) if a.name.lower().rstrip(".") == name), None)
 
 
-def lookup_all(raw_message: Message, analysis: Analysis, resolver: DnsLookup, *, resolver_label: str,
+def lookup_all(msg: Message, analysis: Analysis, resolver: DnsLookup, *, resolver_label: str,
                require_dnssec: bool = False, timeout_s: float = 20.0,
                max_lookups: int = MAX_LOOKUPS) -> DnsReport:
     """Look up SPF, every DKIM key and DMARC for the message *analysis* describes, through
     *resolver* (pass a time-budgeted view). *require_dnssec* applies ``[dns] dnssec =
     "require-for-keys"`` to the DKIM keys, as the milter would."""
-    msg = raw_message
     tap = _Tap(resolver, max_lookups)
     spf, spf_result, notes = _spf(tap, msg, analysis, timeout_s)
 
