@@ -171,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _command(sub, "man", "print a man page in roff: authmilter(8) or authmilter.toml(5)")
     p.add_argument("--section", choices=("8", "5"), default="8",
                    help="8: the commands (authmilter.8); 5: the configuration file (authmilter.toml.5) (default 8)")
+
+    # A command added with sub.add_parser(name, help=...) alone still gets a description.
+    for choice in sub._choices_actions:
+        command = sub.choices[choice.dest]
+        if not command.description and choice.help:
+            command.description = choice.help[:1].upper() + choice.help[1:] + "."
     return parser
 
 
