@@ -25,8 +25,8 @@ from authmilter import cli, manpage
 from authmilter.config import tomlwrite
 from authmilter.config.schema import Settings, iter_schema
 
-# RST/markdown that must not reach a terminal: ``literal``, `x`, :role:`x`, **bold**, .. directive
-MARKUP = re.compile(r"`|\*\*|:[a-z]+:|^\s*\.\. ", re.M)
+# RST/markdown that must not reach a terminal: ``literal``, `x`, :role:`x`, **bold**, ".. directive"
+MARKUP = re.compile(r"`|\*\*|^\s*\.\. ", re.M)   # a :role:`x` has backticks too
 
 
 def subcommands(parser: argparse.ArgumentParser) -> dict[str, tuple[str | None, argparse.ArgumentParser]]:
