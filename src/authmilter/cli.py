@@ -63,10 +63,10 @@ def _config_arg(p: argparse.ArgumentParser, required: bool = False) -> None:
                    required=required, metavar="FILE", help=f"config file (default {DEFAULT_CONFIG_PATH})")
 
 
-def _command(sub: argparse._SubParsersAction, name: str, help: str, **kw: object) -> argparse.ArgumentParser:
+def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str,
+             epilog: str | None = None) -> argparse.ArgumentParser:
     """A subcommand whose one-line help (the command list) is also its description (its --help)."""
-    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".",  # type: ignore[no-any-return]
-                          **kw)
+    return sub.add_parser(name, help=help, description=help[:1].upper() + help[1:] + ".", epilog=epilog)
 
 
 def build_parser() -> argparse.ArgumentParser:
