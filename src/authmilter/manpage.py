@@ -32,7 +32,7 @@ FILES = (
                                                       "unix:authmilter/authmilter.sock)"),
     ("/var/lib/authmilter/", "state: the SQLite store and its journal"),
     ("/lib/systemd/system/authmilter.service", "the systemd unit (runs check-config, then run)"),
-    ("/usr/lib/tmpfiles.d/authmilter.conf", "creates the two socket directories at boot"),
+    ("/usr/lib/tmpfiles.d/authmilter.conf", "creates the two socket directories and the state directory at boot"),
 )
 
 SEE_ALSO = ("authmilter.toml(5)", "postconf(5)", "master(5)", "postqueue(1)", "systemd-tmpfiles(8)")

@@ -313,6 +313,7 @@ def test_deb_installs_and_carries_mail_through_the_system_postfix(tmp_path_facto
             "authserv_id": MX_NAME, "workers": 2, "log_level": "debug",
             "dns": {"servers": [f"127.0.0.1:{knot.port}"], "timeout_s": 1.0, "message_budget_s": 4.0},
             "signing": {"key_table": str(ETC / "KeyTable"), "signing_table": f"refile:{ETC / 'SigningTable'}"},
+            "store": {"enabled": True},      # the default SQLite file in the package's state directory
         })))
         MAIN_CF.write_text(system_main_cf(base, box))
 
@@ -368,6 +369,8 @@ def test_deb_installs_and_carries_mail_through_the_system_postfix(tmp_path_facto
                    for ok, fields in verified), (verified, header_values(delivered, "DKIM-Signature"))
         log = daemon.log.read_text(errors="replace")
         assert len(re.findall(r"action=accept", log)) >= 2, log[-3000:]
+        db = Path("/var/lib/authmilter/state.db")
+        assert db.is_file() and pwd.getpwuid(db.stat().st_uid).pw_name == PACKAGE, "no store in /var/lib/authmilter"
     finally:
         if postfix_started:
             stop_system_postfix(problems)
