@@ -106,12 +106,17 @@ def _option_label(action: argparse.Action) -> str:
     return names + (" \\fI" + opt(str(metavar)) + "\\fR" if takes and metavar else "")
 
 
+def help_text(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
+    """An option's help as --help prints it (%(default)s and the like expanded)."""
+    return parser._get_formatter()._expand_help(action) if action.help else ""
+
+
 def _options(parser: argparse.ArgumentParser) -> list[str]:
     out = []
     for action in parser._actions:
         if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
             continue
-        out += [".TP", _option_label(action), prose(action.help or "")]
+        out += [".TP", _option_label(action), prose(help_text(parser, action))]
         if action.choices and action.metavar:
             out[-1] += " (one of: " + ", ".join(opt(str(c)) for c in action.choices) + ")"
     return out

@@ -149,7 +149,7 @@ def test_man_8_renders_and_names_every_subcommand_and_option(tmp_path: Path) -> 
             for option in action.option_strings:
                 assert re.search(rf"(^|[ ,]){re.escape(option)}\b", part, re.M), f"{name} {option} missing"
             if action.help:
-                assert words(action.help) in flat, f"{name}: help of {action.dest} missing"
+                assert words(manpage.help_text(sub, action)) in flat, f"{name}: help of {action.dest} missing"
     exit_part = next(s for s in sections if s.startswith("EXIT STATUS"))
     for name, codes in cli.EXIT_STATUS.items():
         for code, what in codes:
