@@ -10,7 +10,8 @@ knotd are started by the module fixture ``chain`` (``chain_world``; a test modul
   seals re-submitted mail (ARC list.test) and does SRS in the milter (domain
   ``srs.list.test``, local_domains list.test and inbox.test, where its Maildir is). It relays final.test and author.test over
   SMTP. srs.list.test is one of its virtual mailbox domains: a bounce whose SRS recipient
-  the milter did not replace would land in its own Maildir.
+  the milter did not replace would land in its own Maildir. Its SRS line for main.cf
+  (internal_mail_filter_classes) is the one ``authmilter check-config`` prints.
 - ``mx.final.test``: the final MX, authmilter verifying only (list.test a trusted sealer).
   ``gone@final.test`` is accepted, then its delivery fails (a pipe exiting EX_NOUSER), so
   Postfix sends a DSN to the envelope sender; the SRS domains are relayed back to their
@@ -61,6 +62,7 @@ FINAL_ID = "mx.final.test"
 FWD_ID = "mx.fwd.test"
 FINAL_RCPT = "u@final.test"
 GONE_RCPT = "gone@final.test"          # accepted by the final MX, then bounced
+REFUSED_RCPT = "refused@final.test"    # refused by the final MX at RCPT (the sender's host bounces)
 HELO = "mail.author.test"
 LIST_SRS = "srs.list.test"
 FWD_SRS = "srs.fwd.test"
@@ -111,7 +113,8 @@ class Chain:
     final_milter: Authmilter
     fwd: ChainPostfix
     fwd_milter: Authmilter
-    fwd_canonical: list[str]           # the SRS lines check-config printed for mx.fwd.test
+    list_srs_lines: list[str]          # the SRS lines check-config printed for lists.list.test
+    fwd_srs_lines: list[str]           # ... and for mx.fwd.test
 
     list_codec = SrsCodec(LIST_SRS, (LIST_SECRET.encode(),))
     fwd_codec = SrsCodec(FWD_SRS, (FWD_SECRET.encode(),))
@@ -130,13 +133,14 @@ def _host_dir(path: Path) -> Path:
     return path
 
 
-def _check_config_srs_lines(milter: Authmilter, postfix: Postfix) -> list[str]:
-    """The SRS canonical-map lines `authmilter check-config` prints for *postfix*."""
+SRS_MAIN_CF = ("sender_canonical_", "recipient_canonical_", "internal_mail_filter_classes")
+
+
+def check_config_srs_lines(milter: Authmilter, postfix: Postfix) -> list[str]:
+    """The main.cf lines for SRS that `authmilter check-config` prints for *postfix* (the
+    milter lines themselves are the harness's)."""
     out = run([milter.exe, "check-config", "-c", str(milter.config), "--postfix-config", str(postfix.config_dir)])
-    text = out.stdout.decode()
-    lines = [ln for ln in text.splitlines() if ln.startswith(("sender_canonical_", "recipient_canonical_"))]
-    assert len(lines) == 4, text
-    return lines
+    return [ln for ln in out.stdout.decode().splitlines() if ln.startswith(SRS_MAIN_CF)]
 
 
 @pytest.fixture(scope="module", name="chain")
@@ -212,7 +216,7 @@ def chain_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
     nouser = base / "final" / "nouser"
     nouser.write_text("#!/bin/sh\nexit 67\n")
     nouser.chmod(0o755)
-    final.relay({LIST_SRS: lists, FWD_SRS: fwd}, local=f"{GONE_RCPT}=nouser:")
+    final.relay({LIST_SRS: lists, FWD_SRS: fwd}, local=f"{GONE_RCPT}=nouser:, {{{REFUSED_RCPT}=error:5.1.1 mailbox disabled}}")
     final.extra_master += f"nouser    unix  -       n       n       -       -       pipe\n  flags= user=nobody argv={nouser}\n"
     lists.relay({"final.test": final, "author.test": sink})
     fwd.relay({"final.test": final, "author.test": sink})
@@ -221,9 +225,12 @@ def chain_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
         for part in (knot, list_milter, final_milter, fwd_milter, sink, final, lists, fwd):
             started.insert(0, part)
             part.start()
-        canonical = _check_config_srs_lines(fwd_milter, fwd)
-        fwd.postconf(*canonical)
-        yield Chain(base, knot, author, sink, lists, list_milter, final, final_milter, fwd, fwd_milter, canonical)
+        srs_lines = {}
+        for host, milter in ((lists, list_milter), (fwd, fwd_milter)):
+            srs_lines[host] = check_config_srs_lines(milter, host)
+            host.postconf(*srs_lines[host])
+        yield Chain(base, knot, author, sink, lists, list_milter, final, final_milter, fwd, fwd_milter,
+                    srs_lines[lists], srs_lines[fwd])
     finally:
         for part in started:
             part.stop()

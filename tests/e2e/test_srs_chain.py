@@ -34,6 +34,7 @@ from .chain import (  # noqa: F401 (chain_world: the fixture `chain`)
     GONE_RCPT,
     HELO,
     LIST_SRS,
+    REFUSED_RCPT,
     chain_world,
     final_results,
     through_the_list,
@@ -137,6 +138,27 @@ def test_a_bounce_from_the_final_mx_reaches_the_original_sender(chain):
     assert deliveries == [(AUTHOR_BOUNCES, f"127.0.0.1[127.0.0.1]:{c.sink.smtp_port}", "sent")], deliveries
 
 
+def test_a_bounce_from_the_forwarders_own_postfix_reaches_the_original_sender(chain):
+    """The final MX refuses the recipient at RCPT: the list host's own Postfix writes the
+    DSN to the SRS sender. Postfix-made bounces reach non_smtpd_milters only with
+    internal_mail_filter_classes = bounce, which check-config prints for SRS without the
+    socketmap (without it, this DSN went to the SRS address in the list host's Maildir)."""
+    c = chain
+    token = uuid.uuid4().hex[:20]
+    offset = c.list_milter.log_size()
+    through_the_list(c, token, resend_from=AUTHOR_BOUNCES, rcpt=REFUSED_RCPT)
+    (dsn,) = wait_for(lambda: _dsns_to(c.sink, token, AUTHOR_BOUNCES), "the DSN at the author's host")
+    assert f"Final-Recipient: rfc822; {REFUSED_RCPT}".encode() in dsn
+    assert f"Message-ID: <{token}@e2e.test>".encode() in dsn
+    logged = re.findall(rf"(\w+): action=accept .*srs_rcpt=(SRS0=\S+@{re.escape(LIST_SRS)})->{AUTHOR_BOUNCES}",
+                        c.list_milter.log_since(offset))
+    assert len(logged) == 1, logged
+    qid = logged[0][0]
+    wait_for(lambda: f"{qid}: removed" in c.lists.log_text(), "the list host to finish with the DSN")
+    deliveries = re.findall(rf"{qid}: to=<([^>]+)>, relay=([^,]+),.*status=(\w+)", c.lists.log_text())
+    assert deliveries == [(AUTHOR_BOUNCES, f"127.0.0.1[127.0.0.1]:{c.sink.smtp_port}", "sent")], deliveries
+
+
 def test_a_forged_or_expired_srs_bounce_is_refused_550_5_1_1_at_the_forwarder(chain):
     c = chain
     good = c.list_codec.forward(AUTHOR_BOUNCES)
@@ -157,8 +179,10 @@ def test_a_forged_or_expired_srs_bounce_is_refused_550_5_1_1_at_the_forwarder(ch
 
 
 def test_check_config_gives_the_canonical_map_lines_on_the_socketmap(chain):
+    """What both hosts' Postfix were configured with (chain.py applies these lines)."""
+    assert chain.list_srs_lines == ["internal_mail_filter_classes = bounce"]
     sock = chain.fwd_milter.settings["srs"]["socketmap"]
-    assert chain.fwd_canonical == [
+    assert chain.fwd_srs_lines == [
         f"sender_canonical_maps = socketmap:{sock}:forward",
         "sender_canonical_classes = envelope_sender",
         f"recipient_canonical_maps = socketmap:{sock}:reverse",
