@@ -239,3 +239,38 @@ def test_a_bounce_to_the_socketmap_srs_address_is_mapped_back_by_recipient_canon
     assert c.fwd_codec.reverse(m.group(1)).address == "bob@author.test"
     assert not [x for x in c.fwd.messages() if f"<{token}@e2e.test>".encode() in x]
 
+
+
+def test_with_the_milter_on_the_same_postfix_srs_is_done_once_each_way(chain):
+    """The usual deployment: the same Postfix also has authmilter as its milter. The
+    alias-forwarded sender is rewritten once (SRS0, not SRS1 of our own SRS0), and the
+    bounce is restored by the milter (delrcpt/addrcpt; recipient_canonical_maps may also
+    map it) and delivered to the author exactly once."""
+    c = chain
+    c.fwd.set_milter(c.fwd_milter.postfix_socket)
+    try:
+        token = uuid.uuid4().hex[:20]
+        raw = dkim_sign(make_message(token, from_="news@author.test", to="alias@fwd.test"), c.author)
+        reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["alias@fwd.test"], helo=HELO, client_name=HELO)
+        assert reply.accepted, reply
+        srs_sender = _return_path(c.final.wait_delivered(token))
+        assert srs_sender.startswith("SRS0=")
+        assert c.fwd_codec.reverse(srs_sender).address == "bob@author.test"
+
+        token = uuid.uuid4().hex[:20]
+        offset = c.fwd_milter.log_size()
+        raw = dkim_sign(make_message(token, from_="news@author.test", to="bounce-me@fwd.test"), c.author)
+        reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["bounce-me@fwd.test"], helo=HELO,
+                           client_name=HELO)
+        assert reply.accepted, reply
+        (dsn,) = wait_for(lambda: _dsns_to(c.sink, token, "bob@author.test"), "the DSN at the author's host")
+        _assert_dsn_names_the_original(dsn, token, GONE_RCPT)
+        restored = re.findall(rf"(\w+): action=accept .*srs_rcpt=SRS0=\S+@{re.escape(FWD_SRS)}->bob@author\.test",
+                              c.fwd_milter.log_since(offset))
+        assert len(restored) == 1, restored
+        qid = restored[0]
+        wait_for(lambda: f"{qid}: removed" in c.fwd.log_text(), "the forwarder to finish with the DSN")
+        deliveries = re.findall(rf"{qid}: to=<([^>]+)>,.*status=(\w+)", c.fwd.log_text())
+        assert deliveries == [("bob@author.test", "sent")], deliveries
+    finally:
+        c.fwd.set_milter("")
