@@ -1,7 +1,8 @@
 """Command line: ``authmilter COMMAND ...``.
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | import-postgrey | which-key | verify | analyze | store | reports.
+run | demo | check-config | genkey | testkey | import-opendkim | import-opendmarc |
+import-policyd-spf | import-postgrey | which-key | verify | analyze | store | reports.
 Each command lives in the module that owns its subject; this file only parses.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ HANDLERS: dict[str, str] = {
     "genkey": "authmilter.keys:cmd_genkey",
     "testkey": "authmilter.keys:cmd_testkey",
     "import-opendkim": "authmilter.migrate:cmd_import_opendkim",
+    "import-opendmarc": "authmilter.migrate_opendmarc:cmd_import_opendmarc",
+    "import-policyd-spf": "authmilter.migrate_policyd_spf:cmd_import_policyd_spf",
     "import-postgrey": "authmilter.config.postgrey:cmd_import_postgrey",
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
@@ -74,12 +77,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     _config_arg(p)
 
-    p = sub.add_parser("import-opendkim", help="write an authmilter config equivalent to an opendkim.conf")
-    p.add_argument("opendkim_conf", nargs="?", default="/etc/opendkim.conf")
-    p.add_argument("-o", "--output", default="-", help="output file (default stdout)")
+    # -- migration from OpenDKIM, OpenDMARC, policyd-spf and postgrey -----------------------
+    def _import_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-o", "--output", default="-", metavar="FILE",
+                       help="write the authmilter TOML here (default stdout); may be the -c file itself")
+        p.add_argument("-c", "--config", default=None, metavar="EXISTING",
+                       help="merge into this existing authmilter config (validated first) instead of starting "
+                            "from the defaults; run the importers one after another on the same file")
+        p.add_argument("--prefer-imported", action="store_true",
+                       help="where the existing config sets a key differently, take the imported value "
+                            "(default: keep the existing one; every conflict is listed either way)")
+
+    p = sub.add_parser("import-opendkim", help="write (or merge into) an authmilter config equivalent to an "
+                                               "opendkim.conf")
+    p.add_argument("opendkim_conf", nargs="?", default="/etc/opendkim.conf",
+                   help="the opendkim.conf to read (default /etc/opendkim.conf)")
+    _import_args(p)
     p.add_argument("--defaults", default=None, metavar="FILE",
                    help="Debian's /etc/default/opendkim (its SOCKET overrides Socket); read by default "
                         "when importing /etc/opendkim.conf")
+
+    p = sub.add_parser("import-opendmarc", help="write (or merge into) an authmilter config equivalent to an "
+                                                "opendmarc.conf")
+    p.add_argument("opendmarc_conf", nargs="?", default="/etc/opendmarc.conf",
+                   help="the opendmarc.conf to read (default /etc/opendmarc.conf)")
+    _import_args(p)
+
+    p = sub.add_parser("import-policyd-spf", help="write (or merge into) an authmilter config equivalent to a "
+                                                  "policyd-spf.conf (postfix-policyd-spf-python)")
+    p.add_argument("policyd_spf_conf", nargs="?", default="/etc/postfix-policyd-spf-python/policyd-spf.conf",
+                   help="the policyd-spf.conf to read (default /etc/postfix-policyd-spf-python/policyd-spf.conf)")
+    _import_args(p)
 
     p = sub.add_parser("import-postgrey", help="write a [greylist] section equivalent to a postgrey setup")
     p.add_argument("defaults", nargs="?", default="/etc/default/postgrey",

@@ -32,7 +32,7 @@ def test_debian_stock_opendkim_conf_with_its_defaults_file(tmp_path):
     # What an OpenDKIM admin would otherwise find out from bounced mail:
     assert "behaviour change: DMARC is evaluated and acted on" in r.stderr
     assert "reject_own_domain_spoof = true" in r.stderr
-    assert "# Behaviour changes (treated differently from OpenDKIM):" in out.read_text()
+    assert "# Behaviour changes (what authmilter does differently from OpenDKIM with this config):" in out.read_text()
 
 
 def test_defaults_socket_overrides_the_conf_socket(tmp_path):
