@@ -141,21 +141,27 @@ def convert(conf: OpendkimConf) -> Import:
             imp.drop(conf, "subdomains", "applies to the Domain list only; with a SigningTable, an entry "
                      "for .example.com (refile: *@*.example.com) signs the subdomains")
     elif kt is not None:
-        # opendkim.conf(5) Mode: signing needs KeyTable + SigningTable (or a Lua
-        # SetupPolicyScript), and a KeyTable makes OpenDKIM ignore Domain/KeyFile: with a
-        # KeyTable alone it signs nothing. Carry that, and say so.
-        why = ("without a SigningTable OpenDKIM signs nothing (Domain/KeyFile/Selector are ignored once a "
-               "KeyTable is set); signing stays off -- write a SigningTable and set [signing] key_table and "
-               "signing_table to sign")
-        imp.set("signing.enabled", False, "OpenDKIM had a KeyTable but no SigningTable: it signed nothing")
-        imp.drop(conf, "keytable", why)
+        # opendkim.conf(5) Mode: signing needs KeyTable + SigningTable, or KeyTable + a Lua
+        # SetupPolicyScript; OpenDKIM refuses to start in signing mode with a KeyTable alone
+        # ("KeyTable requires SigningTable"). In verify-only mode the KeyTable is unused.
+        imp.set("signing.key_table", kt, "reused unchanged (OpenDKIM KeyTable); add a signing_table to sign")
+        signer = mode is None or "s" in mode
+        script = conf.get("SetupPolicyScript")
+        if not signer:
+            imp.drop(conf, "keytable", "unused in verify-only mode (Mode v); kept as signing.key_table")
+        elif script is not None:
+            imp.set("signing.enabled", False, "OpenDKIM chose keys with a Lua SetupPolicyScript")
+            imp.problems.append(f"KeyTable without SigningTable ({conf.where('KeyTable')}): OpenDKIM chose keys with "
+                                f"SetupPolicyScript {script}, which authmilter cannot run; signing is off until a "
+                                "[signing] signing_table maps From addresses to KeyTable keys")
+        else:
+            imp.set("signing.enabled", False, "OpenDKIM refuses to sign with a KeyTable but no SigningTable")
+            imp.problems.append(f"KeyTable without SigningTable ({conf.where('KeyTable')}): OpenDKIM refuses to start "
+                                "in signing mode with this (opendkim.conf(5) Mode: KeyTable needs SigningTable or "
+                                "SetupPolicyScript); signing is off until [signing] signing_table is set")
         for name in ("keyfile", "selector", "domain", "subdomains"):
             if name in conf.values:
                 imp.drop(conf, name, "ignored by OpenDKIM when a KeyTable is set")
-    elif st is not None:
-        imp.set("signing.enabled", False, "OpenDKIM refuses to start with a SigningTable but no KeyTable")
-        imp.problems.append(f"SigningTable without KeyTable ({conf.where('SigningTable')}): OpenDKIM refuses to "
-                            "start with this; signing is off until [signing] key_table and signing_table are set")
     elif keyfile and selector and domain:
         if not os.path.isabs(keyfile):
             # OpenDKIM opens it from its working directory: BaseDirectory, else / (daemonized).
@@ -167,6 +173,9 @@ def convert(conf: OpendkimConf) -> Import:
         for name in ("keyfile", "selector", "domain"):
             if name in conf.values:
                 imp.drop(conf, name, "KeyFile, Selector and Domain are needed together; OpenDKIM signs nothing")
+    if not (kt or st or (keyfile and selector and domain)) and (mode is None or "s" in mode):
+        imp.set("signing.enabled", False, "OpenDKIM had no signing key (no KeyTable, no KeyFile/Selector/Domain): "
+                "it signed nothing")
 
     if (v := take("MultipleSignatures")) is not None:
         imp.set("signing.multiple_signatures", bool(_bool(v)))
@@ -313,8 +322,6 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
     if p.reject_own_domain_spoof and not p.dry_run:
         out.append(own_domain_words(s))
     out.append(f"SPF is checked and reported (reject_spf_fail = {str(p.reject_spf_fail).lower()}); OpenDKIM did no SPF")
-    if not s.signing.enabled and imp.get("signing.enabled") is False and "KeyTable" in " ".join(imp.dropped):
-        out.append("nothing is signed, as with OpenDKIM's KeyTable without a SigningTable")
     return out
 
 

@@ -53,7 +53,6 @@ WHY_NOT = {
     "spfignoreresults": "authmilter always checks SPF itself and never reads SPF results from headers",
     "spfselfvalidate": "authmilter always checks SPF itself and never reads SPF results from headers",
     "testdnsdata": "test-only option",
-    "umask": "handled as socket_mode",
 }
 
 
@@ -83,8 +82,6 @@ def convert(conf: DaemonConf) -> Import:
         return conf.get(name)
 
     milter_options(conf, imp, take, "OpenDMARC")
-    if (v := take("UserID")) is None and "userid" in conf.values:
-        pass
 
     # -- what is done with failures -----------------------------------------------------
     reject = bool_setting(conf, imp, "RejectFailures")
@@ -144,6 +141,8 @@ def convert(conf: DaemonConf) -> Import:
     multi = bool_setting(conf, imp, "RejectMultiValueFrom")
     take("RejectMultiValueFrom")
     imp.notes["reject_multi_from"] = bool(multi)
+    if multi:
+        imp.set("policy.on_bad_from", "reject", "OpenDMARC RejectMultiValueFrom true")
 
     # -- who is not checked --------------------------------------------------------------
     v = take("IgnoreHosts")

@@ -150,17 +150,17 @@ def read_name_value(path: str, options: tuple[str, ...], *, includes: bool, cr_e
 def read_key_equals_value(path: str, options: tuple[str, ...]) -> DaemonConf:
     """Parse a ``Name = value`` file as spf_engine does: names are case-sensitive; a line
     that does not split into exactly two parts on ``=`` is collected as unknown."""
-    conf = DaemonConf({n: n for n in options})
+    conf = DaemonConf({n.lower(): n for n in options})
     for n, raw in enumerate(_read_text(path).split("\n"), 1):
         text = raw.split("#", 1)[0].strip()
         if not text:
             continue
         parts = [p.strip() for p in text.split("=")]
-        if len(parts) != 2 or parts[0] not in conf.known:
+        if len(parts) != 2 or conf.known.get(parts[0].lower()) != parts[0]:
             name, _, value = text.partition("=")
             conf.unknown.append((name.strip(), value.strip(), path, n))
             continue
-        conf.values[parts[0]] = (parts[1], path, n)
+        conf.values[parts[0].lower()] = (parts[1], path, n)     # stored like the Name value files
     return conf
 
 
@@ -173,7 +173,7 @@ KINDS = {
     "policyd-spf": ("a policyd-spf.conf (postfix-policyd-spf-python)", "authmilter import-policyd-spf"),
     "authmilter": ("an authmilter TOML configuration", "authmilter check-config -c"),
     "postgrey": ("postgrey's /etc/default/postgrey", "authmilter import-postgrey"),
-    "defaults": ("a Debian /etc/default shell file", "the importer's --defaults option"),
+    "defaults": ("a Debian /etc/default shell file", ""),
     "binary": ("a binary file, not a configuration file", ""),
 }
 
@@ -286,6 +286,9 @@ def refusal(path: str, found: Sniffed, wanted: str, command: str) -> str | None:
     if found.kind == "either":
         return f"{path} names only milter options ({', '.join(found.evidence)}), not {what}; nothing written"
     desc, cmd = KINDS[found.kind]
-    hint = f"; use `{cmd} {path}`" if cmd and not cmd.startswith("the ") else (f"; pass it with {cmd}" if cmd else "")
-    evidence = f" ({', '.join(found.evidence)})" if found.evidence else ""
+    hint = f"; use `{cmd} {path}`" if cmd else ""
+    if found.kind == "defaults":
+        hint = "; import-opendkim reads /etc/default/opendkim with --defaults FILE"
+    evidence = f" ({', '.join(found.evidence[:4])}{', ...' if len(found.evidence) > 4 else ''})" \
+        if found.evidence else ""
     return f"{path} is {desc}{evidence}, not {what}{hint}; nothing written"
