@@ -245,10 +245,22 @@ class Importer:
     check: Callable[[Import, Settings], list[str]] | None = None
 
 
+def leading_comments(path: str) -> list[str]:
+    """The comment lines at the top of *path*, verbatim (an earlier import's notes)."""
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.startswith("#"):
+                break
+            out.append(line.rstrip("\n"))
+    return out
+
+
 def render(imp: Import, importer: Importer, source: str, merged: Merged, existing: str | None,
            changes: list[str]) -> str:
     lines = [f"# authmilter configuration: {source} imported by `authmilter {importer.command}`"
-             + (f",\n# merged into {existing} (whose comments are not carried over)." if existing else "."),
+             + (f",\n# merged into {existing} (its settings are kept; of its comments, only the notes at its "
+                "top are)." if existing else "."),
              "# Check it with `authmilter check-config -c FILE` before starting authmilter."]
     blocks = [("Conflicts with the existing configuration", merged.conflicts),
               (f"{importer.daemon} options not carried over", imp.dropped),
@@ -259,6 +271,12 @@ def render(imp: Import, importer: Importer, source: str, merged: Merged, existin
         if items:
             lines += ["#", f"# {title}:"]
             lines += [f"#   - {item}" for item in items]
+    earlier = leading_comments(existing) if existing else []
+    if earlier:
+        lines += ["#", f"# Notes of the earlier import(s), kept from {existing} as they were written (settings "
+                  "they mention may since have changed):"]
+        lines += ["# | " + line[1:].lstrip(" ") if line.startswith("# ") or line == "#" else "# | " + line[1:]
+                  for line in earlier]
     comments = {k: v for k, v in imp.comments.items() if k in merged.imported_keys}
     return "\n".join(lines) + "\n\n" + tomlwrite.dumps(merged.data, comments)
 
