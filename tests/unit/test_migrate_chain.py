@@ -78,8 +78,10 @@ def test_three_imports_give_one_config_check_config_accepts(debian, tmp_path):
     assert "# | Behaviour changes (what authmilter does differently from OpenDMARC with this config):" in text
 
     # check-config as run would: the process settings moved to this test's directories
-    # (the opendkim user cannot enter pytest's 0700 tree)
-    for old, new in (('user = "opendkim"', 'user = ""'), ("/run/opendkim/", f"{tmp_path}/")):
+    # (the opendkim user cannot enter pytest's 0700 tree), and a TCP socket, so that the
+    # machine's Postfix chroot settings do not decide the outcome
+    for old, new in (('user = "opendkim"', 'user = ""'), ("/run/opendkim/", f"{tmp_path}/"),
+                     (f'"local:{tmp_path}/opendkim.sock"', '"inet:10025@127.0.0.1"')):
         text = text.replace(old, new)
     cfg.write_text(text)
     check = run("check-config", "-c", str(cfg))
