@@ -169,3 +169,29 @@ def test_the_issue_case_opendmarc_conf_given_to_import_opendkim(tmp_path):
     assert r.stderr.strip() == (f"authmilter import-opendkim: {DATA / 'migrate' / 'opendmarc.conf'} is an "
                                 "opendmarc.conf (PublicSuffixList), not an opendkim.conf; use `authmilter "
                                 f"import-opendmarc {DATA / 'migrate' / 'opendmarc.conf'}`; nothing written")
+
+
+@pytest.mark.parametrize("text,kind", [
+    ("Include /etc/opendkim.d/main.conf\n", "opendkim"),          # OpenDMARC has no Include
+    ("Socket local:/run/x.sock\nUserID milter\n", "either"),      # both daemons spell these alike
+    ("# only a comment\n\n", "empty"),
+    ("Socket = local:/run/pyspf-milter/pyspf-milter.sock\n", "policyd-spf"),
+    ('socket = "unix:/run/authmilter/authmilter.sock"\n', "authmilter"),
+    ("POSTGREY_OPTS=\"--inet=10023\"\n", "postgrey"),
+    ("hello world\n", "unknown"),
+])
+def test_sniff(tmp_path, text, kind):
+    from authmilter.config.daemonconf import sniff
+
+    p = tmp_path / "f"
+    p.write_text(text)
+    assert sniff(str(p)).kind == kind
+
+
+def test_milter_only_options_are_accepted_by_both_milter_importers_only(tmp_path):
+    p = tmp_path / "milter.conf"
+    p.write_text("Socket local:/run/x.sock\nUserID milter\n")
+    for command in ("import-opendkim", "import-opendmarc"):
+        assert run(command, str(p)).returncode == 0
+    r = run("import-policyd-spf", str(p))
+    assert r.returncode == 2 and "names only milter options (Socket, UserID)" in r.stderr

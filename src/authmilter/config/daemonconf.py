@@ -188,7 +188,7 @@ class Sniffed:
     evidence: tuple[str, ...] = ()
 
 
-_LOWER_DKIM = {n.lower() for n in OPENDKIM_OPTIONS} - {"include"}
+_LOWER_DKIM = {n.lower() for n in OPENDKIM_OPTIONS}     # Include too: OpenDMARC has none
 _LOWER_DMARC = {n.lower() for n in OPENDMARC_OPTIONS}
 _DKIM_ONLY = _LOWER_DKIM - _LOWER_DMARC
 _DMARC_ONLY = _LOWER_DMARC - _LOWER_DKIM
