@@ -132,6 +132,8 @@ def convert(conf: DaemonConf) -> Import:
     imp.set("policy.reject_helo_spf", helo, why or f"policyd-spf HELO_reject = {helo_policy}"
             + (", PermError_reject = True" if permerror and helo else ""))
     imp.set("policy.reject_spf_fail", bool(mfrom), why or f"policyd-spf Mail_From_reject = {mfrom_policy}")
+    if mfrom or helo:
+        imp.set("policy.spf_reject_stage", "rcpt", "policyd-spf answered at RCPT TO, before the message was sent")
     if mfrom:
         imp.set("policy.reject_spf_results", mfrom, f"policyd-spf Mail_From_reject = {mfrom_policy}"
                 + (", PermError_reject = True" if permerror else ""))
@@ -225,9 +227,9 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
                           "fail" not in final_mfrom else ""))
         if sorted(final_helo) != sorted(n["helo"]):
             out.append(f"HELO SPF results rejected: {_words(final_helo)}; policyd-spf rejected {_words(n['helo'])}")
-        if final_mfrom or final_helo:
-            out.append("SPF rejections happen at the end of DATA (550 5.7.23), after the message was sent; "
-                       "policyd-spf refused at RCPT TO, before it")
+        if (final_mfrom or final_helo) and p.spf_reject_stage != "rcpt":
+            out.append("SPF rejections happen at the end of DATA (550 5.7.23), after the message was sent "
+                       "(spf_reject_stage = \"data\"); policyd-spf refused at RCPT TO, before it")
     if n["helo_policy"] == "Null":
         out.append("HELO_reject = Null (reject HELO fail for the null sender only) has no equivalent: HELO "
                    "results are not rejected")

@@ -308,16 +308,30 @@ def _spf_reject(result: SpfResult, what: str) -> Decision:
 
 
 def _spf_rule(ev: Evidence, s: PolicySettings) -> Decision | None:
-    if ev.trusted_forwarder:
+    return decide_spf(ev.spf, ev.helo, s, trusted_forwarder=ev.trusted_forwarder)
+
+
+def decide_spf(spf: SpfResult | None, helo: SpfResult | None, s: PolicySettings, *,
+               trusted_forwarder: bool = False, at_rcpt: bool = False) -> Decision | None:
+    """The local SPF rules (``reject_helo_spf``, then ``reject_spf_fail`` with
+    ``reject_spf_results``): a reject, or None. *at_rcpt* (``spf_reject_stage = "rcpt"``):
+    also the temperror answer that end-of-message gives through rule 2 (``on_dns_error``
+    when ``spf_temperror_tempfail``)."""
+    if trusted_forwarder:
         return None
     if s.reject_helo_spf:
         # The HELO identity: its own check, or the MAIL FROM check of a null sender, which
         # RFC 7208 §2.4 runs on postmaster@HELO.
-        for res in (ev.helo, ev.spf):
+        for res in (helo, spf):
             if res is not None and res.scope == "helo" and res.result.value in s.reject_helo_spf:
                 return _spf_reject(res, "HELO")
-    if s.reject_spf_fail and ev.spf is not None and ev.spf.result.value in s.reject_spf_results:
-        return _spf_reject(ev.spf, "MAIL FROM" if ev.spf.scope == "mailfrom" else "HELO")
+    if s.reject_spf_fail and spf is not None and spf.result.value in s.reject_spf_results:
+        return _spf_reject(spf, "MAIL FROM" if spf.scope == "mailfrom" else "HELO")
+    if (at_rcpt and s.reject_spf_fail and s.spf_temperror_tempfail and s.on_dns_error == "tempfail"
+            and spf is not None and spf.result is Result.TEMPERROR):
+        return _tempfail(f"spf temperror ({spf.reason or spf.domain})",
+                         f"temporary DNS failure looking up the SPF record of {spf.domain or 'the sender domain'}",
+                         True)
     return None
 
 

@@ -52,6 +52,15 @@ def send(daemon, domain: str, qid: str, *, helo: str = "mail.sender.example", ma
                          macros={"i": qid, "j": AUTHSERV})
 
 
+def answer(result) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    """(stage, SMTP reply) as the MTA would give it: "rcpt" when RCPT was refused, else "eom"."""
+    if result.early == "rcpt":
+        cmd, args = result.raw[0]
+        assert cmd == "y", (cmd, args)         # SMFIR_REPLYCODE
+        return "rcpt", f"{args['smtpcode']} {args['text']}"
+    return "eom", result.reply or ""
+
+
 def ar_of(result) -> str:  # type: ignore[no-untyped-def]
     (value,) = result.headers_named("Authentication-Results")
     return value
@@ -93,12 +102,23 @@ def test_policyd_spf_default_rejects_helo_and_mail_from_fail(milterd, dns_server
     dns_server.add_txt("bad-helo.example.org", "v=spf1 -all")
 
     settings = imported(tmp_path, "import-policyd-spf", (DATA / "policyd-spf.conf").read_text())
+    assert settings["policy"]["spf_reject_stage"] == "rcpt"
     daemon = start(milterd, tmp_path, "spf", settings)
-    r = send(daemon, d, "4MFROM")                                   # MAIL FROM fails, HELO passes
-    assert r.reply is not None and r.reply.startswith("550 5.7.23"), r.reply
-    r = send(daemon, "ok.example.org", "4HELO", helo="bad-helo.example.org")   # HELO fails, MAIL FROM passes
-    assert r.reply is not None and r.reply.startswith("550 5.7.23"), r.reply
-    assert daemon.wait_log(r"4HELO: action=reject .*spf fail for HELO bad-helo.example.org")
+    # MAIL FROM fails, HELO passes: refused at RCPT TO, before the message, as policyd-spf did
+    stage, reply = answer(send(daemon, d, "4MFROM"))
+    assert stage == "rcpt" and reply.startswith("550 5.7.23"), reply
+    assert daemon.wait_log(rf"4MFROM: action=reject stage=rcpt .*spf fail for MAIL FROM {d}")
+    # HELO fails, MAIL FROM passes
+    stage, reply = answer(send(daemon, "ok.example.org", "4HELO", helo="bad-helo.example.org"))
+    assert stage == "rcpt" and reply.startswith("550 5.7.23"), reply
+    assert daemon.wait_log(r"4HELO: action=reject stage=rcpt .*spf fail for HELO bad-helo.example.org")
+
+    # the same rules at end-of-message (spf_reject_stage = "data")
+    settings["policy"]["spf_reject_stage"] = "data"
+    eom = start(milterd, tmp_path, "spf-data", settings)
+    stage, reply = answer(send(eom, d, "4EOM"))
+    assert stage == "eom" and reply.startswith("550 5.7.23"), reply
+
     r = send(daemon, "ok.example.org", "4PASS")
     assert r.action == "accept", r.reply
     assert r.headers_named("Received-SPF")                           # Header_Type = SPF carried

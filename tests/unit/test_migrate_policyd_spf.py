@@ -32,6 +32,7 @@ def imported(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
 CASES: list[tuple[str, dict[str, Any]]] = [
     # nothing set: policyd-spf's own defaults (HELO_reject = Fail, Mail_From_reject = Fail)
     ("", {"policy.reject_helo_spf": ["fail"], "policy.reject_spf_fail": True, "policy.reject_spf_results": ["fail"],
+          "policy.spf_reject_stage": "rcpt",
           "policy.spf_temperror_tempfail": False, "verify.spf_helo": True, "verify.add_received_spf": True,
           "policy.trusted_forwarders": LOOPBACK}),
     ("HELO_reject = Softfail\n", {"policy.reject_helo_spf": ["fail", "softfail"]}),
@@ -48,7 +49,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("PermError_reject = True\nHELO_reject = False\n", {"policy.reject_helo_spf": []}),
     ("PermError_reject = true\n", {"policy.reject_spf_results": ["fail"]}),   # spf_engine compares == 'True'
     ("TempError_Defer = True\n", {"policy.spf_temperror_tempfail": True}),
-    ("TestOnly = 0\n", {"policy.reject_spf_fail": False, "policy.reject_helo_spf": []}),
+    ("TestOnly = 0\n", {"policy.reject_spf_fail": False, "policy.reject_helo_spf": [], "policy.spf_reject_stage": None}),
     ("defaultSeedOnly = 0\n", {"policy.reject_spf_fail": False}),
     ("No_Mail = True\n", {"policy.reject_spf_fail": False, "policy.reject_helo_spf": []}),
     ("skip_addresses = 10.0.0.0/8\nWhitelist = 192.0.2.0/31,192.0.2.8\n",
@@ -105,7 +106,8 @@ def test_debian_default_policyd_spf_conf(tmp_path):
     assert (p.reject_spf_fail, p.reject_spf_results, p.reject_helo_spf, p.spf_temperror_tempfail) == (
         True, ("fail",), ("fail",), False)
     assert p.trusted_forwarders == tuple(LOOPBACK)
-    assert "behaviour change: SPF rejections happen at the end of DATA" in r.stderr
+    assert p.spf_reject_stage == "rcpt"
+    assert "SPF rejections happen at the end of DATA" not in r.stderr
     assert "behaviour change: DMARC is evaluated and acted on" in r.stderr
     assert "# Behaviour changes (what authmilter does differently from policyd-spf with this config):" in \
         out.read_text()

@@ -165,3 +165,15 @@ def test_spf_result_lists_are_validated():
 
     with pytest.raises(ConfigError, match="policy.reject_helo_spf"):
         settings_from_dict({"policy": {"reject_helo_spf": ["pass"]}})
+
+
+def test_spf_rules_at_rcpt_answer_a_temperror_as_end_of_message_would():
+    from authmilter.policy import decide_spf
+
+    s = replace(S, reject_spf_fail=True, spf_reject_stage="rcpt")
+    d = decide_spf(spf(Result.TEMPERROR), None, s, at_rcpt=True)
+    assert d is not None and d.action is Action.TEMPFAIL and d.xcode == "4.7.24"
+    assert decide_spf(spf(Result.TEMPERROR), None, replace(s, spf_temperror_tempfail=False), at_rcpt=True) is None
+    assert decide_spf(spf(Result.TEMPERROR), None, replace(s, on_dns_error="accept"), at_rcpt=True) is None
+    assert decide_spf(spf(Result.PASS), None, s, at_rcpt=True) is None
+    assert decide_spf(spf(Result.FAIL), None, s, trusted_forwarder=True, at_rcpt=True) is None

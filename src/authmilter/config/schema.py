@@ -121,6 +121,10 @@ class PolicySettings:
     reject_helo_spf: tuple[str, ...] = _f((),
         'HELO identity SPF results that are rejected, e.g. ["fail"] (policyd-spf HELO_reject = Fail); checked '
         "when verify.spf_helo is on, and for a null sender; empty = never")
+    spf_reject_stage: str = _f("data",
+        '"data": the SPF rules above act at end-of-message; "rcpt": at RCPT TO, before the message is sent, '
+        "as policyd-spf does (end-of-message still applies them where SPF is checked behind verify.trusted_relays)",
+        choices=("data", "rcpt"))
     spf_temperror_tempfail: bool = _f(True,
         "with reject_spf_fail: an SPF temperror is answered with on_dns_error (the sender retries); false: it "
         "counts as no SPF result (policyd-spf TempError_Defer = False)")
