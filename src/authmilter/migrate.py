@@ -2,10 +2,11 @@
 
 import-opendkim reads an opendkim.conf(5) the way OpenDKIM's config.c does (``Name
 value`` lines, ``#`` comments, ``Include`` up to five levels, the last setting of a name
-wins) and writes an authmilter TOML that reuses the existing KeyTable, SigningTable,
-InternalHosts and keys unchanged. Every option without an authmilter equivalent is
-listed on stderr and as a comment in the output. The result is validated with
-settings_from_dict, and the tables it names are parsed, before it is written.
+wins: config/daemonconf) and maps it onto an authmilter config that reuses the existing
+KeyTable, SigningTable, InternalHosts and keys unchanged. Refusing a file of another kind,
+merging into ``-c EXISTING``, validating, writing and the closing lists (options not
+carried over, behaviour changes) are migrate_common's, shared with import-opendmarc
+(migrate_opendmarc) and import-policyd-spf (migrate_policyd_spf).
 
 which-key answers "which key would sign mail From this address, and why" with the
 same Signer the milter uses.
@@ -24,9 +25,6 @@ from .config.schema import Settings, SigningSettings, load_settings
 from .errors import AuthmilterError, ConfigError
 from .keys import check_key_permissions
 from .migrate_common import Import, Importer, milter_options, run_import, socket_value
-
-# Options OpenDKIM 2.11 knows, lower name -> spelling.
-KNOWN = {n.lower(): n for n in OPENDKIM_OPTIONS}
 
 # Why an option is not carried over, for the ones an admin is likely to have set.
 WHY_NOT = {
