@@ -201,18 +201,26 @@ def convert(conf: DaemonConf) -> Import:
     return imp
 
 
+def _list_path(item: str) -> str:
+    for prefix in ("file:", "refile:"):
+        if item.startswith(prefix):
+            return item[len(prefix):]
+    return item
+
+
 def _ignore_hosts(imp: Import, existing: Settings | None) -> None:
     """IgnoreHosts: OpenDMARC skipped those clients' mail. In authmilter, mail from
     signing.internal_hosts is outbound (signed, not checked) when signing is on; any other
     ignored host becomes a trusted forwarder (checked and labelled, never rejected or
     quarantined on DMARC or as an own-domain spoof)."""
     items = imp.notes["ignore_hosts"]
-    internal: tuple[str, ...] = ()
+    internal: set[str] = set()
     signing = existing is not None and existing.signing.enabled and bool(existing.signing.key_table)
     if signing and existing is not None:
-        internal = existing.signing.internal_hosts
-    rest = [i for i in items if i not in internal]
-    imp.notes["ignore_hosts_internal"] = [i for i in items if i in internal]
+        # the same host list, however it is spelled (file:/refile: prefix or a bare path)
+        internal = {_list_path(i) for i in existing.signing.internal_hosts}
+    rest = [i for i in items if _list_path(i) not in internal]
+    imp.notes["ignore_hosts_internal"] = [i for i in items if _list_path(i) in internal]
     if rest:
         spec = imp.notes["ignore_hosts_spec"]
         imp.set("policy.trusted_forwarders", rest,
@@ -271,6 +279,13 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
     if n.get("history") and not s.reports.enabled:
         out.append(f"no aggregate report data is collected (OpenDMARC wrote {n['history']}): set [reports] "
                    "from_address and enabled = true")
+    if s.reports.failure_reports:
+        if not (s.reports.enabled or s.store.enabled):
+            out.append("failure reports (FailureReports) are not sent: they need the store ([reports] enabled = "
+                       "true with a from_address) and `authmilter reports send`; OpenDMARC mailed each at once")
+        else:
+            out.append("failure reports are mailed by `authmilter reports send` runs (hourly limits per "
+                       "destination), not at once through ReportCommand")
     if s.reports.enabled and n.get("history"):
         out.append("aggregate report data goes to the store and `authmilter reports send` (a cron job or timer) "
                    "mails the reports, replacing opendmarc-importstats/opendmarc-reports")

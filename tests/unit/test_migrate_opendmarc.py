@@ -149,6 +149,23 @@ def test_ignore_hosts_already_internal_stay_outbound(tmp_path):
     assert any("already signing.internal_hosts" in c for c in changes)
 
 
+def test_failure_reports_without_the_store_are_flagged(tmp_path):
+    imp = imported(tmp_path, "FailureReports true\n")
+    changes = behaviour_changes(imp, settings_from_dict(imp.data))
+    assert any(c.startswith("failure reports (FailureReports) are not sent") for c in changes)
+
+
+def test_ignore_hosts_matches_internal_hosts_however_spelled(tmp_path):
+    from authmilter.config.schema import Settings, SigningSettings
+
+    imp = imported(tmp_path, "IgnoreHosts /etc/opendkim/TrustedHosts\n")
+    imp.data.pop("policy", None)
+    existing = Settings(signing=SigningSettings(key_table="csl:a=a.example:s:/k", signing_table="csl:*=a",
+                                                internal_hosts=("refile:/etc/opendkim/TrustedHosts",)))
+    _ignore_hosts(imp, existing)
+    assert get_dotted(imp.data, "policy.trusted_forwarders") is None
+
+
 def test_unreadable_public_suffix_list_must_be_fixed(tmp_path):
     conf = tmp_path / "opendmarc.conf"
     conf.write_text(f"PublicSuffixList {tmp_path}/missing.dat\n")
