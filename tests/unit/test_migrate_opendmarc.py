@@ -173,3 +173,33 @@ def test_unreadable_public_suffix_list_must_be_fixed(tmp_path):
     r = run("import-opendmarc", str(conf), "-o", str(out))
     assert r.returncode == 1
     assert f"must be fixed before authmilter starts: verify.public_suffix_list {tmp_path}/missing.dat" in r.stderr
+
+
+SAMPLE_VALUES = {"Socket": "inet:8893@localhost", "UMask": "007", "UserID": "opendmarc", "AuthservID": "mx.example",
+                 "PidFile": "/run/o.pid", "DNSTimeout": "3", "PublicSuffixList": "/usr/share/psl.dat",
+                 "TrustedAuthservIDs": "mx.example", "IgnoreHosts": "/etc/opendmarc/ignore",
+                 "DomainWhitelist": "arc.example",
+                 "FailureReportsSentBy": "d@example.com", "ReportCommand": "/usr/sbin/sendmail -t",
+                 "RejectString": "no %s", "HistoryFile": "/run/o.dat", "SyslogFacility": "local0",
+                 "IgnoreMailFrom": "example.net", "IgnoreMailTo": "r@example.net", "CopyFailuresTo": "p@example.com",
+                 "FailureReportsBcc": "p@example.com", "AutoRestartRate": "10/1h", "AutoRestartCount": "3",
+                 "BaseDirectory": "/var/lib/o", "ChangeRootDirectory": "/var/chroot", "DomainWhitelistSize": "10",
+                 "MilterDebug": "1", "TestDNSData": "/tmp/d"}
+
+
+def test_every_opendmarc_option_is_carried_or_listed(tmp_path):
+    """opendmarc.conf(5)'s whole option table: each one changes the written settings or is
+    listed as not carried over, never silently ignored."""
+    from authmilter.config.daemonconf import OPENDMARC_OPTIONS
+    from authmilter.migrate_common import flatten
+
+    sealers = tmp_path / "whitelist.domains"
+    sealers.write_text("# ARC sealers\narc.example.org\n")
+    values = {**SAMPLE_VALUES, "DomainWhitelistFile": str(sealers)}
+    baseline = flatten(imported(tmp_path, "").data)
+    silent = []
+    for name in OPENDMARC_OPTIONS:
+        imp = imported(tmp_path, f"{name} {values.get(name, 'true')}\n")
+        if flatten(imp.data) == baseline and not any(d.startswith(name + " ") for d in imp.dropped):
+            silent.append(name)
+    assert silent == []

@@ -125,3 +125,28 @@ def test_spf_fail_no_longer_rejected_is_flagged(tmp_path):
     assert "conflict: policy.reject_spf_fail" in r.stderr
     assert "SPF fail is no longer rejected" in r.stderr
     assert "#   - MAIL FROM SPF results rejected: nothing" in out.read_text()
+
+
+SAMPLE_VALUES = {"debugLevel": "2", "HELO_reject": "Softfail", "Mail_From_reject": "Softfail",
+                 "PermError_reject": "True", "TempError_Defer": "True", "Whitelist": "192.0.2.0/24",
+                 "skip_addresses": "10.0.0.0/8", "HELO_Whitelist": "relay.example.com",
+                 "Domain_Whitelist": "example.com", "Domain_Whitelist_PTR": "example.com", "No_Mail": "True",
+                 "Reject_Not_Pass_Domains": "example.com", "TestOnly": "0", "defaultSeedOnly": "0",
+                 "Header_Type": "AR", "Authserv_Id": "mx.example", "Lookup_Time": "30", "Void_Limit": "3",
+                 "Socket": "inet:8890@127.0.0.1", "UMask": "007", "UserID": "p", "PidFile": "/run/p.pid",
+                 "InternalHosts": "192.0.2.1", "MacroList": "daemon_name=ORIGINATING"}
+
+
+def test_every_policyd_spf_option_is_carried_or_listed(tmp_path):
+    """spf_engine's whole option table: each one changes the written settings or is listed
+    as not carried over, never silently ignored."""
+    from authmilter.config.daemonconf import POLICYD_SPF_OPTIONS
+    from authmilter.migrate_common import flatten
+
+    baseline = flatten(imported(tmp_path, "").data)
+    silent = []
+    for name in POLICYD_SPF_OPTIONS:
+        imp = imported(tmp_path, f"{name} = {SAMPLE_VALUES.get(name, 'Yes')}\n")
+        if flatten(imp.data) == baseline and not any(d.startswith(name + " ") for d in imp.dropped):
+            silent.append(name)
+    assert silent == []
