@@ -298,6 +298,13 @@ def dmarc_words(s: Settings) -> str:
             f"p=quarantine failures are {q[p.on_dmarc_quarantine]} (on_dmarc_quarantine = \"{p.on_dmarc_quarantine}\")")
 
 
+def own_domain_rule_applies(s: Settings) -> bool:
+    """reject_own_domain_spoof has domains to protect: the SigningTable's or own_domains."""
+    p = s.policy
+    return p.reject_own_domain_spoof and not p.dry_run and (
+        bool(p.own_domains) or (s.signing.enabled and bool(s.signing.signing_table)))
+
+
 def own_domain_words(s: Settings) -> str:
     return ("mail from outside claiming one of our signing domains (or policy.own_domains) in From without an "
             "aligned SPF or DKIM pass is rejected (policy.reject_own_domain_spoof = true); list hosts that "
@@ -317,7 +324,7 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
                    "logs decisions without acting)")
     if p.on_bad_from != "accept" and not p.dry_run:
         out.append(f"missing, multiple or unparsable From headers -> on_bad_from = \"{p.on_bad_from}\"")
-    if p.reject_own_domain_spoof and not p.dry_run:
+    if own_domain_rule_applies(s):
         out.append(own_domain_words(s))
     out.append(f"SPF is checked and reported (reject_spf_fail = {str(p.reject_spf_fail).lower()}); OpenDKIM did no SPF")
     return out

@@ -27,7 +27,7 @@ import os
 from .config.daemonconf import OPENDMARC_OPTIONS, DaemonConf, bool_value, read_name_value
 from .config.schema import Settings
 from .errors import ConfigError
-from .migrate import dmarc_words, own_domain_words
+from .migrate import dmarc_words, own_domain_rule_applies, own_domain_words
 from .migrate_common import Import, Importer, bool_setting, milter_options, run_import
 
 # Why an option is not carried over.
@@ -248,7 +248,7 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
     if p.on_dns_error == "tempfail" and not n["reject_failures"] and not p.dry_run:
         out.append("a DNS failure that could change the verdict is temp-failed (on_dns_error = \"tempfail\"); "
                    "OpenDMARC without RejectFailures never temp-failed")
-    if p.reject_own_domain_spoof and not p.dry_run:
+    if own_domain_rule_applies(s):
         out.append(own_domain_words(s) + "; OpenDMARC only applied the published policy of those domains")
     if p.on_bad_from != "accept" and not p.dry_run and not n["required_headers"]:
         out.append(f"a missing, repeated or unparsable From (or one naming different domains) -> on_bad_from = "

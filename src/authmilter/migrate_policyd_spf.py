@@ -23,7 +23,7 @@ from .config.daemonconf import POLICYD_SPF_OPTIONS, DaemonConf, read_key_equals_
 from .config.hostlist import _check_host_entry
 from .config.schema import Settings
 from .errors import ConfigError
-from .migrate import dmarc_words, own_domain_words
+from .migrate import dmarc_words, own_domain_rule_applies, own_domain_words
 from .migrate_common import Import, Importer, milter_options, run_import
 
 DEFAULTS = {                 # spf_engine's defaultConfigData, for the options mapped here
@@ -253,7 +253,7 @@ def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None
                    + f"; policyd-spf added {'Received-SPF' if 'SPF' in n['header'] else n['header']}")
     if not p.dry_run and (p.on_dmarc_reject != "accept" or p.on_dmarc_quarantine != "accept"):
         out.append(f"DMARC is evaluated and acted on: {dmarc_words(s)}; policyd-spf did no DMARC")
-    if p.reject_own_domain_spoof and not p.dry_run:
+    if own_domain_rule_applies(s):
         out.append(own_domain_words(s))
     return out
 

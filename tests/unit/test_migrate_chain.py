@@ -70,6 +70,10 @@ def test_three_imports_give_one_config_check_config_accepts(debian, tmp_path):
     # one process: the first import's socket and user are kept, the others reported
     assert s.socket == "local:/run/opendkim/opendkim.sock" and s.user == "opendkim"
     assert "conflict: socket:" in r2.stderr and "kept" in r2.stderr
+    # example.com is signed: forged own-domain mail is now rejected, which none of the three did
+    for r in (r1, r2, r3):
+        assert "behaviour change: mail from outside claiming one of our signing domains" in r.stderr
+    assert "OpenDMARC only applied the published policy of those domains" in r2.stderr
     assert "already signing.internal_hosts" in r2.stderr
     text = cfg.read_text()
     assert text.startswith("# authmilter configuration: ") and f"merged into {cfg}" in text
