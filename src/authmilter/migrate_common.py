@@ -328,7 +328,11 @@ def run_import(args: argparse.Namespace, importer: Importer, source: str) -> int
     if out_path == "-":
         sys.stdout.write(text)
     else:
-        _write(out_path, text)
+        try:
+            _write(out_path, text)
+        except OSError as exc:
+            say(f"{out_path}: cannot write: {exc.strerror or exc}; nothing written")
+            return 2
         say(f"wrote {out_path}")
     for c in merged.conflicts:
         say(f"conflict: {c}")

@@ -113,6 +113,12 @@ def test_existing_config_is_validated_first_and_nothing_is_written(tmp_path):
     assert not out.exists()
 
 
+def test_unwritable_output_is_exit_2_without_a_traceback(tmp_path):
+    r = run("import-policyd-spf", str(DATA / "migrate" / "policyd-spf.conf"), "-o", str(tmp_path / "no" / "x.toml"))
+    assert r.returncode == 2 and "cannot write: No such file or directory; nothing written" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_merge_rules():
     existing = {"socket": "unix:/a", "policy": {"trusted_forwarders": ["10.0.0.1"], "on_dmarc_reject": "reject"},
                 "signing": {"key_table": "csl:a=a:s:/k", "signing_table": "csl:*=a"}}
