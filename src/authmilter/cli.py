@@ -1,8 +1,8 @@
 """Command line: authmilter COMMAND [OPTIONS].
 
 The command names and flags are a public interface (admins script against them):
-run | demo | check-config | genkey | testkey | import-opendkim | import-postgrey | which-key | verify |
-analyze | store | reports | man. Each command lives in the module that owns its subject; this file only
+run | demo | check-config | genkey | testkey | import-opendkim | import-opendmarc | import-policyd-spf |
+import-postgrey | which-key | verify | analyze | store | reports | man. Each command lives in the module that owns its subject; this file only
 parses. Every subcommand and option carries help text in plain words (no markup): the same text is
 --help and the authmilter(8) man page (authmilter.manpage), and tests/unit/test_cli_help.py checks both.
 """
@@ -27,6 +27,8 @@ HANDLERS: dict[str, str] = {
     "genkey": "authmilter.keys:cmd_genkey",
     "testkey": "authmilter.keys:cmd_testkey",
     "import-opendkim": "authmilter.migrate:cmd_import_opendkim",
+    "import-opendmarc": "authmilter.migrate_opendmarc:cmd_import_opendmarc",
+    "import-policyd-spf": "authmilter.migrate_policyd_spf:cmd_import_policyd_spf",
     "import-postgrey": "authmilter.config.postgrey:cmd_import_postgrey",
     "which-key": "authmilter.migrate:cmd_which_key",
     "verify": "authmilter.verify:cmd_verify",
@@ -52,6 +54,10 @@ EXIT_STATUS: dict[str, tuple[tuple[int, str], ...]] = {
     "verify": ((0, "accept"), (3, "quarantine"), (4, "reject"), (5, "tempfail"),
                (2, "error: unreadable message or configuration")),
 }
+# import-opendkim, import-opendmarc, import-policyd-spf: migrate_common.run_import
+_IMPORT_EXIT = ((0, "written"), (1, "written, but something must be fixed before authmilter starts (listed)"),
+                (2, "nothing written: a file of another kind, unreadable or invalid input, or an invalid result"))
+EXIT_STATUS.update({name: _IMPORT_EXIT for name in ("import-opendkim", "import-opendmarc", "import-policyd-spf")})
 
 
 def _exit_epilog(command: str) -> str:
@@ -116,13 +122,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="also report the keys that are fine (default: only problems are printed)")
     _config_arg(p)
 
-    p = _command(sub, "import-opendkim", "write an authmilter config equivalent to an opendkim.conf")
+    # -- migration: OpenDKIM, OpenDMARC, policyd-spf (one config, merged with -c) and postgrey --
+    def _import_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("-o", "--output", default="-", metavar="FILE",
+                       help="write the authmilter TOML here (default stdout); may be the -c file itself")
+        p.add_argument("-c", "--config", default=None, metavar="EXISTING",
+                       help="merge into this existing authmilter config (validated first) instead of starting "
+                            "from the defaults; run the importers one after another on the same file")
+        p.add_argument("--prefer-imported", action="store_true",
+                       help="where the existing config sets a key differently, take the imported value "
+                            "(default: keep the existing one; every conflict is listed either way)")
+
+    p = _command(sub, "import-opendkim", "write (or merge into) an authmilter config equivalent to an opendkim.conf",
+                 epilog=_exit_epilog("import-opendkim"))
     p.add_argument("opendkim_conf", nargs="?", default="/etc/opendkim.conf", metavar="OPENDKIM_CONF",
                    help="the opendkim.conf(5) to read (default /etc/opendkim.conf)")
-    p.add_argument("-o", "--output", default="-", metavar="FILE", help="output file (default stdout)")
+    _import_args(p)
     p.add_argument("--defaults", default=None, metavar="FILE",
                    help="Debian's /etc/default/opendkim (its SOCKET overrides Socket); read by default "
                         "when importing /etc/opendkim.conf")
+
+    p = _command(sub, "import-opendmarc", "write (or merge into) an authmilter config equivalent to an "
+                                          "opendmarc.conf", epilog=_exit_epilog("import-opendmarc"))
+    p.add_argument("opendmarc_conf", nargs="?", default="/etc/opendmarc.conf", metavar="OPENDMARC_CONF",
+                   help="the opendmarc.conf(5) to read (default /etc/opendmarc.conf)")
+    _import_args(p)
+
+    p = _command(sub, "import-policyd-spf", "write (or merge into) an authmilter config equivalent to a "
+                                            "policyd-spf.conf (postfix-policyd-spf-python)",
+                 epilog=_exit_epilog("import-policyd-spf"))
+    p.add_argument("policyd_spf_conf", nargs="?", default="/etc/postfix-policyd-spf-python/policyd-spf.conf",
+                   metavar="POLICYD_SPF_CONF",
+                   help="the policyd-spf.conf(5) to read (default /etc/postfix-policyd-spf-python/policyd-spf.conf)")
+    _import_args(p)
 
     p = _command(sub, "import-postgrey", "write a [greylist] section equivalent to a postgrey setup")
     p.add_argument("defaults", nargs="?", default="/etc/default/postgrey", metavar="DEFAULTS",
