@@ -11,9 +11,12 @@ APT_TEST := postfix knot knot-dnsutils opendkim opendkim-tools opendmarc swaks p
 # Sendmail for tests/e2e/sendmail: Debian will not install it beside Postfix, so its .debs are
 # unpacked under run/sendmail (tests/e2e/sendmail/dist.py); these are what it needs from apt.
 APT_SENDMAIL := m4 libwrap0 liblockfile1 libldap-2.5-0 libsasl2-modules
+# The Debian package (make deb, tests/e2e/test_deb.py): the tools that build and check it, the
+# man page renderer, and the package's Depends: (dpkg -i installs no dependencies).
+APT_DEB := dpkg-dev lintian groff-base man-db adduser python3-milter python3-spf python3-authres python3-cryptography
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fuzz deps test-deps lint bench clean
+.PHONY: run test fuzz deps test-deps lint bench clean deb
 
 run: deps
 	$(VENV)/bin/authmilter demo
@@ -52,8 +55,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 test-deps:
-	@$(APT_ENSURE) $(APT_TEST) $(APT_SENDMAIL)
+	@$(APT_ENSURE) $(APT_TEST) $(APT_SENDMAIL) $(APT_DEB)
 	@$(PYTHON) tests/e2e/sendmail/dist.py || { [ "$${CI:-}" != true ] && echo "sendmail: not available, its e2e tests will be skipped"; }
+
+# build/authmilter_VERSION_all.deb: a staged tree packed by dpkg-deb (packaging/build_deb.py says
+# what is bundled and why), then lintian, which must report no error.
+deb: deps
+	@$(APT_ENSURE) $(APT_DEB)
+	@deb=$$(SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || date +%s) $(PY) packaging/build_deb.py --outdir build) && \
+	  echo "built $$deb" && lintian --fail-on error $$deb
 
 lint: deps
 	$(PIP) install -q ruff mypy

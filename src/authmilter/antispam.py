@@ -25,9 +25,16 @@ from .domain import aligned
 from .errors import AuthmilterError
 from .model import Session
 from .outcome import Action, Direction
-from .policy import Decision, dnsbl_decision, greylist_decision, greylist_exemption, greylist_store_error
+from .policy import (
+    Decision,
+    decide_spf,
+    dnsbl_decision,
+    greylist_decision,
+    greylist_exemption,
+    greylist_store_error,
+)
 from .results import DkimResult, GreylistResult, Result, SpfResult
-from .runtime import Runtime
+from .runtime import Runtime, spf_at_rcpt
 
 __all__ = ["RcptVerdict", "at_data", "at_rcpt", "dns_list_log"]
 
@@ -112,6 +119,10 @@ def at_rcpt(session: Session, rcpt: str, runtime: Runtime, now: float | None = N
                             dnswl_listed=session.dnswl is not None and session.dnswl.listed)
     if listed is not None:
         return RcptVerdict(listed)
+    if spf_at_rcpt(s):
+        refused = _spf_stage(session, runtime)
+        if refused is not None:
+            return refused
     if not (s.greylist.enabled and s.greylist.stage == "rcpt"):
         return RcptVerdict(Decision(Action.ACCEPT))
     exempt = _exemption(session, rcpt, runtime, "")
@@ -129,6 +140,32 @@ def at_rcpt(session: Session, rcpt: str, runtime: Runtime, now: float | None = N
             spf_domain = spf_result.domain
     decision, result = _greylist(session, rcpt, runtime, now, spf_domain=spf_domain)
     return RcptVerdict(decision, log=(_greylist_log(decision, result),), spf=spf_result)
+
+
+def _spf_stage(session: Session, runtime: Runtime) -> RcptVerdict | None:
+    """``[policy] spf_reject_stage = "rcpt"``: the SPF rules at RCPT, as policyd-spf applies
+    them (HELO first). Behind a trusted relay the sender is found at end-of-message (the
+    Received chain), so nothing is decided here. The resolver's result cache hands the same
+    results to the end-of-message evaluation."""
+    s = runtime.settings
+    ip, helo, mail_from = session.client.ip, session.client.helo, session.envelope.mail_from
+    if not ip or runtime.trusted_relays.contains_ip(ip):
+        return None
+    if runtime.forwarders.contains(ip, session.client.hostname):
+        return None
+    res = runtime.resolver.budget(s.dns.message_budget_s)
+    receiver = runtime.authserv_id(session.macro("j"))
+    helo_result = None
+    if s.policy.reject_helo_spf and s.verify.spf_helo and helo and mail_from:
+        helo_result = spf.check_helo(ip, helo, res, receiver=receiver, timeout_s=s.dns.message_budget_s)
+        decision = decide_spf(None, helo_result, s.policy, at_rcpt=True)
+        if decision is not None:
+            return RcptVerdict(decision, log=(("spf_helo", helo_result.result.value),))
+    spf_result = spf.check_spf(ip, mail_from, helo, res, receiver=receiver, timeout_s=s.dns.message_budget_s)
+    decision = decide_spf(spf_result, helo_result, s.policy, at_rcpt=True)
+    if decision is None:
+        return None
+    return RcptVerdict(decision, log=(("spf", spf_result.result.value),), spf=spf_result)
 
 
 def at_data(session: Session, runtime: Runtime, from_domain: str, spf_result: SpfResult | None,

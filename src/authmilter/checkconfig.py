@@ -55,6 +55,12 @@ def mta_lines(settings: Settings, layout: PostfixLayout | None = None) -> tuple[
         "milter_default_action = tempfail",
         "milter_protocol = 6",
     ]
+    if settings.srs.enabled and not settings.srs.socketmap:
+        # A DSN Postfix writes itself (the next hop refused mail whose sender we rewrote)
+        # goes to the SRS address through bounce(8) and cleanup, which calls milters only
+        # for these classes: without it that recipient is never restored. (With the
+        # socketmap, recipient_canonical_maps restores it in cleanup.)
+        lines.append("internal_mail_filter_classes = bounce")
     if settings.srs.enabled and settings.srs.socketmap:
         # SRS for mail Postfix forwards through aliases (the milter never sees it expanded);
         # cleanup(8) queries the canonical maps.

@@ -16,6 +16,7 @@ import stat
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -253,6 +254,19 @@ def check_published_key(resolver: object, domain: str, selector: str, keyfile: s
         return EXIT_KEY_UNUSABLE, str(exc)
     name = f"{selector}._domainkey.{domain}"
     answer = resolver.query(name, "TXT")  # type: ignore[attr-defined]
+    code, detail = _compare_record(name, answer, key, keyfile, inline=inline)
+    # [dns] dnssec report / require-for-keys: say whether the answer was validated
+    # (the resolver's AD flag), as the milter's Authentication-Results comment does.
+    if answer.bogus:
+        detail += " (the validating resolver refused it: DNSSEC validation failed)"
+    elif answer.authenticated is True:
+        detail += " (DNSSEC-validated)"
+    elif answer.authenticated is False and not answer.temporary:
+        detail += " (unprotected key: not DNSSEC-validated" + (", the zone is signed)" if answer.signed else ")")
+    return code, detail
+
+
+def _compare_record(name: str, answer: Any, key: object, keyfile: str, *, inline: bool) -> tuple[int, str]:
     if answer.temporary:
         return EXIT_DNS_TEMP, f"{name}: {answer.error or 'temporary failure'}"
     if not answer.ok or not answer.records:

@@ -2,10 +2,11 @@
 
 import-opendkim reads an opendkim.conf(5) the way OpenDKIM's config.c does (``Name
 value`` lines, ``#`` comments, ``Include`` up to five levels, the last setting of a name
-wins) and writes an authmilter TOML that reuses the existing KeyTable, SigningTable,
-InternalHosts and keys unchanged. Every option without an authmilter equivalent is
-listed on stderr and as a comment in the output. The result is validated with
-settings_from_dict, and the tables it names are parsed, before it is written.
+wins: config/daemonconf) and maps it onto an authmilter config that reuses the existing
+KeyTable, SigningTable, InternalHosts and keys unchanged. Refusing a file of another kind,
+merging into ``-c EXISTING``, validating, writing and the closing lists (options not
+carried over, behaviour changes) are migrate_common's, shared with import-opendmarc
+(migrate_opendmarc) and import-policyd-spf (migrate_policyd_spf).
 
 which-key answers "which key would sign mail From this address, and why" with the
 same Signer the milter uses.
@@ -13,25 +14,17 @@ same Signer the milter uses.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import re
 import sys
-from dataclasses import dataclass, field
-from typing import Any
 
-from .config import tomlwrite
-from .config.hostlist import HostList
+from .config.daemonconf import OPENDKIM_OPTIONS, DaemonConf, bool_value, read_name_value
+from .config.hostlist import HostList, _check_host_entry
 from .config.opendkim import Dataset, KeyTable, SigningTable
-from .config.schema import PolicySettings, SigningSettings, load_settings, settings_from_dict
-from .config.sockets import parse_socket
+from .config.schema import Settings, SigningSettings, load_settings
 from .errors import AuthmilterError, ConfigError
 from .keys import check_key_permissions
-
-MAX_INCLUDE = 5          # config.c MAXLEVEL
-
-# Options OpenDKIM 2.11 knows (opendkim.conf(5) and the Debian binary's table).
-KNOWN = {n.lower(): n for n in ["AllowSHA1Only", "AlwaysAddARHeader", "ATPSDomains", "ATPSHashAlgorithm", "AuthservID", "AuthservIDWithJobID", "AutoRestart", "AutoRestartCount", "AutoRestartRate", "Background", "BaseDirectory", "BodyLengthDB", "BogusKey", "CaptureUnknownErrors", "Canonicalization", "ChangeRootDirectory", "ClockDrift", "Diagnostics", "DiagnosticDirectory", "DisableCryptoInit", "DNSConnect", "DNSTimeout", "Domain", "DomainKeysCompat", "DontSignMailTo", "EnableCoredumps", "ExemptDomains", "ExternalIgnoreList", "FinalPolicyScript", "FixCRLF", "IdentityHeader", "IdentityHeaderRemove", "IgnoreMalformedMail", "Include", "InternalHosts", "KeepAuthResults", "KeepTemporaryFiles", "KeyFile", "KeyTable", "LDAPAuthMechanism", "LDAPAuthName", "LDAPAuthRealm", "LDAPAuthUser", "LDAPBindPassword", "LDAPBindUser", "LDAPDisableCache", "LDAPKeepaliveIdle", "LDAPKeepaliveInterval", "LDAPKeepaliveProbes", "LDAPTimeout", "LDAPUseTLS", "LogResults", "LogWhy", "MacroList", "MaximumHeaders", "MaximumSignaturesToVerify", "MaximumSignedBytes", "MilterDebug", "Minimum", "MinimumKeyBits", "Mode", "MTA", "MTACommand", "MultipleSignatures", "MustBeSigned", "Nameservers", "NoHeaderB", "OmitHeaders", "On-BadSignature", "On-Default", "On-DNSError", "On-InternalError", "On-KeyNotFound", "On-NoSignature", "On-PolicyError", "On-Security", "On-SignatureError", "OversignHeaders", "PeerList", "PidFile", "POPDBFile", "Quarantine", "QueryCache", "RedirectFailuresTo", "RemoveARAll", "RemoveARFrom", "RemoveOldSignatures", "ReplaceHeaders", "ReplaceRules", "ReportAddress", "ReportBccAddress", "RequestReports", "RequiredHeaders", "RequireSafeKeys", "ResignAll", "ResignMailTo", "ResolverConfiguration", "ResolverTracing", "ScreenPolicyScript", "SelectCanonicalizationHeader", "Selector", "SenderHeaders", "SenderMacro", "SendReports", "SetupPolicyScript", "SignatureAlgorithm", "SignatureTTL", "SignHeaders", "SigningTable", "SMTPURI", "Socket", "SoftStart", "SoftwareHeader", "Statistics", "StatisticsName", "StatisticsPolicyScript", "StatisticsPrefix", "StrictHeaders", "StrictTestMode", "SubDomains", "Syslog", "SyslogFacility", "SyslogName", "SyslogSuccess", "TemporaryDirectory", "TestDNSData", "TestPublicKeys", "TrustAnchorFile", "TrustSignaturesFrom", "UMask", "UnprotectedKey", "UserID", "VBR-Certifiers", "VBR-PurgeFields", "VBR-TrustedCertifiers", "VBR-TrustedCertifiersOnly", "VBR-Type", "WeakSyntaxChecks"]}
+from .migrate_common import Import, Importer, milter_options, run_import, socket_value
 
 # Why an option is not carried over, for the ones an admin is likely to have set.
 WHY_NOT = {
@@ -71,85 +64,16 @@ WHY_NOT = {
 
 
 
-@dataclass
-class OpendkimConf:
-    """opendkim.conf settings, last occurrence winning, with where each came from."""
-
-    values: dict[str, tuple[str, str, int]] = field(default_factory=dict)   # lower name -> (value, file, line)
-    unknown: list[tuple[str, str, str, int]] = field(default_factory=list)
-
-    def get(self, name: str) -> str | None:
-        item = self.values.get(name.lower())
-        return None if item is None else item[0]
-
-    def where(self, name: str) -> str:
-        _, file, line = self.values[name.lower()]
-        return f"{file}:{line}"
+OpendkimConf = DaemonConf
 
 
-def read_opendkim_conf(path: str, conf: OpendkimConf | None = None, level: int = 0) -> OpendkimConf:
-    """Parse like config.c config_load_level(): ``#`` and CR end a line, the first word is
-    the name (case-insensitive), the rest is the value; ``Include`` nests up to 5 levels."""
-    conf = conf if conf is not None else OpendkimConf()
-    if level > MAX_INCLUDE:
-        raise ConfigError(path, "Include", "nesting too deep (more than 5 levels)")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    for n, raw in enumerate(data.split("\n"), 1):
-        text = raw.split("#", 1)[0].split("\r", 1)[0]
-        words = text.strip(" \t").split(None, 1)
-        if not words:
-            continue
-        name = words[0]
-        value = words[1].strip(" \t") if len(words) > 1 else ""
-        if not value:
-            raise ConfigError(path, name, "required value missing", n)
-        key = name.lower()
-        if key == "include":
-            read_opendkim_conf(value, conf, level + 1)
-        elif key in KNOWN or key == "userid":
-            conf.values[key] = (value, path, n)
-        else:
-            conf.unknown.append((name, value, path, n))
-    return conf
+def read_opendkim_conf(path: str) -> DaemonConf:
+    """Parse like OpenDKIM's config.c: ``#`` and CR end a line, the first word is the
+    name (case-insensitive), the rest is the value; ``Include`` nests up to 5 levels."""
+    return read_name_value(path, OPENDKIM_OPTIONS, includes=True, cr_ends_line=True)
 
 
-def _bool(value: str) -> bool | None:
-    """OpenDKIM booleans: only the first character counts."""
-    first = value[:1]
-    if first in "TtYy1":
-        return True
-    if first in "FfNn0":
-        return False
-    return None
-
-
-@dataclass
-class Import:
-    """The TOML being built: settings (nested dict), comments per dotted key, and notes."""
-
-    data: dict[str, Any] = field(default_factory=dict)
-    comments: dict[str, str] = field(default_factory=dict)
-    dropped: list[str] = field(default_factory=list)       # "Name value -- reason"
-    problems: list[str] = field(default_factory=list)      # what would stop authmilter from starting
-
-    def set(self, dotted: str, value: Any, comment: str = "") -> None:
-        *parents, leaf = dotted.split(".")
-        node = self.data
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-        if comment:
-            self.comments[dotted] = comment
-
-    def drop(self, conf: OpendkimConf, key: str, reason: str) -> None:
-        value, file, line = conf.values[key]
-        self.dropped.append(f"{KNOWN.get(key, key)} {value}  ({file}:{line}) -- {reason}")
+_bool = bool_value
 
 
 def _dataset_items(spec: str) -> list[str]:
@@ -157,51 +81,30 @@ def _dataset_items(spec: str) -> list[str]:
     return [r.key for r in Dataset.open(spec, icase=False).records]
 
 
-def _socket(value: str) -> tuple[str, str]:
-    """OpenDKIM's Socket (libmilter syntax) -> (authmilter socket, comment)."""
-
-    text = value.strip()
-    kind, _, rest = text.partition(":")
-    if kind.lower() in ("inet", "inet6") and "@" not in rest:
-        any_addr = "0.0.0.0" if kind.lower() == "inet" else "::"
-        text = f"{kind}:{rest}@{any_addr}"
-        comment = "OpenDKIM listened on every interface; consider 127.0.0.1"
-    else:
-        comment = ""
-    parse_socket(text)
-    return text, comment
-
-
-def _host_items(spec: str) -> list[str] | None:
-    """InternalHosts value -> internal_hosts items, or None when a list holds names or "!"."""
+def _host_items(spec: str) -> tuple[list[str], list[str]]:
+    """An OpenDKIM host-list dataset (InternalHosts, ExternalIgnoreList) as host-list items
+    for authmilter, which reads the same grammar (config/hostlist): files stay files; an
+    inline list keeps its IPs, CIDRs, names, ".domains" and "!" entries. Returns (items,
+    entries OpenDKIM never matches, left out) -- ``InternalHosts -`` is a list holding
+    only "-", which matches no client: no host is internal."""
     kind = spec.partition(":")[0].lower() if ":" in spec and not spec.startswith("/") else ""
-    if spec.startswith("/") or kind in ("file", "refile"):
-        return [spec if kind else f"file:{spec}"]
-    items = [r.key for r in Dataset.open(spec if kind == "csl" else f"csl:{spec}", icase=True).records]
-    for item in items:
+    if spec.startswith("/"):
+        return [f"file:{spec}"], []
+    if kind in ("file", "refile"):
+        return [spec], []
+    items, never = [], []
+    for r in Dataset.open(spec if kind == "csl" else f"csl:{spec}", icase=True).records:
         try:
-            ipaddress.ip_network(item.strip("[]"), strict=False)
-        except ValueError:
-            return None
-    return [i.strip("[]") for i in items]
-
-
-def _forwarder_items(spec: str) -> tuple[list[str], list[str]]:
-    """ExternalIgnoreList entries (file:, csl: or a path) as trusted_forwarders items (IPs,
-    CIDRs, names — a ".domain" becomes the domain, which also covers its subdomains); and
-    the entries that cannot be carried (negations)."""
-    if spec.startswith("/") or spec.lower().startswith(("file:", "csl:")):
-        records = Dataset.open(spec, icase=True).records
-    else:
-        records = Dataset.open(f"csl:{spec}", icase=True).records
-    out, skipped = [], []
-    for r in records:
-        item = r.key.strip("[]")
-        if item.startswith("!"):
-            skipped.append(r.key)
+            _check_host_entry(r.key, "<list>", None)
+        except ConfigError:
+            never.append(r.key)
             continue
-        out.append(item.lstrip("."))
-    return out, skipped
+        labels = r.key.lstrip("!").strip(".").split(".")
+        if ":" not in r.key and "/" not in r.key and any(not x or x[0] == "-" or x[-1] == "-" for x in labels):
+            never.append(r.key)      # not a host name a client can have ("-")
+            continue
+        items.append(r.key)
+    return items, never
 
 
 def convert(conf: OpendkimConf) -> Import:
@@ -213,43 +116,9 @@ def convert(conf: OpendkimConf) -> Import:
         handled.add(name.lower())
         return conf.get(name)
 
-    if (v := take("Socket")) is not None:
-        try:
-            sock, comment = _socket(v)
-            imp.set("socket", sock, comment or f"OpenDKIM Socket {v}")
-        except ValueError as exc:
-            imp.drop(conf, "socket", f"not a socket authmilter understands: {exc}")
-    if (v := take("UMask")) is not None:
-        try:
-            imp.set("socket_mode", f"{0o777 & ~int(v, 8):04o}", f"from UMask {v}")
-        except ValueError:
-            imp.drop(conf, "umask", "not an octal number")
-    if (v := take("UserID")) is not None:
-        user, _, group = v.partition(":")
-        imp.set("user", user, "authmilter binds the socket as root, then becomes this user")
-        if group:
-            imp.set("group", group)
-    if (v := take("AuthservID")) is not None:
-        if v == "HOSTNAME":
-            imp.set("authserv_id", "", "OpenDKIM AuthservID HOSTNAME: empty means the MTA's j macro, else the host name")
-        else:
-            imp.set("authserv_id", v)
-    if (v := take("PidFile")) is not None:
-        imp.set("pid_file", v)
-    if (v := take("Syslog")) is not None and _bool(v):
-        imp.set("log_target", "syslog", "facility mail")
-        if (f := take("SyslogFacility")) is not None and f.lower() != "mail":
-            imp.drop(conf, "syslogfacility", "authmilter logs to facility mail")
+    milter_options(conf, imp, take, "OpenDKIM")
     if (v := take("Nameservers")) is not None:
         imp.set("dns.servers", [s.strip() for s in v.split(",") if s.strip()])
-    if (v := take("DNSTimeout")) is not None:
-        try:
-            if int(v, 0) > 0:
-                imp.set("dns.timeout_s", float(int(v, 0)))
-            else:
-                imp.drop(conf, "dnstimeout", "0 (wait forever) is not allowed; the default 5 s applies")
-        except ValueError:
-            imp.drop(conf, "dnstimeout", "not a number")
 
     mode = take("Mode")
     if mode is not None:
@@ -260,17 +129,37 @@ def convert(conf: OpendkimConf) -> Import:
     kt, st = take("KeyTable"), take("SigningTable")
     keyfile, selector, domain = take("KeyFile"), take("Selector"), take("Domain")
     subdomains = _bool(take("SubDomains") or "no")
-    if kt is not None or st is not None:
-        if kt is not None:
-            imp.set("signing.key_table", kt, "reused unchanged (OpenDKIM KeyTable)")
-        if st is not None:
-            imp.set("signing.signing_table", st, "reused unchanged (OpenDKIM SigningTable)")
+    if kt is not None and st is not None:
+        imp.set("signing.key_table", kt, "reused unchanged (OpenDKIM KeyTable)")
+        imp.set("signing.signing_table", st, "reused unchanged (OpenDKIM SigningTable)")
         for name in ("keyfile", "selector", "domain"):
             if name in conf.values:
                 imp.drop(conf, name, "ignored by OpenDKIM when a KeyTable is set")
         if subdomains and "subdomains" in conf.values:
             imp.drop(conf, "subdomains", "applies to the Domain list only; with a SigningTable, an entry "
                      "for .example.com (refile: *@*.example.com) signs the subdomains")
+    elif kt is not None:
+        # opendkim.conf(5) Mode: signing needs KeyTable + SigningTable, or KeyTable + a Lua
+        # SetupPolicyScript; OpenDKIM refuses to start in signing mode with a KeyTable alone
+        # ("KeyTable requires SigningTable"). In verify-only mode the KeyTable is unused.
+        imp.set("signing.key_table", kt, "reused unchanged (OpenDKIM KeyTable); add a signing_table to sign")
+        signer = mode is None or "s" in mode
+        script = conf.get("SetupPolicyScript")
+        if not signer:
+            imp.drop(conf, "keytable", "unused in verify-only mode (Mode v); kept as signing.key_table")
+        elif script is not None:
+            imp.set("signing.enabled", False, "OpenDKIM chose keys with a Lua SetupPolicyScript")
+            imp.problems.append(f"KeyTable without SigningTable ({conf.where('KeyTable')}): OpenDKIM chose keys with "
+                                f"SetupPolicyScript {script}, which authmilter cannot run; signing is off until a "
+                                "[signing] signing_table maps From addresses to KeyTable keys")
+        else:
+            imp.set("signing.enabled", False, "OpenDKIM refuses to sign with a KeyTable but no SigningTable")
+            imp.problems.append(f"KeyTable without SigningTable ({conf.where('KeyTable')}): OpenDKIM refuses to start "
+                                "in signing mode with this (opendkim.conf(5) Mode: KeyTable needs SigningTable or "
+                                "SetupPolicyScript); signing is off until [signing] signing_table is set")
+        for name in ("keyfile", "selector", "domain", "subdomains"):
+            if name in conf.values:
+                imp.drop(conf, name, "ignored by OpenDKIM when a KeyTable is set")
     elif keyfile and selector and domain:
         if not os.path.isabs(keyfile):
             # OpenDKIM opens it from its working directory: BaseDirectory, else / (daemonized).
@@ -282,6 +171,9 @@ def convert(conf: OpendkimConf) -> Import:
         for name in ("keyfile", "selector", "domain"):
             if name in conf.values:
                 imp.drop(conf, name, "KeyFile, Selector and Domain are needed together; OpenDKIM signs nothing")
+    if not (kt or st or (keyfile and selector and domain)) and (mode is None or "s" in mode):
+        imp.set("signing.enabled", False, "OpenDKIM had no signing key (no KeyTable, no KeyFile/Selector/Domain): "
+                "it signed nothing")
 
     if (v := take("MultipleSignatures")) is not None:
         imp.set("signing.multiple_signatures", bool(_bool(v)))
@@ -332,22 +224,20 @@ def convert(conf: OpendkimConf) -> Import:
     if v is None:
         imp.set("signing.internal_hosts", ["127.0.0.1"], "OpenDKIM's default InternalHosts")
     else:
-        hosts = _host_items(v)
-        if hosts is None:
-            imp.drop(conf, "internalhosts", "host names or ! entries in an inline list: move them into a "
-                     "file and set internal_hosts = [\"file:/path\"]")
-        else:
-            imp.set("signing.internal_hosts", hosts, "reused (OpenDKIM InternalHosts)")
-    if (v := take("ExternalIgnoreList")) is not None and v.lower().startswith("refile:"):
-        imp.drop(conf, "externalignorelist", "patterns have no equivalent; list the hosts in [policy] "
-                 "trusted_forwarders")
-    elif v is not None:
-        forwarders, skipped = _forwarder_items(v)
+        hosts, never = _host_items(v)
+        imp.set("signing.internal_hosts", hosts,
+                "reused (OpenDKIM InternalHosts)" if hosts else f"InternalHosts {v}: OpenDKIM treated no host as internal")
+        if never:
+            imp.dropped.append(f"InternalHosts entries {', '.join(never)}  ({conf.where('InternalHosts')}) -- "
+                               "not an address, network or host name: OpenDKIM never matched them")
+    if (v := take("ExternalIgnoreList")) is not None:
+        forwarders, never = _host_items(v)
         imp.set("policy.trusted_forwarders", forwarders,
                 f"from ExternalIgnoreList {v}: hosts that send as our domains without signing; "
                 "they are exempt from reject_own_domain_spoof and DMARC rejects")
-        if skipped:
-            imp.dropped.append(f"ExternalIgnoreList entries {' '.join(skipped)} -- negations have no equivalent")
+        if never:
+            imp.dropped.append(f"ExternalIgnoreList entries {', '.join(never)}  ({conf.where('ExternalIgnoreList')}) "
+                               "-- not an address, network or host name: OpenDKIM never matched them")
     if (v := take("MinimumKeyBits")) is not None:
         try:
             imp.set("verify.dkim_min_rsa_bits", max(int(v, 0), 1024), "RFC 8301 never allows less than 1024")
@@ -395,75 +285,82 @@ def _single_key(imp: Import, keyfile: str, selector: str, domain: str, subdomain
             f"from Domain {domain}" + (" with SubDomains" if subdomains else ""))
 
 
-def behaviour_changes(imp: Import) -> list[str]:
-    """What authmilter, configured as imported, treats differently from OpenDKIM: OpenDKIM
-    only verified and labelled; authmilter's [policy] acts on its results by default."""
-    verify = imp.data.get("verify", {}).get("enabled", True)
-    if not verify:
+def dmarc_words(s: Settings) -> str:
+    """What authmilter does with DMARC failures under *s*, in words."""
+    p = s.policy
+    if p.dry_run:
+        return "logs DMARC decisions but delivers everything (policy.dry_run = true)"
+    how = {"evidence": "rejected unless something suggests forwarding or a mailing list (then quarantined)",
+           "reject": "rejected", "quarantine": "quarantined", "tempfail": "tempfailed", "accept": "delivered"}
+    held = "held in the MTA's hold queue" if p.quarantine == "hold" else f"delivered with {p.quarantine_header}"
+    q = {"quarantine": held, "reject": "rejected", "accept": "delivered"}
+    return (f"p=reject failures are {how[p.on_dmarc_reject]} (on_dmarc_reject = \"{p.on_dmarc_reject}\"), "
+            f"p=quarantine failures are {q[p.on_dmarc_quarantine]} (on_dmarc_quarantine = \"{p.on_dmarc_quarantine}\")")
+
+
+def own_domain_rule_applies(s: Settings) -> bool:
+    """reject_own_domain_spoof has domains to protect: the SigningTable's or own_domains."""
+    p = s.policy
+    return p.reject_own_domain_spoof and not p.dry_run and (
+        bool(p.own_domains) or (s.signing.enabled and bool(s.signing.signing_table)))
+
+
+def own_domain_words(s: Settings) -> str:
+    return ("mail from outside claiming one of our signing domains (or policy.own_domains) in From without an "
+            "aligned SPF or DKIM pass is rejected (policy.reject_own_domain_spoof = true); list hosts that "
+            "legitimately send as you unsigned in [policy] trusted_forwarders")
+
+
+def behaviour_changes(imp: Import, s: Settings, existing: Settings | None = None) -> list[str]:
+    """What authmilter, configured as written, treats differently from OpenDKIM: OpenDKIM
+    only verified and labelled; authmilter's [policy] acts on its results."""
+    if not s.verify.enabled:
         return []
-    policy = PolicySettings()
-    out = [f"DMARC is evaluated and acted on: p=reject failures -> on_dmarc_reject = "
-           f"\"{policy.on_dmarc_reject}\", p=quarantine -> \"{policy.on_dmarc_quarantine}\" (OpenDKIM only "
-           "added Authentication-Results; set [policy] dry_run = true to log decisions without acting)",
-           f"missing, multiple or unparsable From headers -> on_bad_from = \"{policy.on_bad_from}\""]
-    if policy.reject_own_domain_spoof:
-        out.append("mail from outside claiming one of the signing domains in From without an aligned SPF or "
-                   "DKIM pass is rejected (reject_own_domain_spoof = true); list hosts that legitimately "
-                   "send as you unsigned in [policy] trusted_forwarders")
-    out.append("SPF is checked and reported (reject_spf_fail = "
-               f"{str(policy.reject_spf_fail).lower()}); OpenDKIM did no SPF")
+    p = s.policy
+    out = []
+    if not p.dry_run and (p.on_dmarc_reject != "accept" or p.on_dmarc_quarantine != "accept"):
+        out.append(f"DMARC is evaluated and acted on: {dmarc_words(s)}; OpenDKIM only added "
+                   "Authentication-Results (import-opendmarc carries OpenDMARC's settings; policy.dry_run = true "
+                   "logs decisions without acting)")
+    if p.on_bad_from != "accept" and not p.dry_run:
+        out.append(f"missing, multiple or unparsable From headers -> on_bad_from = \"{p.on_bad_from}\"")
+    if own_domain_rule_applies(s):
+        out.append(own_domain_words(s))
+    out.append(f"SPF is checked and reported (reject_spf_fail = {str(p.reject_spf_fail).lower()}); OpenDKIM did no SPF")
     return out
 
 
-# ---------------------------------------------------------------------------
-# TOML output
-
-def render(imp: Import, source: str) -> str:
-    lines = [f"# authmilter configuration imported from {source} by `authmilter import-opendkim`.",
-             "# Tables and keys are reused where they are; check with `authmilter check-config -c FILE`",
-             "# and compare `authmilter which-key ADDRESS -c FILE` with what OpenDKIM signed."]
-    if imp.dropped:
-        lines += ["#", "# Not carried over (no authmilter equivalent):"]
-        lines += [f"#   {d}" for d in imp.dropped]
-    changes = behaviour_changes(imp)
-    if changes:
-        lines += ["#", "# Behaviour changes (treated differently from OpenDKIM):"]
-        lines += [f"#   {c}" for c in changes]
-    if imp.problems:
-        lines += ["#", "# Must be fixed before authmilter starts:"]
-        lines += [f"#   {p}" for p in imp.problems]
-    lines.append("")
-
-    return "\n".join(lines) + "\n" + tomlwrite.dumps(imp.data, imp.comments)
-
-
-def _check_tables(imp: Import, source: str) -> None:
+def _check_tables(imp: Import, s: Settings) -> list[str]:
     """Parse the tables (not the keys' contents) as authmilter will, and check key files."""
-    signing = imp.data.get("signing", {})
-    try:
-        HostList.load(signing.get("internal_hosts", ()), source=source)
-    except ConfigError as exc:
-        imp.problems.append(str(exc))
-    kt_spec, st_spec = signing.get("key_table"), signing.get("signing_table")
-    if not kt_spec or not st_spec:
-        return
+    problems: list[str] = []
+    source = s.source
+    for setting, items in (("signing.internal_hosts", s.signing.internal_hosts),
+                           ("policy.trusted_forwarders", s.policy.trusted_forwarders)):
+        try:
+            HostList.load(items, source=source, setting=setting)
+        except ConfigError as exc:
+            problems.append(str(exc))
+    kt_spec, st_spec = s.signing.key_table, s.signing.signing_table
+    if not s.signing.enabled or not kt_spec or not st_spec:
+        return problems
     try:
         kt = KeyTable.load(kt_spec, source=source)
         st = SigningTable.load(st_spec, source=source)
         for rec in st.records():
             name = SigningTable.keyname_of(rec)
             if name != "%" and kt.get(name) is None:
-                imp.problems.append(f"{rec.where()}: key {name!r} is not in the KeyTable")
+                problems.append(f"{rec.where()}: key {name!r} is not in the KeyTable")
     except ConfigError as exc:
-        imp.problems.append(str(exc))
-        return
+        problems.append(str(exc))
+        return problems
     for entry in kt.entries.values():
         if entry.inline or "%" in entry.keypath:
             continue
         try:
             check_key_permissions(entry.keypath)
         except AuthmilterError as exc:
-            imp.problems.append(str(exc))
+            problems.append(str(exc))
+    return problems
 
 
 DEBIAN_DEFAULTS = "/etc/default/opendkim"
@@ -473,13 +370,17 @@ def read_defaults(path: str) -> dict[str, str]:
     """Debian's /etc/default/opendkim: shell ``NAME=value`` lines, ``$NAME``/``${NAME}``
     expanded from earlier lines (what its init script and unit generator source)."""
     values: dict[str, str] = {}
-    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for line in fh:
-            m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line.split("#", 1)[0].rstrip())
-            if m:
-                value = m.group(2).strip().strip('"').strip("'")
-                values[m.group(1)] = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
-                                            lambda v: values.get(v.group(1), ""), value)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError(path, "", exc.strerror or "cannot read") from None
+    for line in text.splitlines():
+        m = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line.split("#", 1)[0].rstrip())
+        if m:
+            value = m.group(2).strip().strip('"').strip("'")
+            values[m.group(1)] = re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?",
+                                        lambda v: values.get(v.group(1), ""), value)
     return values
 
 
@@ -489,45 +390,30 @@ def apply_defaults(imp: Import, path: str) -> None:
     sock = read_defaults(path).get("SOCKET")
     if sock:
         try:
-            value, comment = _socket(sock)
+            value, comment = socket_value(sock)
         except ValueError as exc:
             imp.dropped.append(f"SOCKET={sock}  ({path}) -- not a socket authmilter understands: {exc}")
             return
         imp.set("socket", value, comment or f"from SOCKET in {path} (it overrides opendkim.conf's Socket)")
 
 
-def cmd_import_opendkim(args: argparse.Namespace) -> int:
-    """Write the authmilter TOML; exit 0 when it is complete, 1 when something must be fixed first."""
-    out_path = args.output
+def _build(source: str, args: argparse.Namespace) -> Import:
     defaults = getattr(args, "defaults", None)
-    if defaults is None and os.path.abspath(args.opendkim_conf) == "/etc/opendkim.conf" \
-            and os.path.exists(DEBIAN_DEFAULTS):
+    if defaults is None and os.path.abspath(source) == "/etc/opendkim.conf" and os.path.exists(DEBIAN_DEFAULTS):
         defaults = DEBIAN_DEFAULTS     # the system's opendkim.conf goes with the system's defaults
-    try:
-        conf = read_opendkim_conf(args.opendkim_conf)
-        imp = convert(conf)
-        if defaults:
-            apply_defaults(imp, defaults)
-        _check_tables(imp, args.opendkim_conf)
-        settings_from_dict(imp.data, source=out_path if out_path != "-" else "<import-opendkim>")
-    except ConfigError as exc:
-        print(f"authmilter import-opendkim: {exc}", file=sys.stderr)
-        return 2
-    text = render(imp, os.path.abspath(args.opendkim_conf))
-    if out_path == "-":
-        sys.stdout.write(text)
-    else:
-        fd = os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        print(f"authmilter import-opendkim: wrote {out_path}", file=sys.stderr)
-    for d in imp.dropped:
-        print(f"authmilter import-opendkim: not carried over: {d}", file=sys.stderr)
-    for c in behaviour_changes(imp):
-        print(f"authmilter import-opendkim: behaviour change: {c}", file=sys.stderr)
-    for p in imp.problems:
-        print(f"authmilter import-opendkim: must be fixed before authmilter starts: {p}", file=sys.stderr)
-    return 1 if imp.problems else 0
+    imp = convert(read_opendkim_conf(source))
+    if defaults:
+        apply_defaults(imp, defaults)
+    return imp
+
+
+IMPORTER = Importer("import-opendkim", "opendkim", "OpenDKIM", _build, behaviour_changes, _check_tables)
+
+
+def cmd_import_opendkim(args: argparse.Namespace) -> int:
+    """Write the authmilter TOML; exit 0 when it is complete, 1 when something must be
+    fixed first, 2 when nothing was written (see migrate_common)."""
+    return run_import(args, IMPORTER, args.opendkim_conf)
 
 
 # ---------------------------------------------------------------------------

@@ -102,6 +102,9 @@ class Outcome:
     records: tuple[MessageRecord, ...] = ()       # for the store, written after the reply
     log: tuple[tuple[str, str], ...] = field(default=())   # key=value pairs for the one log line
     reasons: tuple[str, ...] = ()  # why this action, for `authmilter verify` and DEBUG logs
+    # [dns] dnssec report / require-for-keys: (check, every answer it read was DNSSEC-
+    # validated) for spf, dkim (the keys), dmarc, each check that read an answer.
+    dnssec: tuple[tuple[str, bool], ...] = ()
 
     def inserted(self, name: str) -> str | None:
         """The value of the first header of this name we insert, or None."""

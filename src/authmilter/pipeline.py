@@ -388,9 +388,9 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
                                  lambda n: authresults.render_aar(n, authserv_id, results), cv, why_not, now)
         inserted.extend(sealed)
 
+    dnssec = _dnssec_state(spf_dns, dkim_results, dmarc_dns) if settings.dns.dnssec != "ignore" else None
     log = _inbound_log(decision, ev, client.ip, dns_ms=(time.monotonic() - started) * 1000,
-                       dnssec=_dnssec_log(spf_dns, dkim_results, dmarc_dns) if settings.dns.dnssec != "ignore" else ""
-                       ) + seal_log + early_log
+                       dnssec=_dnssec_log(dnssec) if dnssec is not None else "") + seal_log + early_log
     records = _records(session, authserv_id, ev, decision, helo, ip, time.time() if now is None else now)
     if records and settings.reports.failure_reports:
         records = failure.with_samples(records, msg.headers)   # RFC 9991: only what ruf=/fo= ask for
@@ -398,7 +398,7 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
         action=decision.action, direction=Direction.INBOUND,
         smtp_code=decision.code, smtp_xcode=decision.xcode, smtp_text=decision.text,
         quarantine_reason=decision.quarantine_reason, deletions=tuple(deleted), insertions=tuple(inserted),
-        results=results, records=records, log=log, reasons=decision.reasons,
+        results=results, records=records, log=log, reasons=decision.reasons, dnssec=dnssec or (),
     )
 
 
@@ -473,14 +473,20 @@ def _records(session: Session, reporter: str, ev: Evidence, decision: Decision, 
 _NO_POLICY = DmarcPolicy()
 
 
-def _dnssec_log(spf_dns: DnssecTally, dkim: Sequence[DkimResult], dmarc_dns: DnssecTally) -> str:
-    """``spf:yes,dkim:no,dmarc:yes``: yes when every answer the check read (for DKIM:
-    every key) came back DNSSEC-validated; a check that read no answer is left out (an
-    SPF result reused from the result cache reads none)."""
+def _dnssec_state(spf_dns: DnssecTally, dkim: Sequence[DkimResult],
+                  dmarc_dns: DnssecTally) -> tuple[tuple[str, bool], ...]:
+    """(check, validated) for spf, dkim, dmarc: validated when every answer the check
+    read (for DKIM: every key) came back DNSSEC-validated; a check that read no answer
+    is left out (an SPF result reused from the result cache reads none)."""
     keys = [d.dnssec for d in dkim if d.dnssec is not None]
     parts = [("spf", spf_dns.summary), ("dkim", ("yes" if all(keys) else "no") if keys else ""),
              ("dmarc", dmarc_dns.summary)]
-    return ",".join(f"{name}:{state}" for name, state in parts if state) or "-"
+    return tuple((name, state == "yes") for name, state in parts if state)
+
+
+def _dnssec_log(state: Sequence[tuple[str, bool]]) -> str:
+    """``spf:yes,dkim:no,dmarc:yes`` ("-": no check read an answer)."""
+    return ",".join(f"{name}:{'yes' if ok else 'no'}" for name, ok in state) or "-"
 
 
 def _inbound_log(decision: Decision, ev: Evidence, ip: str | None, dns_ms: float,

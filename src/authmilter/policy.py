@@ -15,7 +15,10 @@ precedence (first that applies wins):
    default ``on_dmarc_reject = "evidence"`` follows RFC 9989 §5.4 and §7.4 (no reject
    solely because of p=reject): reject only when nothing suggests an indirect flow (an
    ARC set, List-Id/List-Post, a failed author-domain DKIM signature), else quarantine.
-5. SPF hard fail with ``reject_spf_fail``.
+5. SPF, local rules as policyd-spf applies them: the HELO identity's result in
+   ``reject_helo_spf``, then (``reject_spf_fail``) the MAIL FROM result in
+   ``reject_spf_results`` (default: fail only). ``trusted_forwarders`` are exempt: their
+   mail fails SPF by design.
 6. accept.
 
 ``dry_run`` keeps the decision for the log but accepts.
@@ -292,6 +295,46 @@ def indirect_hints(ev: Evidence) -> list[str]:
     return hints
 
 
+def _spf_reject(result: SpfResult, what: str) -> Decision:
+    """550 for an SPF result a local rule rejects. RFC 7372: X.7.24 "SPF validation error"
+    for permerror, X.7.23 "SPF validation failed" otherwise."""
+    r = result.result.value
+    if r == "fail":
+        text = result.explanation or f"SPF check failed for {result.identity}"
+    else:
+        text = f"SPF check of {result.identity} returned {r}"
+    return _reject(text, f"spf {r} for {what} {result.domain or result.identity}",
+                   xcode="5.7.24" if r == "permerror" else "5.7.23")
+
+
+def _spf_rule(ev: Evidence, s: PolicySettings) -> Decision | None:
+    return decide_spf(ev.spf, ev.helo, s, trusted_forwarder=ev.trusted_forwarder)
+
+
+def decide_spf(spf: SpfResult | None, helo: SpfResult | None, s: PolicySettings, *,
+               trusted_forwarder: bool = False, at_rcpt: bool = False) -> Decision | None:
+    """The local SPF rules (``reject_helo_spf``, then ``reject_spf_fail`` with
+    ``reject_spf_results``): a reject, or None. *at_rcpt* (``spf_reject_stage = "rcpt"``):
+    also the temperror answer that end-of-message gives through rule 2 (``on_dns_error``
+    when ``spf_temperror_tempfail``)."""
+    if trusted_forwarder:
+        return None
+    if s.reject_helo_spf:
+        # The HELO identity: its own check, or the MAIL FROM check of a null sender, which
+        # RFC 7208 §2.4 runs on postmaster@HELO.
+        for res in (helo, spf):
+            if res is not None and res.scope == "helo" and res.result.value in s.reject_helo_spf:
+                return _spf_reject(res, "HELO")
+    if s.reject_spf_fail and spf is not None and spf.result.value in s.reject_spf_results:
+        return _spf_reject(spf, "MAIL FROM" if spf.scope == "mailfrom" else "HELO")
+    if (at_rcpt and s.reject_spf_fail and s.spf_temperror_tempfail and s.on_dns_error == "tempfail"
+            and spf is not None and spf.result is Result.TEMPERROR):
+        return _tempfail(f"spf temperror ({spf.reason or spf.domain})",
+                         f"temporary DNS failure looking up the SPF record of {spf.domain or 'the sender domain'}",
+                         True)
+    return None
+
+
 def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool,
             trusted_sealers: frozenset[str] = frozenset()) -> Decision:
     # 1. An unusable From header defeats every domain-based check (CVE-2019-16378).
@@ -317,7 +360,8 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
             or (dmarc_fails and dmarc.policy in ("reject", "quarantine") and aligned_temp)  # type: ignore[union-attr]
             or (own_domain and s.reject_own_domain_spoof and not _aligned_pass_for(domain, ev, accept_l)
                 and aligned_temp)
-            or (s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.TEMPERROR)
+            or (s.reject_spf_fail and s.spf_temperror_tempfail and not ev.trusted_forwarder
+                and ev.spf is not None and ev.spf.result is Result.TEMPERROR)
         )
         if could_change:
             reason = "; ".join(temp)
@@ -379,10 +423,10 @@ def _decide(ev: Evidence, s: PolicySettings, own: frozenset[str], accept_l: bool
             return Decision(Action.ACCEPT, reasons=(f"dmarc fail for {domain}, {applied}",),
                             overrides=tuple(overrides))
 
-    # 5. Local rule: SPF hard fail.
-    if s.reject_spf_fail and ev.spf is not None and ev.spf.result is Result.FAIL:
-        text = ev.spf.explanation or f"SPF check failed for {ev.spf.identity}"
-        return _reject(text, f"spf fail for {ev.spf.domain}", xcode="5.7.23")
+    # 5. Local rules on SPF (policyd-spf's HELO_reject, then Mail_From_reject).
+    spf_reject = _spf_rule(ev, s)
+    if spf_reject is not None:
+        return spf_reject
 
     reasons = []
     if dmarc is not None and dmarc.result is not Result.NONE:

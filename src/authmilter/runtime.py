@@ -149,7 +149,14 @@ def rcpt_reply_needed(settings: Settings) -> bool:
     at RCPT, or a blocklist that rejects or tempfails there. Then RCPT must not be
     negotiated no-reply (SMFIP_NR_RCPT)."""
     g = settings.greylist
-    return (g.enabled and g.stage == "rcpt") or (bool(settings.dnsbl.zones) and settings.dnsbl.action != "header")
+    return ((g.enabled and g.stage == "rcpt") or (bool(settings.dnsbl.zones) and settings.dnsbl.action != "header")
+            or spf_at_rcpt(settings))
+
+
+def spf_at_rcpt(settings: Settings) -> bool:
+    """The SPF rules answer RCPT (``[policy] spf_reject_stage = "rcpt"``, as policyd-spf)."""
+    p = settings.policy
+    return settings.verify.enabled and p.spf_reject_stage == "rcpt" and (p.reject_spf_fail or bool(p.reject_helo_spf))
 
 
 def load_antispam(settings: Settings) -> AntispamTables | None:

@@ -1,7 +1,9 @@
 """`authmilter verify FILE`: the inbound pipeline, offline, on a stored message.
 
 Answers "why was this message rejected?": prints the Authentication-Results authmilter
-would add, the decision and the reasons (``--json`` for scripts). DNS and policy come
+would add, the decision and the reasons, and with ``[dns] dnssec`` set to report or
+require-for-keys whether the SPF, DKIM key and DMARC answers were DNSSEC-validated
+(``--json`` for scripts). DNS and policy come
 from the config (-c); a missing config file means built-in defaults and the system resolver.
 Nothing is written: the store stays closed even when the config enables it.
 
@@ -46,6 +48,8 @@ def verify_bytes(raw: bytes, settings: Settings, *, client_ip: str, helo: str,
     return session, process(session, runtime, direction=Direction.INBOUND)
 
 
+_DNSSEC_WHAT = {"spf": "SPF answers", "dkim": "DKIM keys", "dmarc": "DMARC answers"}
+
 EXIT_FOR = {Action.ACCEPT: 0, Action.QUARANTINE: 3, Action.REJECT: 4, Action.TEMPFAIL: 5}
 
 
@@ -88,6 +92,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             "reasons": list(outcome.reasons),
             "log": dict(outcome.log),
             "mail_from": session.envelope.mail_from,
+            # [dns] dnssec report / require-for-keys: per check, whether every answer it
+            # read was DNSSEC-validated (a check that read none is absent); null: ignore.
+            "dnssec": dict(outcome.dnssec) if settings.dns.dnssec != "ignore" else None,
         }, indent=2))
     else:
         print("Authentication-Results:" + ar.replace("\r\n", "\n"))
@@ -97,4 +104,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"quarantine: {outcome.quarantine_reason}")
         for reason in outcome.reasons:
             print(f"because: {reason}")
+        if settings.dns.dnssec != "ignore":
+            print("dnssec: " + (", ".join(f"{_DNSSEC_WHAT[check]} {'DNSSEC-validated' if ok else 'NOT validated'}"
+                                          for check, ok in outcome.dnssec) or "no answer read"))
     return exit_status(outcome)

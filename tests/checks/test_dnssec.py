@@ -9,7 +9,11 @@ started from its own configuration, validates in front of it; both serve the mod
 """
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -191,3 +195,55 @@ def test_pipeline_ignore_logs_no_dnssec(unbound, keyfile):
     outcome = process(session(signed_message(keyfile, SIGNED), SIGNED), runtime(unbound, "ignore"))
     header, log = ar_and_log(outcome)
     assert "dnssec" not in log and "DNSSEC" not in header and "unprotected" not in header, header
+
+
+# --- the offline commands: `authmilter verify` and `authmilter testkey` ---------------------
+
+AUTHMILTER = Path(sys.executable).with_name("authmilter")
+
+
+def command(tmp_path, unbound, mode, *args, stdin=None):
+    conf = tmp_path / f"{mode}.toml"
+    conf.write_text(f'authserv_id = "mx.lan"\n[dns]\nservers = ["{unbound.server}"]\ntimeout_s = 3.0\n'
+                    f'dnssec = "{mode}"\n[signing]\nenabled = false\n')
+    return subprocess.run([str(AUTHMILTER), args[0], "-c", str(conf), *args[1:]], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+def raw_message(keyfile, domain):
+    msg = signed_message(keyfile, domain)
+    return b"".join(n + b":" + v + b"\r\n" for n, v in msg.headers) + b"\r\n" + msg.body.as_bytes()
+
+
+@pytest.mark.parametrize("domain, words, flags", [
+    (SIGNED, "SPF answers DNSSEC-validated, DKIM keys DNSSEC-validated, DMARC answers DNSSEC-validated",
+     {"spf": True, "dkim": True, "dmarc": True}),
+    (PLAIN, "SPF answers NOT validated, DKIM keys NOT validated, DMARC answers NOT validated",
+     {"spf": False, "dkim": False, "dmarc": False}),
+])
+def test_verify_reports_dnssec_per_check(unbound, keyfile, tmp_path, domain, words, flags):
+    args = ("verify", "--client-ip", "192.0.2.10", "--mail-from", f"alice@{domain}", "-")
+    raw = raw_message(keyfile, domain)
+    text = command(tmp_path, unbound, "report", *args, stdin=raw)
+    assert text.returncode == 0, text.stderr
+    assert f"dnssec: {words}" in text.stdout.decode(), text.stdout
+    doc = json.loads(command(tmp_path, unbound, "report", "verify", "--json", *args[1:], stdin=raw).stdout)
+    assert doc["dnssec"] == flags
+    ignored = command(tmp_path, unbound, "ignore", *args, stdin=raw)
+    assert "dnssec:" not in ignored.stdout.decode()
+    assert json.loads(command(tmp_path, unbound, "ignore", "verify", "--json", *args[1:], stdin=raw).stdout)[
+        "dnssec"] is None
+
+
+@pytest.mark.parametrize("domain, code, words", [
+    (SIGNED, 0, "key OK (ed25519, 256 bits) (DNSSEC-validated)"),
+    (PLAIN, 0, "key OK (ed25519, 256 bits) (unprotected key: not DNSSEC-validated)"),
+    (ISLAND, 0, "key OK (ed25519, 256 bits) (unprotected key: not DNSSEC-validated, the zone is signed)"),
+    (BROKEN, 7, "(the validating resolver refused it: DNSSEC validation failed)"),
+])
+def test_testkey_reports_the_key_answers_dnssec_status(unbound, keyfile, tmp_path, domain, code, words):
+    proc = command(tmp_path, unbound, "report", "testkey", "-v", "-d", domain, "-s", SELECTOR, "-k", keyfile)
+    assert proc.returncode == code, proc.stderr
+    assert words in (proc.stdout + proc.stderr).decode()
+    plain = command(tmp_path, unbound, "ignore", "testkey", "-v", "-d", domain, "-s", SELECTOR, "-k", keyfile)
+    assert b"DNSSEC" not in plain.stdout + plain.stderr and b"unprotected" not in plain.stdout + plain.stderr

@@ -297,19 +297,19 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
     # -- the Maildir -------------------------------------------------------------------
 
-    def deliveries(self, token: str) -> list[bytes]:
-        """Every delivered message carrying ``X-E2E-Id: token``."""
+    def messages(self) -> list[bytes]:
+        """Every message delivered to the Maildir so far."""
         found = []
-        needle = f"\n{TOKEN_HEADER}: {token}\n".encode()
         for sub in ("new", "cur"):
             d = self.maildir / sub
-            if not d.is_dir():
-                continue
-            for f in d.iterdir():
-                data = f.read_bytes()
-                if needle in data.split(b"\n\n", 1)[0] + b"\n":
-                    found.append(data)
+            if d.is_dir():
+                found += [f.read_bytes() for f in d.iterdir()]
         return found
+
+    def deliveries(self, token: str) -> list[bytes]:
+        """Every delivered message carrying ``X-E2E-Id: token`` (in its own header)."""
+        needle = f"\n{TOKEN_HEADER}: {token}\n".encode()
+        return [data for data in self.messages() if needle in data.split(b"\n\n", 1)[0] + b"\n"]
 
     def wait_delivered(self, token: str, timeout_s: float = WAIT_S) -> bytes:
         msgs = wait_for(lambda: self.deliveries(token), f"delivery of {token}", timeout_s)

@@ -2,7 +2,9 @@
 chroot column of Debian's shipped ``/usr/share/postfix/master.cf.dist`` (smtpd *and*
 cleanup chrooted in the queue directory), configured with exactly the ``smtpd_milters``
 and ``non_smtpd_milters`` lines ``authmilter check-config`` printed for it, carries SMTP
-mail and sendmail(1) mail through authmilter's unix socket in the spool.
+mail and sendmail(1) mail through authmilter's unix socket in the spool. The SRS socketmap
+sits beside it in the spool, and the chrooted cleanup(8) reaches it through the
+``sender_canonical_maps`` / ``recipient_canonical_maps`` lines check-config printed.
 
 A second Postfix and authmilter of its own, beside the session's (its knot is shared).
 """
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from support import require
+
+from authmilter.srs import SrsCodec
 
 from .conftest import SENDER_IP
 from .harness import POSTCONF, Authmilter, Postfix, copy_logs, header_values, make_message, results, run
@@ -66,7 +70,8 @@ class DebianPostfix(Postfix):
                      "--postfix-config", str(self.config_dir)], check=False)
         out = check.stdout.decode()
         assert check.returncode == 0, out + check.stderr.decode()
-        self.printed = [ln for ln in out.splitlines() if re.match(r"(non_)?smtpd_milters = ", ln)]
+        self.printed = [ln for ln in out.splitlines()
+                        if re.match(r"(non_)?smtpd_milters = |(sender|recipient)_canonical_", ln)]
         run([POSTCONF, "-c", str(self.config_dir), "-e", *self.printed])
 
 
@@ -80,8 +85,13 @@ def test_stock_debian_chroot_with_the_lines_check_config_printed(e2e, tmp_path_f
     settings = {k: v for k, v in e2e.milter.settings.items() if k != "socket"}
     # The socket lives in the spool like the packaged one; 0666 here only because this test's
     # authmilter runs as root without a user (packaged: 0660, group postfix via tmpfiles.d).
+    secret = base / "srs.secret"
+    secret.write_text("chroot srs secret\n")
+    secret.chmod(0o600)
+    srs = {"enabled": True, "domain": "srs.inbox.test", "secret_file": str(secret),
+           "local_domains": ["inbox.test", "example.com"], "socketmap": f"unix:{socket_dir}/srs.sock"}
     milter = Authmilter(base, e2e.exe, {**settings, "socket": f"unix:{socket_dir}/authmilter.sock",
-                                        "socket_mode": "0666", "workers": 1})
+                                        "socket_mode": "0666", "workers": 1, "srs": srs})
     milter.write_config()
     postfix = DebianPostfix(base, e2e.exe, milter.config)
     started: list = []
@@ -89,7 +99,12 @@ def test_stock_debian_chroot_with_the_lines_check_config_printed(e2e, tmp_path_f
         postfix._write()
         postfix._write = lambda: None  # type: ignore[method-assign]   # start() must not rewrite it
         assert postfix.printed == ["smtpd_milters = unix:authmilter/authmilter.sock",
-                                   "non_smtpd_milters = unix:authmilter/authmilter.sock"], postfix.printed
+                                   "non_smtpd_milters = unix:authmilter/authmilter.sock",
+                                   "sender_canonical_maps = socketmap:unix:authmilter/srs.sock:forward",
+                                   "sender_canonical_classes = envelope_sender",
+                                   "recipient_canonical_maps = socketmap:unix:authmilter/srs.sock:reverse",
+                                   "recipient_canonical_classes = envelope_recipient, header_recipient",
+                                   ], postfix.printed
         assert re.search(r"^127\.0\.0\.1:\d+\s+inet\s+n\s+-\s+y\s", (postfix.config_dir / "master.cf").read_text(),
                          re.M), "smtpd is not chrooted"
         for part in (milter, postfix):
@@ -102,12 +117,18 @@ def test_stock_debian_chroot_with_the_lines_check_config_printed(e2e, tmp_path_f
         assert reply.accepted, f"{reply} {postfix.log_text()[-2000:]}"
         delivered = postfix.wait_delivered(token)
         assert results(delivered, "spf")[0][0] == "pass"
+        # The chrooted cleanup asked the socketmap (relative path in the chroot): the
+        # sender outside local_domains is SRS-rewritten, a local one below is not.
+        (return_path,) = header_values(delivered, "Return-Path")
+        back = SrsCodec("srs.inbox.test", (b"chroot srs secret",)).reverse(return_path.strip("<>"))
+        assert back.address == "alice@spfpass.test", return_path
 
         token = f"chroot-pickup-{uuid.uuid4().hex[:8]}"
         postfix.sendmail(make_message(token, from_="Cron <root@example.com>"), "root@example.com")
         postfix.flush()
         delivered = postfix.wait_delivered(token)
         assert any("d=example.com" in v for v in header_values(delivered, "DKIM-Signature")), delivered[:2000]
+        assert header_values(delivered, "Return-Path") == ["<root@example.com>"]
         log = postfix.log_text()
         assert "milter" not in log.lower() or "No such file" not in log, log[-2000:]
         assert os.path.exists(socket_dir / "authmilter.sock")

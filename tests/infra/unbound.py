@@ -3,6 +3,8 @@ configuration in a temporary directory, in front of a knotd that signs some zone
 
 - `SigningKnot`: `infra.knot.Knot` whose zones named in *signed* are signed by knotd
   itself (``dnssec-signing: on``, one ECDSA P-256 CSK per zone, keys in its KASP db).
+- `validating_resolver`: both together, for zones signed and anchored, signed with a
+  broken anchor, signed without one, or unsigned.
 - `Unbound`: unbound in the foreground (``-d``), listening on 127.0.0.1 at a free port,
   validating, with stub zones pointing at the knotd and the trust anchors it is given;
   no root hints are ever used (every test name is under a stub zone).
@@ -13,7 +15,8 @@ and are stopped by the test.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import dns.dnssec
@@ -174,3 +177,30 @@ server:
     def server(self) -> str:
         """``[dns] servers`` entry for it."""
         return f"{self.host}:{self.port}"
+
+
+@contextmanager
+def validating_resolver(base: Path, zones: Iterable[Zone], *, anchored: Iterable[str], broken: Iterable[str] = (),
+                        unanchored: Iterable[str] = ()) -> Iterator[Unbound]:
+    """A knotd serving *zones* behind a validating unbound, both stopped on exit.
+
+    Zones in *anchored* are signed with their key as unbound's trust anchor (answers
+    validate: AD); *broken* ones are signed and anchored to a DS of the first anchored
+    zone's key, which matches none of theirs (validation fails: SERVFAIL, RFC 8914 EDE);
+    *unanchored* ones are signed with no anchor (RRSIGs, no AD). Every other zone is
+    served unsigned. Each zone is a stub zone of unbound."""
+    zones = list(zones)
+    anchored, broken, unanchored = list(anchored), list(broken), list(unanchored)
+    knot = SigningKnot(base, zones, signed=(*anchored, *broken, *unanchored))
+    server = None
+    try:
+        knot.start()
+        anchors = [line for z in anchored for line in knot.ds_lines(z)]
+        anchors += [line for z in broken for line in knot.ds_lines(anchored[0], owner=z)]
+        server = Unbound(base, {z.origin: (knot.host, knot.port) for z in zones}, anchors)
+        server.start()
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
+        knot.stop()

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from authmilter.analyze import Scope, address_scope, analyze
 from authmilter.analyze.render import as_json, as_text
-from authmilter.analyze.software import exchange_release
+from authmilter.analyze.software import exchange_release, software_of
+from authmilter.checks.received import parse_received
 
 SAMPLES = Path(__file__).resolve().parents[1] / "data" / "samples"
 AUTHMILTER = Path(sys.executable).with_name("authmilter")
@@ -125,6 +126,67 @@ def test_arc_sealed_list_forwarding():
     assert "[example-list]" in kinds["subject-tagged"].text
 
 
+def test_gateway_cloud_roundtrip():
+    """Issue 14, Deliver 1, item by item on one path: an Exim gateway, Exchange 2019 on the
+    inside, out to Exchange Online through the gateway, back in, Sendmail delivery."""
+    a = analyze(_sample("gateway-cloud-roundtrip.eml"))
+    assert [h.from_ip for h in a.hops] == ["198.51.100.25", "10.20.0.5", "10.20.0.10", "203.0.113.5",
+                                           "2603:10a6:208:1::11", "2a01:111:f400:fe0c::100", "10.20.0.5"]
+    assert a.origin_ip == "198.51.100.25"
+    assert [h.software for h in a.hops] == [
+        "Exim 4.96", "Microsoft Exchange 2019 CU14 (15.2.1544.4)", "Exim 4.96",
+        "Microsoft 365 Exchange Online front end (15.20.7452.28)", "Microsoft 365 Exchange Online (15.20.7452.28)",
+        "Exim 4.96", "Sendmail 8.17.1"]
+    # X-...-Spam headers that name SPF are verdicts of the hop that wrote them
+    spam = [(r.hop, r.source, r.result) for r in a.results if r.source.lower().startswith("x-")]
+    assert spam == [(1, "X-Spam-Status", "pass"), (6, "X-Barracuda-Spam-Report", "fail")]
+    kinds = {t.kind for t in a.hints}
+    assert {"dmz-transit", "relay-revisited", "leaves-and-reenters"} <= kinds
+    reenter = next(t for t in a.hints if t.kind == "leaves-and-reenters")
+    assert reenter.hop == 6 and "gw.corp.example" in reenter.text
+    found = {f.kind: f for f in a.findings}
+    assert set(found) == {"spf-checked-at-relay", "dkim-broken-in-transit", "subject-tagged", "body-tagged",
+                          "internal-leak"}
+    relay = found["spf-checked-at-relay"]
+    assert (relay.hop, relay.client_ip, relay.origin_ip) == (4, "203.0.113.5", "198.51.100.25")
+    assert found["dkim-broken-in-transit"].hop == 4
+    assert "[EXTERNAL]" in found["subject-tagged"].text
+    assert found["body-tagged"].hop == 4 and found["body-tagged"].evidence[0].startswith("CAUTION")
+    assert set(a.trusted_relays_proposal) == {"10.20.0.5", "10.20.0.10", "203.0.113.5"}
+    leak = [f for f in a.findings if f.kind == "internal-leak"][0]
+    assert {"10.20.0.5", "10.20.0.10", "hub01.corp.local", "mbx01.corp.local"} <= set(leak.evidence)
+
+
+def test_srs_rewritten_envelope_is_not_forwarding_without_srs():
+    raw = _sample("forwarder-relay-recheck.eml").replace(
+        b"smtp.mailfrom=bob@sender.example;\n       dmarc",
+        b"smtp.mailfrom=SRS0=AbCd=XY=sender.example=bob@forwarder.example;\n       dmarc")
+    assert b"SRS0=" in raw
+    a = analyze(raw)
+    assert not [f for f in a.findings if f.kind == "forwarding-without-srs"]
+    # the unchanged sample has the finding: the SRS address is what removes it
+    assert [f for f in analyze(_sample("forwarder-relay-recheck.eml")).findings if f.kind == "forwarding-without-srs"]
+
+
+@pytest.mark.parametrize("received, software", [
+    (b" from a.example (a.example [192.0.2.1]) by mx.example.org (Postfix) with ESMTPS id 4Zy", "Postfix"),
+    (b" from a.example ([192.0.2.1]) by mail.example.org with hMailServer", "hMailServer"),
+    (b" from a.example (a.example [192.0.2.1]) by mx.example.org (8.17.1/8.17.1) with ESMTP id 5AB", "Sendmail 8.17.1"),
+    (b" from a.example ([192.0.2.1]) by mx.example.org with esmtp (Exim 4.97.1) id 1x", "Exim 4.97.1"),
+    (b" from mail-wr1-f41.google.com (mail-wr1-f41.google.com. [209.85.221.41]) by mx.google.com with ESMTPS id a1",
+     "Google (Gmail)"),
+    (b" from ex1.corp.local (10.0.0.1) by ex2.corp.local (10.0.0.2) with Microsoft SMTP Server id 15.0.1497.2",
+     "Microsoft Exchange 2013 CU23 (15.0.1497.2)"),
+    # a build missing from the table: the product and the raw build, nothing guessed
+    (b" from ex1.corp.local (10.0.0.1) by ex2.corp.local (10.0.0.2) with Microsoft SMTP Server (TLS) id 15.2.9999.1",
+     "Microsoft Exchange 2019 (build 9999, update not in our table) (15.2.9999.1)"),
+    (b" from ex1.corp.local (10.0.0.1) by ex2.corp.local (10.0.0.2) with Microsoft SMTP Server id 16.0.1.1",
+     "Microsoft Exchange (16.0.1.1)"),
+])
+def test_software_read_from_the_received_header(received, software):
+    assert software_of(parse_received(received + b"; Mon, 1 Jun 2026 10:00:00 +0000")) == software
+
+
 def test_lf_and_crlf_and_mbox_read_alike():
     raw = _sample("bt-delivery-receipt.eml").replace(b"\r\n", b"\n")
     variants = [raw, raw.replace(b"\n", b"\r\n"), b"From MAILER-DAEMON Mon Jul 18 11:12:00 2016\n" + raw]
@@ -146,6 +208,13 @@ def test_address_scopes(ip, scope):
     ("15.1.587.13", "Exchange 2016 (build 587, update not in our table)"), ("15.1.2507.6", "Exchange 2016 CU23"),
     ("14.3.181.6", "Exchange 2010 SP3 UR5"), ("8.3.342.0", "Exchange 2007 SP3 UR12"),
     ("15.20.7452.28", "Exchange Online"), ("15.2.1544.4", "Exchange 2019 CU14"), ("1.2.3", None), ("99.1.1.1", None),
+    # from Microsoft's published list: CUs of 2013/2016/2019 (security updates keep the CU's
+    # third component), Exchange SE, rollups of the 2007/2010 service packs
+    ("15.00.1497.002", "Exchange 2013 CU23"), ("15.0.847.32", "Exchange 2013 SP1"), ("15.0.516.32", "Exchange 2013"),
+    ("15.1.2507.37", "Exchange 2016 CU23"), ("15.1.1415.2", "Exchange 2016 CU8"), ("15.2.1748.10", "Exchange 2019 CU15"),
+    ("15.2.1118.7", "Exchange 2019 CU12"), ("15.2.2562.17", "Exchange Server SE"), ("14.3.339.0", "Exchange 2010 SP3 UR16"),
+    ("14.1.218.15", "Exchange 2010 SP1"), ("14.2.390.3", "Exchange 2010 SP2 UR8"), ("8.1.436.0", "Exchange 2007 SP1 UR10"),
+    ("15.2.9999.1", "Exchange 2019 (build 9999, update not in our table)"),
 ])
 def test_exchange_builds(build, name):
     assert exchange_release(build) == name

@@ -118,3 +118,42 @@ def test_tmpfiles_creates_the_spool_socket_directory_and_the_unit_may_write_it()
 def test_unit_logs_as_mail_facility():
     unit = (EX / "systemd" / "authmilter.service").read_text().splitlines()
     assert "SyslogFacility=mail" in unit and "SyslogIdentifier=authmilter" in unit
+
+
+def _srs_settings(tmp_path: Path, socketmap: str = ""):  # type: ignore[no-untyped-def]
+    from authmilter.config.schema import settings_from_dict
+
+    secret = tmp_path / "srs.secret"
+    secret.write_text("s\n")
+    return settings_from_dict({"socket": "inet:8891@127.0.0.1", "signing": {"enabled": False},
+                               "srs": {"enabled": True, "domain": "srs.example.net", "secret_file": str(secret),
+                                       "socketmap": socketmap}})
+
+
+def test_srs_in_the_milter_alone_asks_for_postfix_made_bounces_to_reach_the_milter(tmp_path):
+    """A DSN Postfix writes itself (the next hop refused an SRS-rewritten message) goes to
+    the SRS address through bounce(8) -> cleanup, which calls non_smtpd_milters only for
+    internal_mail_filter_classes: without it the recipient is never restored
+    (tests/e2e/test_srs_chain.py shows both)."""
+    from authmilter.checkconfig import mta_lines
+
+    lines, errors = mta_lines(_srs_settings(tmp_path))
+    assert not errors
+    assert "internal_mail_filter_classes = bounce" in lines
+    assert lines.index("internal_mail_filter_classes = bounce") > lines.index("milter_protocol = 6")
+
+
+def test_srs_with_the_socketmap_leaves_bounces_to_recipient_canonical_maps(tmp_path):
+    from authmilter.checkconfig import mta_lines
+
+    lines, _ = mta_lines(_srs_settings(tmp_path, "inet:10003@127.0.0.1"))
+    assert "recipient_canonical_maps = socketmap:inet:127.0.0.1:10003:reverse" in lines
+    assert not [ln for ln in lines if ln.startswith("internal_mail_filter_classes")]
+    plain, _ = mta_lines(settings_from_plain(tmp_path))
+    assert not [ln for ln in plain if ln.startswith("internal_mail_filter_classes")]
+
+
+def settings_from_plain(tmp_path: Path):  # type: ignore[no-untyped-def]
+    from authmilter.config.schema import settings_from_dict
+
+    return settings_from_dict({"socket": "inet:8891@127.0.0.1", "signing": {"enabled": False}})

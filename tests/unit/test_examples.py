@@ -1,4 +1,5 @@
 """The shipped examples are usable as they stand."""
+import os
 import shutil
 import subprocess
 import sys
@@ -18,8 +19,17 @@ def test_systemd_unit_verifies(tmp_path):
     unit = tmp_path / "authmilter.service"
     unit.write_text((EX / "systemd" / "authmilter.service").read_text()
                     .replace("/usr/local/bin/authmilter", str(venv_bin)))
-    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    # Documentation= names the man pages: systemd-analyze runs man(1) for each, so they are
+    # installed (as `authmilter man` prints them) where this man looks.
+    manpath = tmp_path / "man"
+    for section, name in (("8", "authmilter.8"), ("5", "authmilter.toml.5")):
+        (manpath / f"man{section}").mkdir(parents=True)
+        page = subprocess.run([str(venv_bin), "man", "--section", section], capture_output=True, check=True).stdout
+        (manpath / f"man{section}" / name).write_bytes(page)
+    out = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
+                         env={**os.environ, "MANPATH": str(manpath)})
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "man:authmilter(8)" in unit.read_text()
     text = unit.read_text()
     assert "Type=notify" in text and "ExecReload=/bin/kill -USR1 $MAINPID" in text
 

@@ -121,7 +121,9 @@ def test_import_round_trip_reuses_tables_and_passes_check_config(site, tmp_path)
     # tests/unit/test_check_config_preflight.py covers checking as another user).
     text = out.read_text()
     for old, new in (('user = "opendkim"', 'user = ""'), ('group = "opendkim"', 'group = ""'),
-                     ("/run/opendkim/", f"{tmp_path}/")):
+                     ("/run/opendkim/", f"{tmp_path}/"),
+                     # a TCP socket: the machine's Postfix chroot settings must not decide the outcome
+                     (f'"local:{tmp_path}/opendkim.sock"', '"inet:10025@127.0.0.1"')):
         text = text.replace(old, new)
     out.write_text(text)
     check = run("check-config", "-c", str(out))
@@ -134,10 +136,10 @@ def test_every_dropped_option_is_reported_on_stderr_and_in_the_file(site, tmp_pa
     r = run("import-opendkim", str(opendkim_conf(site, FULL)), "-o", str(out))
     text = out.read_text()
     for option in ("SyslogSuccess yes", "TrustAnchorFile /usr/share/dns/root.key", "SoftwareHeader yes",
-                   "On-BadSignature reject", "ExternalIgnoreList refile:"):
+                   "On-BadSignature reject"):
         assert f"not carried over: {option}" in r.stderr
-        assert f"#   {option}" in text
-    for carried in ("Canonicalization", "MultipleSignatures", "SigningTable", "UMask", "Socket"):
+        assert f"#   - {option}" in text
+    for carried in ("Canonicalization", "MultipleSignatures", "SigningTable", "UMask", "Socket", "ExternalIgnoreList"):
         assert f"not carried over: {carried}" not in r.stderr
 
 
@@ -182,7 +184,14 @@ def test_domain_star_signs_every_from_domain(site, tmp_path):
     ("InternalHosts /etc/opendkim/TrustedHosts", "signing.internal_hosts", ["file:/etc/opendkim/TrustedHosts"]),
     ("InternalHosts 192.168.0.0/16, 10.0.0.0/8", "signing.internal_hosts", ["192.168.0.0/16", "10.0.0.0/8"]),
     ("ExternalIgnoreList csl:.relays.example.net,192.0.2.0/24", "policy.trusted_forwarders",
-     ["relays.example.net", "192.0.2.0/24"]),
+     [".relays.example.net", "192.0.2.0/24"]),
+    ("ExternalIgnoreList refile:/etc/opendkim/TrustedHosts", "policy.trusted_forwarders",
+     ["refile:/etc/opendkim/TrustedHosts"]),
+    ("ExternalIgnoreList /etc/opendkim/TrustedHosts", "policy.trusted_forwarders",
+     ["file:/etc/opendkim/TrustedHosts"]),
+    ("InternalHosts -", "signing.internal_hosts", []),
+    ("InternalHosts 127.0.0.1,mail.example.com,!10.1.2.3", "signing.internal_hosts",
+     ["127.0.0.1", "mail.example.com", "!10.1.2.3"]),
 ])
 def test_option_mapping(tmp_path, line, key, value):
     p = tmp_path / "opendkim.conf"
@@ -199,12 +208,15 @@ def test_option_mapping(tmp_path, line, key, value):
     settings_from_dict(imp.data)
 
 
-def test_inline_host_names_are_not_carried_silently(tmp_path):
+def test_internal_hosts_dash_means_no_internal_host_not_the_default(tmp_path):
+    """``InternalHosts -`` is a list holding "-", which OpenDKIM never matches: no client is
+    internal. Keeping authmilter's default (127.0.0.1, ::1) would sign what OpenDKIM verified."""
     p = tmp_path / "opendkim.conf"
-    p.write_text("InternalHosts 127.0.0.1,mail.example.com\n")
+    p.write_text("InternalHosts -\n")
     imp = convert(read_opendkim_conf(str(p)))
-    assert "internal_hosts" not in imp.data.get("signing", {})
-    assert any(d.startswith("InternalHosts 127.0.0.1,mail.example.com") for d in imp.dropped)
+    assert imp.data["signing"]["internal_hosts"] == []
+    assert any(d.startswith("InternalHosts entries -") for d in imp.dropped)
+    assert settings_from_dict(imp.data).signing.internal_hosts == ()
 
 
 def test_tables_authmilter_would_refuse_are_reported_with_exit_1(site, tmp_path):

@@ -31,8 +31,9 @@ def test_debian_stock_opendkim_conf_with_its_defaults_file(tmp_path):
     assert "not carried over: TrustAnchorFile" in r.stderr
     # What an OpenDKIM admin would otherwise find out from bounced mail:
     assert "behaviour change: DMARC is evaluated and acted on" in r.stderr
-    assert "reject_own_domain_spoof = true" in r.stderr
-    assert "# Behaviour changes (treated differently from OpenDKIM):" in out.read_text()
+    # no signing key, so no signing domain for the own-domain rule to protect: not listed
+    assert "reject_own_domain_spoof" not in r.stderr
+    assert "# Behaviour changes (what authmilter does differently from OpenDKIM with this config):" in out.read_text()
 
 
 def test_defaults_socket_overrides_the_conf_socket(tmp_path):
@@ -82,3 +83,35 @@ def test_subdomains_with_keyfile_signs_the_subdomains(tmp_path):
     which = run("which-key", "alice@mail.example.com", "-c", str(out))
     assert which.returncode == 0, which.stdout + which.stderr
     assert "d=example.com s=s1" in which.stdout
+
+
+def test_keytable_without_signingtable_is_what_opendkim_does(tmp_path):
+    """opendkim.conf(5) Mode: signing needs KeyTable + SigningTable (or a Lua
+    SetupPolicyScript); in signing mode OpenDKIM refuses a KeyTable alone. The import
+    writes the config with signing off, keeps the KeyTable, and says what to fix (exit 1)."""
+    (tmp_path / "KeyTable").write_text("k example.com:s:/nonexistent/s.private\n")
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(f"KeyTable file:{tmp_path}/KeyTable\nDomain example.com\n")
+    out = tmp_path / "a.toml"
+    r = run("import-opendkim", str(conf), "-o", str(out))
+    assert r.returncode == 1, r.stderr
+    s = load_settings(out)
+    assert not s.signing.enabled and s.signing.key_table == f"file:{tmp_path}/KeyTable"
+    assert "must be fixed before authmilter starts: KeyTable without SigningTable" in r.stderr
+    assert "not carried over: Domain example.com" in r.stderr and "ignored by OpenDKIM when a KeyTable is set" in r.stderr
+    # verify-only (Mode v): the KeyTable is unused, nothing to fix
+    conf.write_text(f"Mode v\nKeyTable file:{tmp_path}/KeyTable\n")
+    r = run("import-opendkim", str(conf), "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "unused in verify-only mode" in r.stderr and not load_settings(out).signing.enabled
+
+
+def test_no_key_at_all_imports_with_signing_off(tmp_path):
+    """Debian's stock file has Domain/Selector/KeyFile commented out: OpenDKIM signs
+    nothing, and an authmilter config with signing on and no key_table would not start."""
+    out = tmp_path / "a.toml"
+    r = run("import-opendkim", str(DEBIAN / "opendkim.conf"), "--defaults", str(DEBIAN / "default-opendkim"),
+            "-o", str(out))
+    assert r.returncode == 0, r.stderr
+    assert load_settings(out).signing.enabled is False
+    assert "# OpenDKIM had no signing key" in out.read_text()

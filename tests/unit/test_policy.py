@@ -112,3 +112,68 @@ def test_own_domain_spoof_rejected_unless_aligned_pass():
     # A DKIM pass that only covers part of the body (l=) does not count.
     partial = replace(spoof, dkim=(DkimResult(result=Result.PASS, domain="example.com", has_length_tag=True),))
     assert decide(partial, S, own).action is Action.REJECT
+
+
+def helo(result, name="mail.example.com"):
+    return SpfResult(result=result, scope="helo", identity=name, domain=name, client_ip="192.0.2.1")
+
+
+NO_DMARC = dmarc(Result.NONE, policy="")
+
+
+@pytest.mark.parametrize("settings,evidence,want,xcode", [
+    # policyd-spf Mail_From_reject = Fail (reject_spf_fail, default results ["fail"])
+    (dict(reject_spf_fail=True), dict(spf=spf(Result.SOFTFAIL)), Action.ACCEPT, ""),
+    # Mail_From_reject = Softfail
+    (dict(reject_spf_fail=True, reject_spf_results=("fail", "softfail")), dict(spf=spf(Result.SOFTFAIL)),
+     Action.REJECT, "5.7.23"),
+    # SPF_Not_Pass: neutral too, never none/pass
+    (dict(reject_spf_fail=True, reject_spf_results=("fail", "softfail", "neutral")), dict(spf=spf(Result.NEUTRAL)),
+     Action.REJECT, "5.7.23"),
+    (dict(reject_spf_fail=True, reject_spf_results=("fail", "softfail", "neutral")), dict(spf=spf(Result.NONE)),
+     Action.ACCEPT, ""),
+    # PermError_reject = True: X.7.24 (RFC 7372 "SPF validation error")
+    (dict(reject_spf_fail=True, reject_spf_results=("fail", "permerror")), dict(spf=spf(Result.PERMERROR)),
+     Action.REJECT, "5.7.24"),
+    # HELO_reject = Fail: the HELO identity fails while MAIL FROM passes
+    (dict(reject_helo_spf=("fail",)), dict(helo=helo(Result.FAIL)), Action.REJECT, "5.7.23"),
+    (dict(), dict(helo=helo(Result.FAIL)), Action.ACCEPT, ""),
+    # a null sender's MAIL FROM check is the HELO identity (RFC 7208 §2.4)
+    (dict(reject_helo_spf=("fail",)), dict(spf=helo(Result.FAIL)), Action.REJECT, "5.7.23"),
+    # a trusted forwarder (policyd-spf Whitelist / skip_addresses) is never rejected on SPF
+    (dict(reject_spf_fail=True, reject_helo_spf=("fail",)), dict(spf=spf(Result.FAIL), helo=helo(Result.FAIL),
+                                                                 trusted_forwarder=True), Action.ACCEPT, ""),
+    # TempError_Defer = True (spf_temperror_tempfail, the default) / False
+    (dict(reject_spf_fail=True), dict(spf=spf(Result.TEMPERROR)), Action.TEMPFAIL, "4.7.24"),
+    (dict(reject_spf_fail=True, spf_temperror_tempfail=False), dict(spf=spf(Result.TEMPERROR)), Action.ACCEPT, ""),
+])
+def test_spf_local_rules(settings, evidence, want, xcode):
+    d = decide(ev(dmarc=NO_DMARC, **evidence), replace(S, **settings))
+    assert d.action is want, d
+    assert d.xcode == xcode
+
+
+def test_helo_rule_comes_before_the_mail_from_rule():
+    d = decide(ev(dmarc=NO_DMARC, spf=spf(Result.FAIL), helo=helo(Result.FAIL)),
+               replace(S, reject_spf_fail=True, reject_helo_spf=("fail",)))
+    assert d.action is Action.REJECT and d.reasons == ("spf fail for HELO mail.example.com",)
+
+
+def test_spf_result_lists_are_validated():
+    from authmilter.config.schema import settings_from_dict
+    from authmilter.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="policy.reject_helo_spf"):
+        settings_from_dict({"policy": {"reject_helo_spf": ["pass"]}})
+
+
+def test_spf_rules_at_rcpt_answer_a_temperror_as_end_of_message_would():
+    from authmilter.policy import decide_spf
+
+    s = replace(S, reject_spf_fail=True, spf_reject_stage="rcpt")
+    d = decide_spf(spf(Result.TEMPERROR), None, s, at_rcpt=True)
+    assert d is not None and d.action is Action.TEMPFAIL and d.xcode == "4.7.24"
+    assert decide_spf(spf(Result.TEMPERROR), None, replace(s, spf_temperror_tempfail=False), at_rcpt=True) is None
+    assert decide_spf(spf(Result.TEMPERROR), None, replace(s, on_dns_error="accept"), at_rcpt=True) is None
+    assert decide_spf(spf(Result.PASS), None, s, at_rcpt=True) is None
+    assert decide_spf(spf(Result.FAIL), None, s, trusted_forwarder=True, at_rcpt=True) is None

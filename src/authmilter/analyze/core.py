@@ -35,7 +35,8 @@ from ..domain import normalize_ip
 from ..model import Message, header_key
 from .software import software_of
 
-__all__ = ["Analysis", "Finding", "Hint", "Hop", "Host", "Result", "Scope", "address_scope", "analyze"]
+__all__ = ["Analysis", "Finding", "Hint", "Hop", "Host", "Result", "Scope", "address_scope", "analyze",
+           "read_message"]
 
 MAX_HOPS = 1000            # a longer chain is cut (oldest kept out): bounded work on hostile input
 MAX_RESULTS = 2000
@@ -135,6 +136,7 @@ class Result:
     domain: str                    # smtp.mailfrom / header.d / header.from, as written
     detail: str                    # comments and reason
     instance: int | None = None    # ARC i=
+    srs: bool = False              # SPF's MAIL FROM is an SRS address (SRS0=/SRS1=): rewritten by a forwarder
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +185,11 @@ def _strip_mbox(raw: bytes) -> bytes:
     if data.startswith(b"From "):
         _, _, data = data.partition(b"\n")
     return data
+
+
+def read_message(raw: bytes) -> Message:
+    """The message in *raw* as analyze reads it (an mbox ``From `` line dropped)."""
+    return Message.from_bytes(_strip_mbox(raw))
 
 
 def _name(text: str) -> str:
@@ -260,6 +267,19 @@ def _domain_of(info: ParsedResinfo) -> str:
     return value.rpartition("@")[2].strip("<> ").lower()[:_MAX_NAME]
 
 
+_SRS = re.compile(r"srs[01][=+-]", re.IGNORECASE)
+_LOCAL_PART = re.compile(r"\S+@")
+
+
+def _is_srs(info: ParsedResinfo) -> bool:
+    """The MAIL FROM the SPF verdict names is an SRS address (a forwarder rewrote it)."""
+    if info.method != "spf":
+        return False
+    value = info.prop("smtp.mailfrom", "envelope-from") or next(
+        (m.group(0) for m in map(_LOCAL_PART.search, info.comments) if m), "")
+    return bool(_SRS.match(value.strip("<> ")))
+
+
 _SPAM_SPF = re.compile(r"(?<![A-Za-z])SPF(?![_-]?HELO)[\s_:=-]*(pass|softfail|soft_fail|fail|hardfail|hard_fail|"
                        r"neutral|none|temperror|temp_error|permerror|perm_error)(?![A-Za-z])", re.IGNORECASE)
 
@@ -316,7 +336,7 @@ def analyze(raw: bytes, *, own_relay: Callable[[str], bool] | None = None,
     ``internal_hosts`` and ``trusted_relays``); *trusted_relays* are the entries the
     config lists today, kept in the proposal.
     """
-    msg = Message.from_bytes(_strip_mbox(raw))
+    msg = read_message(raw)
     notes: list[str] = []
 
     # Received headers top (newest) to bottom; trace headers remember how many Received
@@ -422,7 +442,8 @@ def analyze(raw: bytes, *, own_relay: Callable[[str], bool] | None = None,
             detail = "; ".join(x for x in (*info.comments, info.reason) if x)
             results.append(Result(hop=hop, source=source, method=_name(info.method), result=_name(info.result),
                                   client_ip=_client_ip(info), authserv_id=_name(authserv) if authserv else None,
-                                  domain=_domain_of(info), detail=_name(one_line(detail)), instance=instance))
+                                  domain=_domain_of(info), detail=_name(one_line(detail)), instance=instance,
+                                  srs=_is_srs(info)))
     results.sort(key=lambda r: (r.hop if r.hop is not None else n + 1))
 
     hints = sorted(_hints(hops, hosts, host_of, org), key=lambda t: t.hop)
@@ -612,7 +633,7 @@ def _findings(hops: list[Hop], hosts: tuple[Host, ...], host_of: list[int], org:
         if (r.method != "spf" or r.result not in ("fail", "softfail") or r.hop is None or not r.client_ip
                 or (r.hop, r.client_ip) in flagged):
             continue
-        if re.match(r"srs[01][=+-]", r.domain, re.IGNORECASE):
+        if r.srs:
             continue
         passed = [x for x in results if x.method == "spf" and x.result == "pass" and x.hop is not None
                   and x.hop < r.hop and x.client_ip and x.client_ip != r.client_ip]

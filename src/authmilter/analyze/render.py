@@ -10,6 +10,7 @@ from typing import Any
 
 from ..checks.rfc5322 import one_line
 from .core import Analysis, Hop, Result
+from .dnscheck import DnsReport, Dnssec
 
 __all__ = ["as_json", "as_text"]
 
@@ -27,11 +28,36 @@ def _hop(h: Hop) -> dict[str, Any]:
 
 def _result(r: Result) -> dict[str, Any]:
     return {"hop": r.hop, "source": r.source, "method": r.method, "result": r.result, "client_ip": r.client_ip,
-            "authserv_id": r.authserv_id, "domain": r.domain, "detail": r.detail, "instance": r.instance}
+            "authserv_id": r.authserv_id, "domain": r.domain, "detail": r.detail, "instance": r.instance, "srs": r.srs}
 
 
-def as_json(a: Analysis) -> dict[str, Any]:
-    """The analysis as plain data for ``json.dumps`` (hops oldest first)."""
+def dns_json(d: DnsReport) -> dict[str, Any]:
+    """The ``dns`` object (``analyze --dns``): keys documented in the package docstring."""
+    spf = None if d.spf is None else {
+        "domain": d.spf.domain, "domain_source": d.spf.domain_source, "record": d.spf.record,
+        "record_status": d.spf.record_status, "ip": d.spf.ip,
+        "result": d.spf.result or None, "reason": d.spf.reason, "dnssec": d.spf.dnssec.value,
+        "checks": [{"ip": c.ip, "role": c.role, "result": c.result, "reason": c.reason} for c in d.spf.checks]}
+    dmarc = None if d.dmarc is None else {
+        "domain": d.dmarc.domain, "policy_domain": d.dmarc.policy_domain, "record": d.dmarc.record,
+        "result": d.dmarc.result, "policy": d.dmarc.policy, "reason": d.dmarc.reason, "dnssec": d.dmarc.dnssec.value}
+    return {
+        "resolver": d.resolver,
+        "spf": spf,
+        "dkim": [{"domain": k.domain, "selector": k.selector, "record": k.record, "result": k.result,
+                  "reason": k.reason, "dnssec": k.dnssec.value} for k in d.dkim],
+        "dmarc": dmarc,
+        "lookups": [{"check": q.check, "name": q.name, "type": q.rdtype, "status": q.status,
+                     "dnssec": q.dnssec.value, "signed": q.signed, "error": q.error} for q in d.lookups],
+        "lookup_cap": d.lookup_cap,
+        "capped": d.capped,
+        "notes": list(d.notes),
+    }
+
+
+def as_json(a: Analysis, dns: DnsReport | None = None) -> dict[str, Any]:
+    """The analysis as plain data for ``json.dumps`` (hops oldest first); ``dns`` is
+    null unless the lookups were made (``--dns``)."""
     return {
         "hops": [_hop(h) for h in a.hops],
         "hosts": [{"id": h.id, "names": list(h.names), "ips": list(h.ips), "positions": list(h.positions)}
@@ -44,6 +70,7 @@ def as_json(a: Analysis) -> dict[str, Any]:
         "subject": a.subject,
         "trusted_relays_proposal": list(a.trusted_relays_proposal),
         "notes": list(a.notes),
+        "dns": dns_json(dns) if dns is not None else None,
     }
 
 
@@ -63,7 +90,60 @@ def _delay(s: float | None) -> str:
     return f"{s:+.0f}s" if abs(s) < 120 else f"{s / 60:+.1f}min"
 
 
-def as_text(a: Analysis) -> str:
+_DNSSEC_WORDS = {
+    Dnssec.SECURE: "DNSSEC-validated",
+    Dnssec.INSECURE: "not DNSSEC-validated (unsigned zone, or signed without a chain of trust)",
+    Dnssec.BOGUS: "DNSSEC validation FAILED (bogus: the resolver refused the answer)",
+    Dnssec.UNKNOWN: "DNSSEC status unknown (no answer, or not asked)",
+}
+_SAYS = {"pass": "authorised", "fail": "NOT authorised (fail)", "softfail": "not authorised (softfail)",
+         "neutral": "neither authorised nor denied (neutral)", "none": "not covered: no SPF record (none)",
+         "temperror": "unknown: a DNS lookup failed (temperror)", "permerror": "unknown: the record is broken (permerror)"}
+
+
+def _quote(record: str | None) -> str:
+    return f'"{_cut(record, 160)}"' if record else "no record"
+
+
+def dns_text(d: DnsReport) -> list[str]:
+    """The ``--dns`` section in plain words."""
+    out = [f"DNS, looked up now through {_cut(d.resolver, 80)} (DNSSEC status from the resolver's AD flag, "
+           "worth what that resolver is worth):"]
+    if d.spf is not None:
+        s = d.spf
+        record = _quote(s.record) if s.record or s.record_status in ("ok", "nxdomain", "nodata") else (
+            f"the lookup failed ({s.record_status})")
+        out.append(f"  SPF of {s.domain} (from {s.domain_source}): {record}; {_DNSSEC_WORDS[s.dnssec]}.")
+        for c in s.checks:
+            reason = f" — {_cut(c.reason, 120)}" if c.reason else ""
+            if c.role == "origin":
+                out.append(f"    the origin {c.ip} (first hop from outside) is {_SAYS.get(c.result, c.result)}"
+                           f"{reason}: this is what SPF says at the right hop.")
+            else:
+                out.append(f"    the relay {c.ip}, where a verdict was written, is {_SAYS.get(c.result, c.result)}"
+                           f"{reason}.")
+    if d.dkim:
+        for k in d.dkim:
+            who = f"d={k.domain} s={k.selector}" if k.domain else "a signature without a usable d=/s="
+            verb = "verifies now" if k.result == "pass" else f"does not verify now ({k.result})"
+            reason = f" — {_cut(k.reason, 120)}" if k.reason else ""
+            out.append(f"  DKIM {who}: key {_quote(k.record)}; {_DNSSEC_WORDS[k.dnssec]}. "
+                       f"The signature {verb}{reason}.")
+    else:
+        out.append("  DKIM: the message has no DKIM-Signature.")
+    if d.dmarc is not None:
+        m = d.dmarc
+        at = f" (record at _dmarc.{m.policy_domain})" if m.policy_domain else ""
+        policy = f", policy {m.policy}" if m.policy else ""
+        reason = f" — {_cut(m.reason, 160)}" if m.reason else ""
+        out.append(f"  DMARC for {m.domain or 'the From domain'}{at}: {_quote(m.record)}; {_DNSSEC_WORDS[m.dnssec]}. "
+                   f"With SPF at the origin and DKIM as it verifies now: {m.result}{policy}{reason}.")
+    out.append(f"  {len(d.lookups)} lookups (at most {d.lookup_cap}).")
+    out += [f"  note: {_cut(n, 300)}" for n in d.notes]
+    return out
+
+
+def as_text(a: Analysis, dns: DnsReport | None = None) -> str:
     """A report for people: the hop table, the hosts seen from two sides, the verdicts
     per hop, and the findings in plain words."""
     out: list[str] = []
@@ -112,4 +192,7 @@ def as_text(a: Analysis) -> str:
         out.append("  [verify]")
         out.append("  trusted_relays = [" + ", ".join(f'"{ip}"' for ip in a.trusted_relays_proposal) + "]")
     out += [f"note: {_cut(n, 300)}" for n in a.notes]
+    if dns is not None:
+        out.append("")
+        out += dns_text(dns)
     return "\n".join(out) + "\n"

@@ -14,23 +14,35 @@ from ..checks.received import ReceivedFields
 
 __all__ = ["exchange_release", "software_of"]
 
-# build (third component) -> update, per major.minor
+# build (third component) -> update, per major.minor; every number from Microsoft's
+# published list ("Exchange Server build numbers and release dates", also kept as
+# ExchangeBuildNumbers.csv in Microsoft's Get-ExchangeBuildNumber repository). Security
+# and hotfix updates change only the fourth component, so they read as their CU.
 _EXCHANGE: dict[tuple[int, int], tuple[str, dict[int, str]]] = {
-    (8, 0): ("Exchange 2007", {}),
-    (8, 1): ("Exchange 2007 SP1", {}),
-    (8, 2): ("Exchange 2007 SP2", {}),
+    (8, 0): ("Exchange 2007", {
+        685: "RTM", 708: "UR1", 711: "UR2", 730: "UR3", 744: "UR4", 754: "UR5", 783: "UR6", 813: "UR7"}),
+    (8, 1): ("Exchange 2007 SP1", {
+        240: "", 263: "UR1", 278: "UR2", 291: "UR3", 311: "UR4", 336: "UR5", 340: "UR6", 359: "UR7",
+        375: "UR8", 393: "UR9", 436: "UR10"}),
+    (8, 2): ("Exchange 2007 SP2", {
+        176: "", 217: "UR1", 234: "UR2", 247: "UR3", 254: "UR4", 305: "UR5"}),
     (8, 3): ("Exchange 2007 SP3", {
         83: "", 106: "UR1", 137: "UR2", 159: "UR3", 192: "UR4", 213: "UR5", 245: "UR6", 264: "UR7",
         279: "UR8", 297: "UR9", 298: "UR10", 327: "UR11", 342: "UR12", 348: "UR13", 379: "UR14",
         389: "UR15", 406: "UR16", 417: "UR17", 445: "UR18", 459: "UR19", 468: "UR20", 485: "UR21",
         502: "UR22", 517: "UR23"}),
-    (14, 0): ("Exchange 2010", {}),
-    (14, 1): ("Exchange 2010 SP1", {}),
-    (14, 2): ("Exchange 2010 SP2", {}),
+    (14, 0): ("Exchange 2010", {
+        639: "RTM", 682: "UR1", 689: "UR2", 694: "UR3", 702: "UR4", 726: "UR5"}),
+    (14, 1): ("Exchange 2010 SP1", {
+        218: "", 255: "UR1", 270: "UR2", 289: "UR3", 323: "UR4", 339: "UR5", 355: "UR6", 421: "UR7",
+        438: "UR8"}),
+    (14, 2): ("Exchange 2010 SP2", {
+        247: "", 283: "UR1", 298: "UR2", 309: "UR3", 318: "UR4", 328: "UR5", 342: "UR6", 375: "UR7",
+        390: "UR8"}),
     (14, 3): ("Exchange 2010 SP3", {
         123: "", 146: "UR1", 158: "UR2", 169: "UR3", 174: "UR4", 181: "UR5", 195: "UR6", 210: "UR7",
         224: "UR8", 235: "UR9", 248: "UR10", 266: "UR11", 279: "UR12", 294: "UR13", 301: "UR14",
-        319: "UR15", 336: "UR16", 352: "UR17", 361: "UR18", 382: "UR19", 389: "UR20", 399: "UR21",
+        319: "UR15", 339: "UR16", 352: "UR17", 361: "UR18", 382: "UR19", 389: "UR20", 399: "UR21",
         411: "UR22", 417: "UR23", 419: "UR24", 435: "UR25", 442: "UR26", 452: "UR27", 461: "UR28",
         468: "UR29", 496: "UR30", 509: "UR31", 513: "UR32"}),
     (15, 0): ("Exchange 2013", {
@@ -44,10 +56,13 @@ _EXCHANGE: dict[tuple[int, int], tuple[str, dict[int, str]]] = {
         1779: "CU13", 1847: "CU14", 1913: "CU15", 1979: "CU16", 2044: "CU17", 2106: "CU18",
         2176: "CU19", 2242: "CU20", 2308: "CU21", 2375: "CU22", 2507: "CU23"}),
     (15, 2): ("Exchange 2019", {
-        221: "RTM", 330: "CU1", 397: "CU2", 464: "CU3", 529: "CU4", 595: "CU5", 659: "CU6",
+        196: "Preview", 221: "RTM", 330: "CU1", 397: "CU2", 464: "CU3", 529: "CU4", 595: "CU5", 659: "CU6",
         721: "CU7", 792: "CU8", 858: "CU9", 922: "CU10", 986: "CU11", 1118: "CU12", 1258: "CU13",
         1544: "CU14", 1748: "CU15"}),
 }
+# Builds of another product under a known major.minor: Exchange Server Subscription
+# Edition continues 15.2 (its RTM is 15.2.2562, July 2025).
+_PRODUCT_OF_BUILD: dict[tuple[int, int, int], str] = {(15, 2, 2562): "Exchange Server SE"}
 _BUILD = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{1,6})\.(\d{1,6})")
 _CLOUD = (".outlook.com", ".office365.com", ".outlook.cn", ".office365.us")
 _SENDMAIL = re.compile(r"(\d+\.\d+\.\d+)(?:\.\d+)?/\d+\.\d+\.\d+.*")
@@ -68,6 +83,8 @@ def exchange_release(build: str) -> str | None:
     major, minor, third = int(m.group(1)), int(m.group(2)), int(m.group(3))
     if major == 15 and minor >= 20:
         return "Exchange Online"
+    if (major, minor, third) in _PRODUCT_OF_BUILD:
+        return _PRODUCT_OF_BUILD[(major, minor, third)]
     known = _EXCHANGE.get((major, minor))
     if known is None:
         return None

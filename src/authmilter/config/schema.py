@@ -22,6 +22,8 @@ from .sockets import parse_socket
 from .storeurl import parse_url
 
 DEFAULT_CONFIG_PATH = "/etc/authmilter/authmilter.toml"
+# SPF results a local rule may reject on (pass, none and temperror never are).
+SPF_REJECTABLE = ("fail", "softfail", "neutral", "permerror")
 
 
 def _f(default: Any, doc: str, **kw: Any) -> Any:
@@ -116,11 +118,24 @@ class PolicySettings:
     on_bad_from: str = _f("reject", "missing, multiple or unparsable From: reject, quarantine, tempfail or accept",
                           choices=("reject", "quarantine", "tempfail", "accept"))
     reject_spf_fail: bool = _f(False, "reject SPF hard fail (at end-of-message)")
+    reject_spf_results: tuple[str, ...] = _f(("fail",),
+        'the MAIL FROM SPF results reject_spf_fail rejects: "fail", optionally "softfail", "neutral", '
+        '"permerror" (policyd-spf Mail_From_reject = Softfail / SPF_Not_Pass, PermError_reject)')
+    reject_helo_spf: tuple[str, ...] = _f((),
+        'HELO identity SPF results that are rejected, e.g. ["fail"] (policyd-spf HELO_reject = Fail); checked '
+        "when verify.spf_helo is on, and for a null sender; empty = never")
+    spf_reject_stage: str = _f("data",
+        '"data": the SPF rules above act at end-of-message; "rcpt": at RCPT TO, before the message is sent, '
+        "as policyd-spf does (end-of-message still applies them where SPF is checked behind verify.trusted_relays)",
+        choices=("data", "rcpt"))
+    spf_temperror_tempfail: bool = _f(True,
+        "with reject_spf_fail: an SPF temperror is answered with on_dns_error (the sender retries); false: it "
+        "counts as no SPF result (policyd-spf TempError_Defer = False)")
     reject_own_domain_spoof: bool = _f(True,
         "reject mail from outside whose From is one of our signing domains without aligned SPF/DKIM pass")
     own_domains: tuple[str, ...] = _f((), "extra domains for reject_own_domain_spoof (the SigningTable's are included)")
     trusted_forwarders: tuple[str, ...] = _f((),
-        'hosts whose mail is never rejected on DMARC (decision logged): IPs, CIDRs, names, ".domain"')
+        'hosts whose mail is never rejected on DMARC or SPF (decision logged): IPs, CIDRs, names, ".domain"')
     ignore_authenticated: bool = _f(True, "SASL-authenticated mail counts as outbound (signed, not checked); false: classify by internal_hosts/sign_daemon_names only")
     reject_text: str = _f("5.7.1 rejected by DMARC policy for {domain}: {reason}",
                           "reply text for DMARC rejects; {domain} and {reason} are filled in")
@@ -397,6 +412,10 @@ def validate(settings: Settings) -> Settings:
             normalize_domain(sealer)
         except DomainError as exc:
             raise ConfigError(file, "arc.trusted_sealers", f"{sealer!r}: {exc}") from None
+    for key in ("reject_spf_results", "reject_helo_spf"):
+        for item in getattr(settings.policy, key):
+            if item not in SPF_REJECTABLE:
+                raise ConfigError(file, f"policy.{key}", f"{item!r}: expected {', '.join(SPF_REJECTABLE)}")
     if ":" not in settings.policy.quarantine_header:
         raise ConfigError(file, "policy.quarantine_header", 'expected "Name: value"')
     if settings.metrics.listen:
