@@ -502,7 +502,7 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
                      "dns": f"proxy {proxy_ip}:{proxy_port} -> knotd 127.0.0.1:{knot_port}"},
         "samples": samples, "notes": notes, "cells": cells,
     }
-    if args.sign:
+    if args.sign and args.sign_concurrency:
         result["sign"] = sign_cells(args, s, work, procs, am_cmd, rspamd, rsp_workers, notes)
     if args.rss:
         result["rss"] = rss_probe(args, s, work, procs, am_cmd)
@@ -741,6 +741,7 @@ def render(result: dict) -> str:
                   f"A {r['big']['size'] // (1024 * 1024)} MB message adds "
                   f"{r['big']['sum_hwm_mb'] - r['small']['sum_hwm_mb']:.1f} MB over a 2 KB one (per-process peaks)"
                   + ("" if r["big"]["ok"] and r["small"]["ok"] else " — a message FAILED"), ""]
+    lines += targets(result)
     if result["samples"]:
         lines += ["## What each side answered (the first warm-up message)", ""]
         for lb, smp in result["samples"].items():
@@ -752,6 +753,55 @@ def render(result: dict) -> str:
     return "\n".join(lines)
 
 
+def targets(result: dict) -> list[str]:
+    """Issue 15's targets, each checked against this run's medians (met / MISSED / n/a)."""
+    out: list[str] = []
+
+    def line(ok: bool | None, text: str) -> None:
+        out.append(f"- {'n/a' if ok is None else 'met' if ok else '**MISSED**'}: {text}")
+
+    cells = {c["concurrency"]: c["sides"] for c in result["cells"]}
+    chain = next((lb for c in cells.values() for lb in c if lb.startswith("opendkim")), None)
+    for conc in (1, 32):
+        sd = cells.get(conc, {})
+        a, p, r = sd.get("authmilter"), sd.get(chain or ""), sd.get("rspamd")
+        if a and p:
+            line(a["eom_p50_ms"] <= 0.5 * p["eom_p50_ms"] and (not r or a["eom_p50_ms"] <= r["eom_p50_ms"]),
+                 f"C={conc} EOM p50 at most 0.5x the chain's and at most rspamd's: authmilter "
+                 f"{a['eom_p50_ms']:.1f} ms, chain {p['eom_p50_ms']:.1f} ms"
+                 + (f", rspamd {r['eom_p50_ms']:.1f} ms" if r else ""))
+    for conc in (32, 200):
+        sd = cells.get(conc, {})
+        a, p, r = sd.get("authmilter"), sd.get(chain or ""), sd.get("rspamd")
+        if a and p:
+            line(a["msg_per_s"] >= 2 * p["msg_per_s"] and (not r or a["msg_per_s"] > r["msg_per_s"]),
+                 f"C={conc} throughput at least 2x the chain's and above rspamd's: authmilter "
+                 f"{a['msg_per_s']:.0f} msg/s, chain {p['msg_per_s']:.0f}" + (f", rspamd {r['msg_per_s']:.0f}" if r else ""))
+    sd = cells.get(32, {})
+    a = sd.get("authmilter")
+    peers = [(lb, sd[lb]) for lb in sd if lb != "authmilter" and not lb.startswith("authmilter")]
+    if a and peers:
+        line(all(a["eom_p99_ms"] <= x["eom_p99_ms"] for _, x in peers),
+             f"C=32 EOM p99 no worse than either peer's: authmilter {a['eom_p99_ms']:.1f} ms, "
+             + ", ".join(f"{lb} {x['eom_p99_ms']:.1f} ms" for lb, x in peers))
+    for c in result.get("sign") or []:
+        sd = c["sides"]
+        a, o, r = sd.get("authmilter"), sd.get("opendkim"), sd.get("rspamd")
+        if a and o:
+            line(a["msg_per_s"] >= 2 * o["msg_per_s"] and (not r or a["msg_per_s"] > r["msg_per_s"]),
+                 f"signing C={c['concurrency']} at least 2x OpenDKIM and above rspamd: authmilter "
+                 f"{a['msg_per_s']:.0f} msg/s, OpenDKIM {o['msg_per_s']:.0f}" + (f", rspamd {r['msg_per_s']:.0f}" if r else ""))
+    rss = result.get("rss")
+    if rss:
+        line(rss["sessions_mb"] < 150,
+             f"RSS below 150 MB at {rss['sessions']} sessions: {rss['sessions_mb']} MB summed over processes "
+             f"(PSS {rss['sessions_pss_mb']} MB)")
+        added = rss["big"]["sum_hwm_mb"] - rss["small"]["sum_hwm_mb"]
+        line(added < 10 and rss["big"]["ok"],
+             f"a {rss['big']['size'] // (1024 * 1024)} MB message adds less than 10 MB: {added:.1f} MB")
+    return (["## Issue 15's targets, against this run", ""] + out + [""]) if out else []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--authmilter", default="", metavar="BIN",
@@ -759,7 +809,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--baseline", default="", metavar="BIN", help="another authmilter build as one more side")
     ap.add_argument("--domains", type=int, default=4000, help="sender domains each side walks through")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up messages (own domains) per side")
-    ap.add_argument("--concurrency", default="1,8,32,200")
+    ap.add_argument("--concurrency", default="1,8,32,200", help="inbound cells (\"\" = none)")
     ap.add_argument("-r", "--rounds", type=int, default=2)
     ap.add_argument("-n", "--count", type=int, default=500,
                     help="messages per run, upper bound (each side's runs draw from its --domains)")
@@ -788,13 +838,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     help="smoke run (< 3 min): 300 domains, C=1,32, 1 round, 6 s runs, signing and RSS small")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     ap.add_argument("-o", "--output", default=str(HERE / "results" / "cold"), help="results path, no suffix")
+    ap.add_argument("--render", metavar="JSON", help="only print the report of an earlier run's .json")
     a = ap.parse_args(argv)
+    if a.render:
+        print(render(json.loads(Path(a.render).read_text())))
+        return 0
     if a.quick:
         a.domains, a.warmup, a.concurrency, a.rounds, a.duration, a.count = 300, 10, "1,32", 1, 6.0, 150
         a.sign_count, a.sign_duration, a.warmup_sign, a.sign_concurrency = 300, 3.0, 50, "8"
         a.sessions, a.big_mb, a.wait_idle = 50, 10, 2.0
-    a.concurrency = [int(x) for x in a.concurrency.split(",")]
-    a.sign_concurrency = [int(x) for x in a.sign_concurrency.split(",")]
+    a.concurrency = [int(x) for x in a.concurrency.split(",") if x]          # "" = no inbound cells
+    a.sign_concurrency = [int(x) for x in a.sign_concurrency.split(",") if x]
     base = HERE / "results"
     base.mkdir(exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="work-cold-", dir=base))
