@@ -30,6 +30,7 @@ Command line (for a quick look; ``bench/run.py`` drives the real matrix)::
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import multiprocessing
 import resource
@@ -50,6 +51,7 @@ from infra.milter import (  # noqa: F401  (re-exported: bench/run.py and others 
     EOM,
     FINAL,
     PROGRESS,
+    REPLY,
     SKIP,
     Envelope,
     Hop,
@@ -57,6 +59,8 @@ from infra.milter import (  # noqa: F401  (re-exported: bench/run.py and others 
     Prepared,
     ProtocolError,
     SessionResult,
+    apply_header_edits,
+    build_steps,
     negotiate,
     optneg_packet,
     packet,
@@ -105,15 +109,18 @@ class LoadResult:
     samples: list[SessionResult] = field(default_factory=list)
     error_texts: list[str] = field(default_factory=list)
     check_failures: int = 0
+    # paced runs (run_paced): from the client's end-of-data to the last milter's final reply
+    eom_latencies_s: list[float] = field(default_factory=list)
 
     @property
     def rate(self) -> float:
         return self.completed / self.wall_s if self.wall_s else 0.0
 
-    def percentile(self, p: float) -> float:
-        if not self.latencies_s:
+    def percentile(self, p: float, eom: bool = False) -> float:
+        lat = self.eom_latencies_s if eom else self.latencies_s
+        if not lat:
             return float("nan")
-        xs = sorted(self.latencies_s)
+        xs = sorted(lat)
         k = min(len(xs) - 1, max(0, round(p / 100.0 * (len(xs) - 1))))
         return xs[k]
 
@@ -125,6 +132,7 @@ class LoadResult:
         self.client_cpu_s += other.client_cpu_s
         self.client_sys_s += other.client_sys_s
         self.latencies_s.extend(other.latencies_s)
+        self.eom_latencies_s.extend(other.eom_latencies_s)
         for k, v in other.actions.items():
             self.actions[k] = self.actions.get(k, 0) + v
         self.samples.extend(other.samples)
@@ -137,6 +145,9 @@ class LoadResult:
             "msg_per_s": round(self.rate, 1),
             "p50_ms": round(self.percentile(50) * 1e3, 2), "p90_ms": round(self.percentile(90) * 1e3, 2),
             "p99_ms": round(self.percentile(99) * 1e3, 2),
+            **({"eom_p50_ms": round(self.percentile(50, True) * 1e3, 2),
+                "eom_p90_ms": round(self.percentile(90, True) * 1e3, 2),
+                "eom_p99_ms": round(self.percentile(99, True) * 1e3, 2)} if self.eom_latencies_s else {}),
             "client_cpu_pct": round(100.0 * self.client_cpu_s / self.wall_s, 1) if self.wall_s else 0.0,
             "client_sys_pct": round(100.0 * self.client_sys_s / self.wall_s, 1) if self.wall_s else 0.0,
             "actions": dict(self.actions), "check_failures": self.check_failures,
@@ -367,6 +378,311 @@ def prepare(addresses: Sequence[str], messages: Sequence[bytes], env: Envelope) 
         headers, body = split_message(raw)
         out.append(Prepared(env, headers, body, hops))
     return out
+
+
+# -- paced sessions: an SMTP client's timing, as Postfix presents it to its milters ----------
+
+ENVELOPE_TAGS = ("C", "H", "M", "R", "T")
+_OPEN, _SEND, _WAIT, _EOD, _CONTENT = range(5)
+
+
+@dataclass
+class PacedMessage:
+    """One message as Postfix hands it to ``smtpd_milters = hop0, hop1, ...``.
+
+    ``phases``: per SMTP command of the client (connect, EHLO, MAIL, each RCPT, DATA) the
+    packets each hop gets for it, hop by hop: smtpd passes every command to its milters as
+    the client sends it. The content (headers, EOH, body chunks, EOM) goes after the
+    client's end-of-data, as Postfix's cleanup server sends it: to hop 0 in full, then to
+    hop 1 with hop 0's header edits applied, and so on (`content`).
+    """
+
+    env: Envelope
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    hops: tuple[Hop, ...]
+    phases: list[list[tuple[int, bytes, int]]]      # [SMTP command] -> [(hop, bytes, reply kind)]
+    tag: object = None                               # the caller's label (e.g. the sender domain)
+
+    def content(self, hop: int, edits: Sequence[bytes]) -> list[tuple[bytes, int, str]]:
+        headers = apply_header_edits(self.headers, edits) if edits else self.headers
+        steps = build_steps(self.hops[hop].neg, self.env, headers, self.body)
+        return [(st.data, st.kind, st.tag) for st in steps if st.tag not in ENVELOPE_TAGS]
+
+
+def paced_message(hops: Sequence[Hop], env: Envelope, raw: bytes, tag: object = None) -> PacedMessage:
+    """Encode one message for `run_paced` (the hops' negotiations probed beforehand)."""
+    headers, body = split_message(raw)
+    n_phase = 4 + len(env.rcpts)
+    phases: list[list[tuple[int, bytes, int]]] = [[] for _ in range(n_phase)]
+    first = {"C": 0, "H": 1, "M": 2, "T": n_phase - 1}
+    for h, hop in enumerate(hops):
+        r = 0
+        for st in build_steps(hop.neg, env, headers, body):
+            if st.tag == "R":
+                k, r = 3 + r, r + 1
+            elif st.tag in first:
+                k = first[st.tag]
+            else:
+                continue
+            phases[k].append((h, st.data, st.kind))
+    return PacedMessage(env, headers, body, tuple(hops), phases, tag)
+
+
+class _Conn:
+    __slots__ = ("buf", "fd", "hop", "out", "sess", "sock")
+
+
+class _Paced:
+    __slots__ = ("conns", "finals", "i", "mods", "msg", "ops", "t0", "t_eod", "wait_hop", "wait_kind", "wait_tag")
+
+
+def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float, rtt_s: float,
+              check: Check | None = None, io_timeout_s: float = 60.0, keep_samples: int = 3,
+              tick: Callable[[], None] | None = None, tick_s: float = 0.1) -> LoadResult:
+    """Keep `concurrency` SMTP sessions in flight, each message used once, paced like a
+    real SMTP client talking to Postfix, until every message was sent or `duration_s`
+    passed; then let the sessions in flight finish.
+
+    Timeline of one session: the milter connections are opened and CONNECT sent as the
+    client connects; EHLO, MAIL, each RCPT and DATA follow one client round trip
+    (`rtt_s`) after the previous command was answered; the content follows one more round
+    trip after DATA (the 354 reply, then the client's text and its end-of-data). From then
+    on nothing waits for the client: headers, EOH, body chunks and EOM go to each milter in
+    turn, each packet its own write. Latency: from connect to the last milter's final
+    reply (the whole transaction as the client sees it, its own round trips included) and
+    from end-of-data to that reply (``eom_latencies_s``: what the client waits after
+    its final dot). `tick` is called about every `tick_s` seconds (e.g. to sample RSS).
+    """
+    ep = select.epoll()
+    conns: dict[int, _Conn] = {}
+    res = LoadResult()
+    done: list[SessionResult] = []
+    live: set[_Paced] = set()
+    timers: list[tuple[float, int, _Paced]] = []
+    seq = 0
+    optneg = optneg_packet()
+    quit_pkt = packet(b"Q")
+    IN, OUT = select.EPOLLIN, select.EPOLLOUT
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    t_start = time.perf_counter()
+    deadline = t_start + duration_s
+    t_last = t_start
+    next_tick = t_start
+    count = len(msgs)
+
+    def write(c: _Conn, data: bytes) -> None:
+        if c.out:
+            c.out += data
+            return
+        n = 0
+        try:
+            n = c.sock.send(data)
+        except BlockingIOError:
+            pass
+        if n < len(data):
+            c.out = data[n:]
+            ep.modify(c.fd, IN | OUT)
+
+    def close_all(s: _Paced) -> None:
+        for c in s.conns:
+            if c is None:
+                continue
+            conns.pop(c.fd, None)
+            try:
+                ep.unregister(c.fd)
+            except OSError:
+                pass
+            try:
+                c.sock.send(quit_pkt)
+            except OSError:
+                pass
+            c.sock.close()
+        live.discard(s)
+
+    def finish(s: _Paced, action: str, error: str = "") -> None:
+        nonlocal t_last
+        now = time.perf_counter()
+        close_all(s)
+        if error:
+            res.errors += 1
+            if len(res.error_texts) < 20:
+                res.error_texts.append(error)
+            return
+        t_last = now
+        res.completed += 1
+        res.latencies_s.append(now - s.t0)
+        if s.t_eod:
+            res.eom_latencies_s.append(now - s.t_eod)
+        res.actions[action] = res.actions.get(action, 0) + 1
+        done.append(SessionResult(now - s.t0, action, [(s.finals[h], s.mods[h]) for h in range(len(s.finals))
+                                                       if s.finals[h]]))
+
+    def advance(s: _Paced) -> None:
+        nonlocal seq
+        ops = s.ops
+        while s.i < len(ops):
+            op = ops[s.i]
+            s.i += 1
+            code = op[0]
+            if code == _SEND:
+                _, h, data, kind, tag = op
+                write(s.conns[h], data)
+                if kind:
+                    s.wait_hop, s.wait_kind, s.wait_tag = h, kind, tag
+                    return
+            elif code == _WAIT:
+                if rtt_s > 0:
+                    seq += 1
+                    heapq.heappush(timers, (time.perf_counter() + rtt_s, seq, s))
+                    return
+            elif code == _OPEN:
+                h = op[1]
+                c = _Conn()
+                c.sess, c.hop, c.buf, c.out = s, h, bytearray(), b""
+                c.sock = connect(s.msg.hops[h].address)
+                c.sock.setblocking(False)
+                c.fd = c.sock.fileno()
+                s.conns[h] = c
+                conns[c.fd] = c
+                ep.register(c.fd, IN)
+                write(c, optneg)
+                s.wait_hop, s.wait_kind, s.wait_tag = h, -1, ""
+                return
+            elif code == _EOD:
+                s.t_eod = time.perf_counter()
+            else:   # _CONTENT for hop h: built now, with the earlier hops' header edits applied
+                h = op[1]
+                edits = [m for k in range(h) for m in s.mods[k]]
+                ops[s.i:s.i] = [(_SEND, h, d, k, t) for d, k, t in s.msg.content(h, edits)]
+        finish(s, s.finals[-1] or "c")
+
+    def start() -> None:
+        s = _Paced()
+        s.msg = msgs[res.sent]
+        res.sent += 1
+        n = len(s.msg.hops)
+        s.conns = [None] * n
+        s.mods = [[] for _ in range(n)]
+        s.finals = [""] * n
+        s.t_eod = 0.0
+        s.i = 0
+        ops: list[tuple] = [(_OPEN, h) for h in range(n)]
+        for k, phase in enumerate(s.msg.phases):
+            if k:
+                ops.append((_WAIT,))
+            ops.extend((_SEND, h, data, kind, "") for h, data, kind in phase)
+        ops += [(_WAIT,), (_EOD,)] + [(_CONTENT, h) for h in range(n)]
+        s.ops = ops
+        live.add(s)
+        s.t0 = time.perf_counter()
+        try:
+            advance(s)
+        except OSError as exc:
+            finish(s, "", f"connect: {exc}")
+
+    def on_packet(c: _Conn, pkt: bytes) -> None:
+        s = c.sess
+        h = c.hop
+        if h != s.wait_hop:
+            raise ProtocolError(f"a reply from hop {h} while waiting for hop {s.wait_hop}")
+        cmd = pkt[0]
+        if s.wait_kind == -1:
+            if pkt[:1] != b"O" or pkt[1:] != s.msg.hops[h].neg.raw:
+                raise ProtocolError("the milter negotiated differently than on the probe")
+            s.wait_hop = -2
+            advance(s)
+            return
+        if cmd == PROGRESS:
+            return
+        if s.wait_kind == EOM and cmd not in FINAL:
+            s.mods[h].append(pkt)
+            return
+        if cmd == SKIP and s.wait_tag == "body":
+            while s.ops[s.i][0] == _SEND and s.ops[s.i][4] == "body":
+                s.i += 1
+            s.wait_hop = -2
+            advance(s)
+            return
+        if cmd not in FINAL:
+            raise ProtocolError(f"unexpected reply {chr(cmd)!r} (waiting for {s.wait_tag or 'envelope'})")
+        s.wait_hop = -2
+        if s.wait_kind == EOM:
+            s.finals[h] = chr(cmd)
+            if cmd in (CONTINUE, ord("a")):
+                advance(s)
+            else:
+                finish(s, chr(cmd))
+        elif cmd == CONTINUE:
+            advance(s)
+        else:       # an answer before end-of-message that ends the transaction (reject, ...)
+            s.finals[h] = chr(cmd)
+            finish(s, chr(cmd))
+
+    try:
+        while True:
+            now = time.perf_counter()
+            while len(live) < concurrency and res.sent < count and now < deadline:
+                start()
+            if tick is not None and now >= next_tick:
+                tick()
+                next_tick = now + tick_s
+            while timers and timers[0][0] <= now:
+                s = heapq.heappop(timers)[2]
+                if s in live:
+                    try:
+                        advance(s)
+                    except OSError as exc:
+                        finish(s, "", f"{type(exc).__name__}: {exc}")
+            if not live:
+                break
+            if now > deadline + io_timeout_s:
+                for s in list(live):
+                    finish(s, "", "timeout")
+                break
+            wait = min(tick_s, (timers[0][0] - now) if timers else tick_s)
+            for fd, ev in ep.poll(max(0.0, wait)):
+                c = conns.get(fd)
+                if c is None:
+                    continue
+                s = c.sess
+                try:
+                    if ev & OUT and c.out:
+                        n = c.sock.send(c.out)
+                        c.out = c.out[n:]
+                        if not c.out:
+                            ep.modify(fd, IN)
+                    if not ev & IN:
+                        continue
+                    data = c.sock.recv(262144)
+                    if not data:
+                        raise ProtocolError("milter closed the connection")
+                    buf = c.buf
+                    buf += data
+                    while len(buf) >= 4 and s in live:
+                        (n,) = struct.unpack_from("!I", buf)
+                        if len(buf) < 4 + n:
+                            break
+                        pkt = bytes(buf[4:4 + n])
+                        del buf[:4 + n]
+                        on_packet(c, pkt)
+                except BlockingIOError:
+                    continue
+                except (OSError, ProtocolError) as exc:
+                    if s in live:
+                        finish(s, "", f"{type(exc).__name__}: {exc}")
+    finally:
+        for s in list(live):
+            close_all(s)
+        ep.close()
+    res.wall_s = t_last - t_start
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    res.client_sys_s = ru1.ru_stime - ru0.ru_stime
+    res.client_cpu_s = ru1.ru_utime - ru0.ru_utime + res.client_sys_s
+    if check is not None:
+        res.check_failures = sum(1 for r in done if not check(r))
+    res.samples = done[:keep_samples]
+    return res
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@
 - ``knot``: knotd serving zones built at run time (e2e, bench).
 - ``unbound``: a validating unbound on loopback in front of a knotd that signs zones (DNSSEC).
 - ``dnsserver``: the suite's own loopback DNS server, records and faults set per test.
+- ``dnsproxy``: a DNS proxy holding every answer a set latency, no cache (bench/cold.py).
 - ``pgserver``: a throw-away PostgreSQL (initdb + pg_ctl in a temporary directory).
 
 tests/milterclient.py, tests/dnsserver.py and tests/pgserver.py re-export the old names.

@@ -529,7 +529,9 @@ EOM = 2          # wait for modification actions then a final reply
 class Step:
     data: bytes           # bytes to write
     kind: int             # REPLY, EOM, or 0 = no reply (merged away by compile_steps)
-    tag: str = ""         # "body" for body chunks (a 's' reply skips them), "eob" for EOM
+    # the command letter ("C", "H", "M", "R", "T", "N") for the others; "hdr" for headers,
+    # "body" for body chunks (a 's' reply skips them), "eob" for EOM
+    tag: str = ""
 
 
 def _stage_macros(neg: Negotiated, stage: int, env: Envelope) -> bytes:
@@ -548,7 +550,7 @@ def build_steps(neg: Negotiated, env: Envelope, headers: Sequence[tuple[bytes, b
         cmd = STAGE_CMD[stage].decode()
         if neg.skips(cmd):
             return                      # skipped steps are not sent, nor their macros
-        steps.append(Step(_stage_macros(neg, stage, env) + data, 0 if neg.no_reply(cmd) else REPLY))
+        steps.append(Step(_stage_macros(neg, stage, env) + data, 0 if neg.no_reply(cmd) else REPLY, cmd))
 
     port = 0 if env.family == "L" else env.client_port
     add(0, connect_packet(env.client_name, env.family, port, env.client_addr))

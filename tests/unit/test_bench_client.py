@@ -34,8 +34,9 @@ class FakeMilter:
     when no NR flag covers it; at EOM inserts `insert` at index 0 and continues."""
 
     def __init__(self, path: Path, protocol: int, insert: tuple[bytes, bytes] = (b"X-Seen", b"yes"),
-                 skip_body: bool = False, symlists: bytes = b"") -> None:
+                 skip_body: bool = False, symlists: bytes = b"", journal: list | None = None) -> None:
         self.path, self.protocol, self.insert = str(path), protocol, insert
+        self.journal = journal          # shared by several milters: (this milter's path, command) in order
         self.skip_body, self.symlists = skip_body, symlists
         self.sessions: list[list[tuple[bytes, bytes]]] = []
         self.workers: list[threading.Thread] = []
@@ -79,6 +80,8 @@ class FakeMilter:
                     return
                 cmd, data = pkt[:1], pkt[1:]
                 got.append((cmd, data))
+                if self.journal is not None:
+                    self.journal.append((self.path, cmd))
                 if cmd == b"O":
                     conn.sendall(proto.packet(b"O", struct.pack("!III", 6, 0x1FF, self.protocol) + self.symlists))
                 elif cmd == b"Q":
@@ -196,3 +199,50 @@ def test_chain_presents_headers_inserted_by_the_first_milter(sockdir):
 def test_parse_optneg_rejects_flags_not_offered():
     with pytest.raises(proto.MilterProtocolError):
         proto.parse_optneg(struct.pack("!III", 6, 0, 0x10000000))
+
+
+def _paced(addresses: list[str], n: int) -> list[mc.PacedMessage]:
+    hops = [mc.Hop(a, mc.negotiate(a)) for a in addresses]
+    env = mc.default_envelope("192.0.2.10", "<sender@example.net>", ("<user@example.com>",))
+    return [mc.paced_message(hops, env, MESSAGE, tag=i) for i in range(n)]
+
+
+def test_paced_chain_gets_the_envelope_as_sent_and_the_content_after_end_of_data(sockdir):
+    # Postfix's order for smtpd_milters = A, B: each SMTP command to A then B as the client
+    # sends it; after end-of-data the whole content to A, then to B with A's header edits
+    journal: list = []
+    first = FakeMilter(sockdir / "a.sock", 0, insert=(b"Authentication-Results", b"mx; dkim=pass"),
+                       journal=journal)
+    second = FakeMilter(sockdir / "b.sock", ALL_NR | proto.SMFIP_HDR_LEADSPC, insert=(b"X-Second", b"1"),
+                        journal=journal)
+    try:
+        msgs = _paced([first.address, second.address], 1)
+        journal.clear()                                    # forget the probes
+        res = mc.run_paced(msgs, concurrency=1, duration_s=60, rtt_s=0.001, io_timeout_s=10,
+                           check=lambda r: r.headers_added() == [("Authentication-Results", "mx; dkim=pass"),
+                                                                 ("X-Second", "1")])
+    finally:
+        first.close()
+        second.close()
+    assert res.errors == 0 and res.completed == 1 and res.check_failures == 0, res.error_texts
+    assert len(res.eom_latencies_s) == len(res.latencies_s) == 1
+    order = [("A" if path == first.path else "B") + cmd.decode() for path, cmd in journal if cmd != b"D"]
+    assert order[:12] == ["AO", "BO", "AC", "BC", "AH", "BH", "AM", "BM", "AR", "BR", "AT", "BT"]
+    content = order[12:]
+    last_a = max(i for i, x in enumerate(content) if x[0] == "A" and x != "AQ")
+    first_b = min(i for i, x in enumerate(content) if x[0] == "B")
+    assert content[last_a] == "AE" and last_a < first_b    # A's EOM answered before B sees content
+    assert [d for c, d in second.sessions[-1] if c == b"L"][0] == b"Authentication-Results\0 mx; dkim=pass\0"
+    # every message is used once: a run never sends more than it was given
+    assert res.sent == 1
+
+
+def test_paced_skip_reply_and_each_message_once(sockdir):
+    m = FakeMilter(sockdir / "m.sock", proto.SMFIP_SKIP, skip_body=True)
+    try:
+        res = mc.run_paced(_paced([m.address], 5), concurrency=3, duration_s=60, rtt_s=0.0, io_timeout_s=10)
+    finally:
+        m.close()
+    assert res.errors == 0 and res.completed == 5 and res.sent == 5, res.error_texts
+    cmds = b"".join(c for c, _ in m.sessions[-1])
+    assert cmds.count(b"B") == 1 and cmds.endswith(b"BDEQ")
