@@ -309,13 +309,16 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     if v.sender_id and ip:   # RFC 4406, report only: never part of the decision below
         calls["sender_id"] = lambda: senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
                                                               timeout_s=budget_s)
-    cold, cold_keys = _cold(runtime, session, from_, ip, helo, "helo" in calls)
+    cold, cold_keys = _cold(runtime, session, from_, ip, helo, "helo" in calls, "arc" in calls)
     if cold:
         # Keys first: verification hashes the body before it asks for a key, and asks
         # for the keys of several signatures one after another. Warm-ups only.
         for key in cold_keys:
             PREFETCH.try_submit(res.query, key, "TXT")
-        done = CHECKS.run_all(calls)
+        # A check whose first answer is cached or already in flight (a prefetch asked for
+        # it during the transaction) only waits: it runs in this thread, one after another
+        # with the other waiting ones, and costs no thread hand-off.
+        done = CHECKS.run_all(calls, inline={name for name in calls if name not in cold})
     else:
         # Everything cached (the usual case for a known sender): threads would only add
         # their hand-offs, so the same calls run one after another in this thread.
@@ -403,24 +406,31 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
 
 
 def _cold(runtime: Runtime, session: Session, from_: FromResult, ip: str | None, helo: str,
-          helo_checked: bool) -> tuple[bool, list[str]]:
-    """Whether the cache cannot answer the first TXT lookup of some check now (the SPF
-    record of the MAIL FROM domain and of the HELO name, a DKIM key, the From domain's
-    DMARC record), and the DKIM key names among those it cannot answer."""
+          helo_checked: bool, arc_checked: bool) -> tuple[frozenset[str], list[str]]:
+    """The checks whose first TXT lookup neither the cache nor a query in flight can
+    answer now (the SPF record of the MAIL FROM domain and of the HELO name, a DKIM key,
+    the From domain's DMARC record; ARC and Sender ID whenever there is such a check:
+    nothing prefetches their lookups), and the DKIM key names among those that are cold."""
     resolver = runtime.resolver
-    firsts = []
+    cold: set[str] = set()
     if ip:
         sender = session.envelope.mail_from
-        firsts.append(sender.rpartition("@")[2] if sender else helo)
-        if helo_checked:
-            firsts.append(helo)
-    if from_.ok:
-        firsts.append(f"_dmarc.{from_.domain}")
+        domain = sender.rpartition("@")[2] if sender else helo
+        if domain and not resolver.warm(domain, "TXT"):
+            cold.update(("spf", "sender_id"))
+        if helo_checked and helo and not resolver.warm(helo, "TXT"):
+            cold.add("helo")
+    if from_.ok and not resolver.warm(f"_dmarc.{from_.domain}", "TXT"):
+        cold.add("dmarc")
     msg = session.message
     keys = [key for index in dkim_signature_indexes(msg.headers)[:runtime.settings.verify.max_signatures]
             if (key := dkim_check.key_name(msg.headers[index][1])) is not None]
-    cold_keys = [key for key in keys if not resolver.cached(key, "TXT")]
-    return bool(cold_keys) or any(name and not resolver.cached(name, "TXT") for name in firsts), cold_keys
+    cold_keys = [key for key in keys if not resolver.warm(key, "TXT")]
+    if cold_keys:
+        cold.add("dkim")
+    if arc_checked and msg.get_all("ARC-Seal"):
+        cold.add("arc")
+    return frozenset(cold), cold_keys
 
 
 # Header fields a mailing list adds (RFC 2369, RFC 2919): signs of an indirect flow.

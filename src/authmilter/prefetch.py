@@ -110,9 +110,10 @@ class Prefetch:
                 self._submit("dkim key", lambda: self.view.query(key, "TXT"))
 
     def _cold(self, name: str) -> bool:
-        """Whether the first lookup of a walk misses the cache (a known sender's walk
-        is all cached: starting it would only cost a thread hand-off)."""
-        return bool(name) and not self.runtime.resolver.cached(name, "TXT")
+        """Whether the first lookup of a walk misses the cache and is not in flight
+        already (a known sender's walk is all cached, and one in flight for another
+        message fills the cache anyway: starting it would only cost a thread hand-off)."""
+        return bool(name) and not self.runtime.resolver.warm(name, "TXT")
 
     def cancel(self) -> None:
         """The message ended: drop what has not started, stop what runs at its next query."""

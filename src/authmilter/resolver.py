@@ -298,6 +298,15 @@ class Resolver:
         """Whether a lookup of (name, type) would be answered from the cache now."""
         return self._cache.get((name.lower().rstrip("."), rdtype.upper()), time.monotonic()) is not None
 
+    def warm(self, name: str, rdtype: str) -> bool:
+        """Whether a lookup of (name, type) now would be answered without a query of its
+        own: from the cache, or by joining the identical query already in flight."""
+        key = (name.lower().rstrip("."), rdtype.upper())
+        if self._cache.get(key, time.monotonic()) is not None:
+            return True
+        with self._flights_lock:
+            return key in self._flights
+
     def waiting(self, name: str, rdtype: str) -> int:
         """How many callers wait for the query for (name, type) in flight (0: none is)."""
         with self._flights_lock:

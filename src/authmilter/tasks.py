@@ -49,14 +49,18 @@ class Pool:
         future.add_done_callback(lambda _f: slots.release())
         return future
 
-    def run_all(self, calls: Mapping[str, Callable[[], Any]]) -> dict[str, Any]:
+    def run_all(self, calls: Mapping[str, Callable[[], Any]], inline: frozenset[str] | set[str] = frozenset()
+                ) -> dict[str, Any]:
         """Every call's result by name, the calls run side by side: all but the last on
-        free threads of this pool, the rest in this thread. Waits for every call before
+        free threads of this pool, the rest in this thread. Calls named in *inline* run in
+        this thread too (one after another: work that only waits for answers already in
+        flight gains nothing from a thread but its hand-off). Waits for every call before
         returning or raising; an exception is raised as the call would have raised it
         (the first in *calls* order)."""
         names = list(calls)
+        spread = [name for name in names if name not in inline]
         futures: dict[str, Future[Any]] = {}
-        for name in names[:-1]:
+        for name in spread[:-1] if len(spread) == len(names) else spread:
             future = self.try_submit(calls[name])
             if future is not None:
                 futures[name] = future

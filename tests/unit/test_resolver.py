@@ -165,3 +165,25 @@ def test_an_exhausted_budget_never_joins_a_flight(dns_server):
         dns_server.release()
     leader[0].join(30)
     assert leader[1][0].ok
+
+
+def test_warm_means_cached_or_in_flight(dns_server):
+    """What end-of-message asks before it spends a thread on a check: would its first
+    lookup be answered without a query of its own?"""
+    res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0)
+    dns_server.add_txt("held.example.com", "v=spf1 -all")
+    dns_server.add_txt("done.example.com", "v=spf1 -all")
+    assert not res.warm("held.example.com", "TXT") and not res.warm("done.example.com", "TXT")
+    assert res.query("done.example.com", "TXT").ok
+    assert res.warm("Done.Example.com.", "txt")                     # cached
+    dns_server.hold()
+    try:
+        leader = _in_thread(lambda: res.query("held.example.com", "TXT"))
+        assert dns_server.wait_until(lambda s: ("held.example.com", "TXT") in s.queries)
+        assert res.warm("held.example.com", "TXT")                  # in flight
+        assert not res.cached("held.example.com", "TXT")
+        assert not res.warm("held.example.com", "A")                # another type is not
+    finally:
+        dns_server.release()
+    leader[0].join(30)
+    assert res.warm("held.example.com", "TXT") and res.cached("held.example.com", "TXT")

@@ -61,3 +61,30 @@ def test_run_all_raises_the_first_error_after_every_call_ended():
     with pytest.raises(ValueError, match="boom"):
         pool.run_all({"slow": slow, "boom": boom, "last": lambda: 3})
     assert finished.is_set()
+
+
+def test_run_all_runs_inline_calls_in_the_caller_thread_and_the_rest_on_the_pool():
+    """inline: checks that only wait for answers already in flight cost no hand-off;
+    every other call goes to a pool thread (the last one too, as this thread is busy)."""
+    pool = Pool(4, "t")
+    me = threading.get_ident()
+    done = pool.run_all({"spf": threading.get_ident, "dkim": threading.get_ident,
+                         "dmarc": threading.get_ident, "arc": threading.get_ident},
+                        inline={"spf", "dmarc"})
+    assert done["spf"] == me and done["dmarc"] == me
+    assert done["dkim"] != me and done["arc"] != me
+
+
+def test_run_all_all_inline_is_sequential_in_the_caller_thread():
+    pool = Pool(4, "t")
+    order: list[str] = []
+    me = threading.get_ident()
+
+    def call(name: str):
+        def run() -> int:
+            order.append(name)
+            return threading.get_ident()
+        return run
+
+    done = pool.run_all({n: call(n) for n in ("a", "b", "c")}, inline={"a", "b", "c"})
+    assert order == ["a", "b", "c"] and set(done.values()) == {me}
