@@ -24,7 +24,7 @@ from .config.opendkim import Dataset, KeyTable, SigningTable
 from .config.schema import Settings, SigningSettings, load_settings
 from .errors import AuthmilterError, ConfigError
 from .keys import check_key_permissions
-from .migrate_common import Import, Importer, milter_options, run_import, socket_value
+from .migrate_common import Import, Importer, Taker, milter_options, run_import, socket_value
 
 # Why an option is not carried over, for the ones an admin is likely to have set.
 WHY_NOT = {
@@ -110,11 +110,7 @@ def _host_items(spec: str) -> tuple[list[str], list[str]]:
 def convert(conf: OpendkimConf) -> Import:
     """Map the OpenDKIM settings onto authmilter's schema (config/schema.py)."""
     imp = Import()
-    handled: set[str] = set()
-
-    def take(name: str) -> str | None:
-        handled.add(name.lower())
-        return conf.get(name)
+    take = Taker(conf)
 
     milter_options(conf, imp, take, "OpenDKIM")
     if (v := take("Nameservers")) is not None:
@@ -249,12 +245,7 @@ def convert(conf: OpendkimConf) -> Import:
         except ValueError:
             imp.drop(conf, "maximumsignaturestoverify", "not a number")
 
-    for key in conf.values:
-        if key in handled or key == "include":
-            continue
-        imp.drop(conf, key, WHY_NOT.get(key, "no equivalent in authmilter"))
-    for name, value, file, line in conf.unknown:
-        imp.dropped.append(f"{name} {value}  ({file}:{line}) -- not an OpenDKIM 2.11 option either")
+    take.drop_rest(imp, WHY_NOT, "not an OpenDKIM 2.11 option either", ignore=("include",))
     return imp
 
 

@@ -222,6 +222,31 @@ def milter_options(conf: DaemonConf, imp: Import, take: Callable[[str], str | No
             imp.drop(conf, conf_key(conf, "dnstimeout"), "not a number")
 
 
+class Taker:
+    """``take(name)``: the value of option *name* in *conf* (or None), remembering that the
+    importer handled it; `drop_rest` then reports every option it did not."""
+
+    def __init__(self, conf: DaemonConf) -> None:
+        self.conf = conf
+        self.handled: set[str] = set()
+
+    def __call__(self, name: str) -> str | None:
+        self.handled.add(name.lower())
+        return self.conf.get(name)
+
+    def drop_rest(self, imp: Import, why_not: Mapping[str, str], unknown: str, *, separator: str = " ",
+                  ignore: tuple[str, ...] = ()) -> None:
+        """Each option set but not taken is dropped with its WHY_NOT reason; each name the
+        daemon does not know as ``Name{separator}value  (file:line) -- {unknown}``."""
+        conf = self.conf
+        for key in conf.values:
+            if key in self.handled or key in ignore:
+                continue
+            imp.drop(conf, key, why_not.get(key, "no equivalent in authmilter"))
+        for name, value, file, line in conf.unknown:
+            imp.dropped.append(f"{name}{separator}{value}  ({file}:{line}) -- {unknown}")
+
+
 def conf_key(conf: DaemonConf, lower: str) -> str:
     """The key *conf.values* uses for an option (lower case for Name value files, the
     spelling for policyd-spf's case-sensitive names)."""

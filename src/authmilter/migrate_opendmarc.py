@@ -28,7 +28,7 @@ from .config.daemonconf import OPENDMARC_OPTIONS, DaemonConf, bool_value, read_n
 from .config.schema import Settings
 from .errors import ConfigError
 from .migrate import dmarc_words, own_domain_rule_applies, own_domain_words
-from .migrate_common import Import, Importer, bool_setting, milter_options, run_import
+from .migrate_common import Import, Importer, Taker, bool_setting, milter_options, run_import
 
 # Why an option is not carried over.
 WHY_NOT = {
@@ -75,11 +75,7 @@ def _host_file_items(path: str) -> list[str]:
 
 def convert(conf: DaemonConf) -> Import:
     imp = Import()
-    handled: set[str] = set()
-
-    def take(name: str) -> str | None:
-        handled.add(name.lower())
-        return conf.get(name)
+    take = Taker(conf)
 
     milter_options(conf, imp, take, "OpenDMARC")
 
@@ -191,13 +187,7 @@ def convert(conf: DaemonConf) -> Import:
         imp.drop(conf, "historyfile", "authmilter keeps report data in its store ([store] url), not a text file; "
                  "`authmilter reports send` replaces opendmarc-importstats + opendmarc-reports")
 
-    for key in conf.values:
-        if key in handled:
-            continue
-        imp.drop(conf, key, WHY_NOT.get(key, "no equivalent in authmilter"))
-    for name, value, file, line in conf.unknown:
-        imp.dropped.append(f"{name} {value}  ({file}:{line}) -- not an OpenDMARC 1.4 option (opendmarc refuses "
-                           "to start with it)")
+    take.drop_rest(imp, WHY_NOT, "not an OpenDMARC 1.4 option (opendmarc refuses to start with it)")
     return imp
 
 

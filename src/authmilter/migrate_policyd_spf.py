@@ -24,7 +24,7 @@ from .config.hostlist import _check_host_entry
 from .config.schema import Settings
 from .errors import ConfigError
 from .migrate import dmarc_words, own_domain_rule_applies, own_domain_words
-from .migrate_common import Import, Importer, milter_options, run_import
+from .migrate_common import Import, Importer, Taker, milter_options, run_import
 
 DEFAULTS = {                 # spf_engine's defaultConfigData, for the options mapped here
     "HELO_reject": "Fail",
@@ -92,11 +92,7 @@ def _hosts(conf: DaemonConf, imp: Import, key: str, items: list[str]) -> list[st
 
 def convert(conf: DaemonConf) -> Import:
     imp = Import()
-    handled: set[str] = set()
-
-    def take(name: str) -> str | None:
-        handled.add(name.lower())
-        return conf.get(name)
+    take = Taker(conf)
 
     def value(name: str) -> str:
         v = take(name)
@@ -192,15 +188,10 @@ def convert(conf: DaemonConf) -> Import:
         except ValueError:
             imp.drop(conf, "debuglevel", "not a number")
     if (v := conf.get("Void_Limit")) is not None and v.strip() == "2":
-        handled.add("void_limit")      # the RFC's limit, which authmilter applies
+        take.handled.add("void_limit")      # the RFC's limit, which authmilter applies
 
-    for key in conf.values:
-        if key in handled:
-            continue
-        imp.drop(conf, key, WHY_NOT.get(key, "no equivalent in authmilter"))
-    for name, val, file, line in conf.unknown:
-        imp.dropped.append(f"{name} = {val}  ({file}:{line}) -- policyd-spf ignores it too (not one of its "
-                           "options, or not one Name = value pair)")
+    take.drop_rest(imp, WHY_NOT, "policyd-spf ignores it too (not one of its options, or not one Name = value "
+                   "pair)", separator=" = ")
     return imp
 
 
