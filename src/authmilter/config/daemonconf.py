@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from .files import read_bytes
 
 MAX_INCLUDE = 5          # OpenDKIM config.c MAXLEVEL
 
@@ -108,15 +109,7 @@ class DaemonConf:
 
 
 def _read_text(path: str) -> str:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read().decode("utf-8", "surrogateescape")
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, not a config file") from None
+    return read_bytes(path).decode("utf-8", "surrogateescape")
 
 
 def read_name_value(path: str, options: tuple[str, ...], *, includes: bool, cr_ends_line: bool,
@@ -207,15 +200,7 @@ def _authmilter_keys() -> set[str]:
 def sniff(path: str, limit: int = 1 << 20) -> Sniffed:
     """Classify the file at *path* from its first *limit* bytes. Raises ConfigError when
     it cannot be read."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(limit)
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, not a config file") from None
+    data = read_bytes(path, limit=limit)
     if b"\0" in data:
         return Sniffed("binary", ("contains NUL bytes",))
     try:

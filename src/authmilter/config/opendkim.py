@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 
 from ..domain import normalize_domain
 from ..errors import ConfigError, DomainError
+from .files import read_bytes
 
 # C isspace() in the C locale; Python's str.split() would also split on Unicode spaces.
 _WS = " \t\n\v\f\r"
@@ -114,15 +115,7 @@ def glob_to_regex(pattern: str, *, icase: bool, where: tuple[str, int] = ("<patt
 
 
 def _read_lines(path: str) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise ConfigError(path, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(path, "", "permission denied") from None
-    except IsADirectoryError:
-        raise ConfigError(path, "", "is a directory, not a table file") from None
+    data = read_bytes(path, "table file")
     lines = []
     for n, raw in enumerate(data.split(b"\n"), 1):
         try:

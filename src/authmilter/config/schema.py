@@ -18,6 +18,7 @@ from typing import Any
 
 from ..domain import normalize_domain
 from ..errors import ConfigError, DomainError
+from .files import read_bytes
 from .sockets import parse_socket
 from .storeurl import parse_url
 
@@ -542,13 +543,9 @@ def reload_refusal(old: Settings, new: Settings) -> str | None:
 def load_settings(path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> Settings:
     """Read and validate a TOML file; ConfigError on any problem."""
     file = os.fspath(path)
+    raw = read_bytes(file, None)      # a directory: IsADirectoryError, as before
     try:
-        with open(file, "rb") as fh:
-            data = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(file, "", "file not found") from None
-    except PermissionError:
-        raise ConfigError(file, "", "permission denied") from None
+        data = tomllib.loads(raw.decode())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(file, "", f"TOML syntax error: {exc}") from None
     return settings_from_dict(data, source=file)
