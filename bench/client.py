@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import resource
 import select
+import socket
 import struct
 import sys
 import time
@@ -124,6 +125,11 @@ class LoadResult:
         k = min(len(xs) - 1, max(0, round(p / 100.0 * (len(xs) - 1))))
         return xs[k]
 
+    def add_error(self, text: str) -> None:
+        self.errors += 1
+        if len(self.error_texts) < 20:
+            self.error_texts.append(text)
+
     def merge(self, other: LoadResult) -> None:
         self.sent += other.sent
         self.completed += other.completed
@@ -156,6 +162,49 @@ class LoadResult:
 
 
 Check = Callable[[SessionResult], bool]
+
+
+# -- what the plain (run_load) and the paced (run_paced) loops share
+
+
+def _next_packet(buf: bytearray) -> bytes | None:
+    """Take one whole milter packet (without its length) off the front of *buf*; None
+    while it has not all arrived."""
+    if len(buf) < 4:
+        return None
+    (n,) = struct.unpack_from("!I", buf)
+    if len(buf) < 4 + n:
+        return None
+    pkt = bytes(buf[4:4 + n])
+    del buf[:4 + n]
+    return pkt
+
+
+def _close_conn(ep: select.epoll, fd: int, sock: socket.socket, quit_pkt: bytes) -> None:
+    """Stop polling one milter connection, send it QUIT (if it still takes it) and close it."""
+    try:
+        ep.unregister(fd)
+    except OSError:
+        pass
+    try:
+        sock.send(quit_pkt)
+    except OSError:
+        pass
+    sock.close()
+
+
+def _conclude(res: LoadResult, done: list[SessionResult], t_start: float, t_last: float,
+              ru0: resource.struct_rusage, check: Check | None, keep_samples: int) -> LoadResult:
+    """Wall time up to the last completion, the client's CPU since *ru0*, the checks and the
+    samples: the end of a run."""
+    res.wall_s = t_last - t_start
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    res.client_sys_s = ru1.ru_stime - ru0.ru_stime
+    res.client_cpu_s = ru1.ru_utime - ru0.ru_utime + res.client_sys_s
+    if check is not None:
+        res.check_failures = sum(1 for r in done if not check(r))
+    res.samples = done[:keep_samples]
+    return res
 
 
 def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s: float,
@@ -213,15 +262,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
 
     def close_hop(s: _Session) -> None:
         live.pop(s.fd, None)
-        try:
-            ep.unregister(s.fd)
-        except OSError:
-            pass
-        try:
-            s.sock.send(quit_pkt)
-        except OSError:
-            pass
-        s.sock.close()
+        _close_conn(ep, s.fd, s.sock, quit_pkt)
 
     def finish(s: _Session, action: str, error: str = "") -> None:
         nonlocal t_last
@@ -229,9 +270,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
         if live.get(s.fd) is s:
             close_hop(s)
         if error:
-            res.errors += 1
-            if len(res.error_texts) < 20:
-                res.error_texts.append(error)
+            res.add_error(error)
             return
         t_last = now
         res.completed += 1
@@ -248,9 +287,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
         try:
             open_hop(s, 0)
         except OSError as exc:
-            res.errors += 1
-            if len(res.error_texts) < 20:
-                res.error_texts.append(f"connect: {exc}")
+            res.add_error(f"connect: {exc}")
 
     def on_packet(s: _Session, pkt: bytes) -> bool:
         """Handle one reply; True when the session left this socket (next hop or done)."""
@@ -316,12 +353,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
                         raise ProtocolError("milter closed the connection")
                     buf = s.buf
                     buf += data
-                    while len(buf) >= 4:
-                        (n,) = struct.unpack_from("!I", buf)
-                        if len(buf) < 4 + n:
-                            break
-                        pkt = bytes(buf[4:4 + n])
-                        del buf[:4 + n]
+                    while (pkt := _next_packet(buf)) is not None:
                         if on_packet(s, pkt):
                             break           # the session moved to its next hop or ended
                 except BlockingIOError:
@@ -332,14 +364,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
         for s in list(live.values()):
             close_hop(s)
         ep.close()
-    res.wall_s = t_last - t_start
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    res.client_sys_s = ru1.ru_stime - ru0.ru_stime
-    res.client_cpu_s = ru1.ru_utime - ru0.ru_utime + res.client_sys_s
-    if check is not None:
-        res.check_failures = sum(1 for r in done if not check(r))
-    res.samples = done[:keep_samples]
-    return res
+    return _conclude(res, done, t_start, t_last, ru0, check, keep_samples)
 
 
 def _worker(args: tuple) -> LoadResult:
@@ -489,15 +514,7 @@ def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float,
             if c is None:
                 continue
             conns.pop(c.fd, None)
-            try:
-                ep.unregister(c.fd)
-            except OSError:
-                pass
-            try:
-                c.sock.send(quit_pkt)
-            except OSError:
-                pass
-            c.sock.close()
+            _close_conn(ep, c.fd, c.sock, quit_pkt)
         live.discard(s)
 
     def finish(s: _Paced, action: str, error: str = "") -> None:
@@ -505,9 +522,7 @@ def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float,
         now = time.perf_counter()
         close_all(s)
         if error:
-            res.errors += 1
-            if len(res.error_texts) < 20:
-                res.error_texts.append(error)
+            res.add_error(error)
             return
         t_last = now
         res.completed += 1
@@ -659,12 +674,7 @@ def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float,
                         raise ProtocolError("milter closed the connection")
                     buf = c.buf
                     buf += data
-                    while len(buf) >= 4 and s in live:
-                        (n,) = struct.unpack_from("!I", buf)
-                        if len(buf) < 4 + n:
-                            break
-                        pkt = bytes(buf[4:4 + n])
-                        del buf[:4 + n]
+                    while s in live and (pkt := _next_packet(buf)) is not None:
                         on_packet(c, pkt)
                 except BlockingIOError:
                     continue
@@ -675,14 +685,7 @@ def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float,
         for s in list(live):
             close_all(s)
         ep.close()
-    res.wall_s = t_last - t_start
-    ru1 = resource.getrusage(resource.RUSAGE_SELF)
-    res.client_sys_s = ru1.ru_stime - ru0.ru_stime
-    res.client_cpu_s = ru1.ru_utime - ru0.ru_utime + res.client_sys_s
-    if check is not None:
-        res.check_failures = sum(1 for r in done if not check(r))
-    res.samples = done[:keep_samples]
-    return res
+    return _conclude(res, done, t_start, t_last, ru0, check, keep_samples)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
