@@ -43,7 +43,6 @@ import multiprocessing
 import os
 import platform
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -67,7 +66,6 @@ SELECTOR = rb.SELECTOR
 AUTHSERV_ID = rb.AUTHSERV_ID
 CLIENT_IP = "192.0.2.10"
 RCPT_DOMAIN = rb.OUT_DOMAIN
-DNS_HOSTS = ("127.77.53.1", "127.77.53.2", "127.77.53.3")
 
 log = rb.log
 
@@ -106,15 +104,7 @@ def make_message(i: int, dom: str, size: int) -> bytes:
             f"Date: {email.utils.formatdate(1767225600 + i)}\n"
             f"Message-ID: <cold.{i}@{dom}>\n"
             "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n")
-    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
-             "incididunt ut labore et dolore magna aliqua").split()
-    lines, n, k = [], len(head), i
-    while n < size:
-        line = " ".join(words[(k + j) % len(words)] for j in range(11))
-        lines.append(line)
-        n += len(line) + 1
-        k += 1
-    return (head + "\n".join(lines) + "\n").replace("\n", "\r\n").encode()
+    return rb.with_text(head, i, size)
 
 
 def _sign_one(job: tuple[int, str, int, bytes]) -> bytes:
@@ -347,21 +337,6 @@ def start_side_milter(name: str, argv: list[str], work: Path, address: str, proc
     return p
 
 
-def pick_proxy_address() -> tuple[str, int]:
-    if os.geteuid() == 0:
-        for host in DNS_HOSTS:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u, \
-                    socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    u.bind((host, 53))
-                    t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    t.bind((host, 53))
-                    return host, 53
-                except OSError:
-                    continue
-    return "127.0.0.1", free_port()
-
-
 def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
     notes: list[str] = []
     revs = {"authmilter": f"{args.authmilter or 'beside this Python'} at "
@@ -369,7 +344,7 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
     if args.baseline:
         revs["baseline"] = f"{args.baseline} at {rb._git_rev(rb._checkout_of(Path(args.baseline)))}"
     keyfile, pubkey = rb.make_key(work / "keys")
-    proxy_ip, proxy_port = pick_proxy_address()
+    proxy_ip, proxy_port = rb.pick_dns_address()
     s = rb.Setup(work, proxy_ip, proxy_port, keyfile, pubkey)
     rb.write_tables(s)
 

@@ -194,10 +194,19 @@ def make_message(i: int, size: int, direction: str) -> bytes:
             f"Date: {email.utils.formatdate(1767225600 + i)}\n"
             f"Message-ID: <bench.{direction}.{size}.{i}@bench.test>\n"
             "MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n")
-    words = ["lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit", "sed", "do", "eiusmod", "tempor", "incididunt", "ut", "labore", "et", "dolore", "magna", "aliqua"]
+    return with_text(head, i, size)
+
+
+_WORDS = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor "
+          "incididunt ut labore et dolore magna aliqua").split()
+
+
+def with_text(head: str, i: int, size: int) -> bytes:
+    """*head* (header lines and the blank line, LF-separated) followed by lines of words,
+    starting at word *i*, until about `size` bytes; CRLF line ends."""
     lines, n, k = [], len(head), i
     while n < size:
-        line = " ".join(words[(k + j) % len(words)] for j in range(11))
+        line = " ".join(_WORDS[(k + j) % len(_WORDS)] for j in range(11))
         lines.append(line)
         n += len(line) + 1
         k += 1
