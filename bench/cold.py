@@ -838,13 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
-    text = render(result)
-    print(text)
-    out = Path(a.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    log(f"wrote {out.with_suffix('.md')} and .json")
+    rb.write_report(a.output, render(result), result)
     bad = [c for c in result["cells"] + result.get("sign", [])
            if any(sd.get("errors") or sd.get("check_failures") for sd in c["sides"].values())]
     return 1 if bad or any("FAILED" in n for n in result["notes"]) else 0

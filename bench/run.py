@@ -807,6 +807,16 @@ def _size(n: int) -> str:
     return f"{n // 1024} KB" if n >= 1024 else f"{n} B"
 
 
+def write_report(output: str, text: str, result: dict) -> None:
+    """Print *text* and write it to OUTPUT.md, *result* to OUTPUT.json."""
+    print(text)
+    out = Path(output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".md").write_text(text + "\n")
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    log(f"wrote {out.with_suffix('.md')} and .json")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="authmilter vs OpenDKIM/OpenDMARC benchmark")
     ap.add_argument("--kinds", default="sign,inbound", help="sign,inbound")
@@ -848,13 +858,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick:
         args.rounds, args.count, args.duration, args.warmup = 1, 300, 3.0, 50
     result = run_matrix(args)
-    text = render(result)
-    print(text)
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(result, indent=1, default=str) + "\n")
-    log(f"wrote {out.with_suffix('.md')} and .json")
+    write_report(args.output, render(result), result)
     bad = [c for c in result["cells"] if any(sd["errors"] or sd["check_failures"] for sd in c["sides"].values())]
     return 1 if bad else 0
 
