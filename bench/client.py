@@ -125,6 +125,11 @@ class LoadResult:
         k = min(len(xs) - 1, max(0, round(p / 100.0 * (len(xs) - 1))))
         return xs[k]
 
+    def add_completed(self, latency_s: float, action: str) -> None:
+        self.completed += 1
+        self.latencies_s.append(latency_s)
+        self.actions[action] = self.actions.get(action, 0) + 1
+
     def add_error(self, text: str) -> None:
         self.errors += 1
         if len(self.error_texts) < 20:
@@ -273,9 +278,7 @@ def run_load(preps: Sequence[Prepared], concurrency: int, count: int, duration_s
             res.add_error(error)
             return
         t_last = now
-        res.completed += 1
-        res.latencies_s.append(now - s.t0)
-        res.actions[action] = res.actions.get(action, 0) + 1
+        res.add_completed(now - s.t0, action)
         done.append(SessionResult(now - s.t0, action, s.hops))
 
     def start() -> None:
@@ -525,11 +528,9 @@ def run_paced(msgs: Sequence[PacedMessage], concurrency: int, duration_s: float,
             res.add_error(error)
             return
         t_last = now
-        res.completed += 1
-        res.latencies_s.append(now - s.t0)
+        res.add_completed(now - s.t0, action)
         if s.t_eod:
             res.eom_latencies_s.append(now - s.t_eod)
-        res.actions[action] = res.actions.get(action, 0) + 1
         done.append(SessionResult(now - s.t0, action, [(s.finals[h], s.mods[h]) for h in range(len(s.finals))
                                                        if s.finals[h]]))
 
