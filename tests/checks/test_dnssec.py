@@ -10,18 +10,13 @@ started from its own configuration, validates in front of it; both serve the mod
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from infra.knot import Zone, knotd_path
-from infra.unbound import SigningKnot, Unbound, unbound_path
-from support import require
+from infra.unbound import BROKEN, ISLAND, PLAIN, SELECTOR, SIGNED, lan_resolver, write_dkim_key
 
 from authmilter import authresults, keys
 from authmilter.checks.dkim import verify_dkim
@@ -33,50 +28,20 @@ from authmilter.resolver import DnsStatus, Resolver
 from authmilter.results import Result
 from authmilter.runtime import Runtime
 
-SIGNED, PLAIN, BROKEN, ISLAND = "signed.lan", "plain.lan", "broken.lan", "island.lan"
-ZONES = (SIGNED, PLAIN, BROKEN, ISLAND)
-SELECTOR = "sel"
 RAW = (b"From: Alice <alice@{d}>\r\nTo: bob@example.org\r\nSubject: hi\r\n"
        b"Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <1@{d}>\r\n\r\nHello.\r\n")
 
 
 @pytest.fixture(scope="module")
 def keyfile(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dnssec-keys")
-    d.chmod(0o700)
-    path = d / "sel.private"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    os.close(fd)
-    return str(path)
+    return write_dkim_key(tmp_path_factory.mktemp("dnssec-keys"))
 
 
 @pytest.fixture(scope="module")
 def unbound(tmp_path_factory, keyfile):
-    require(os.access(knotd_path(), os.X_OK), "knotd missing (make test-deps installs knot)")
-    require(os.access(unbound_path(), os.X_OK), "unbound missing (make test-deps installs unbound)")
-    base = tmp_path_factory.mktemp("dnssec")
-    record = keys.dns_record(keys.load_signing_key(keyfile, SIGNED, SELECTOR).private_key)
-    zones = [Zone("lan")]
-    for origin in ZONES:
-        zone = Zone(origin).txt(f"{SELECTOR}._domainkey.{origin}", record)
-        zone.txt(origin, "v=spf1 ip4:192.0.2.0/24 -all").txt(f"_dmarc.{origin}", "v=DMARC1; p=reject")
-        zone.add(origin, "A", "192.0.2.1")
-        zones.append(zone)
-    knot = SigningKnot(base, zones, signed=(SIGNED, BROKEN, ISLAND))
-    server = None
-    try:
-        knot.start()
-        # broken.lan's anchor: a DS of signed.lan's key, which matches no key of broken.lan.
-        anchors = knot.ds_lines(SIGNED) + knot.ds_lines(SIGNED, owner=BROKEN)
-        server = Unbound(base, {z: (knot.host, knot.port) for z in ("lan", *ZONES)}, anchors)
-        server.start()
+    with lan_resolver(tmp_path_factory.mktemp("dnssec"), keyfile, spf="v=spf1 ip4:192.0.2.0/24 -all",
+                      a="192.0.2.1") as server:
         yield server
-    finally:
-        if server is not None:
-            server.stop()
-        knot.stop()
 
 
 def resolver(unbound, dnssec=True):

@@ -178,6 +178,16 @@ def test_a_forged_or_expired_srs_bounce_is_refused_550_5_1_1_at_the_forwarder(ch
 # -- the socketmap path: Postfix virtual_alias_maps + canonical maps -----------------------
 
 
+def _author_mail_via_fwd(c, rcpt: str) -> str:  # type: ignore[no-untyped-def]
+    """news@author.test's DKIM-signed mail to *rcpt* at the forwarder, envelope sender
+    bob@author.test, sent from the author's host and accepted; returns its token."""
+    token = uuid.uuid4().hex[:20]
+    raw = dkim_sign(make_message(token, from_="news@author.test", to=rcpt), c.author)
+    reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=[rcpt], helo=HELO, client_name=HELO)
+    assert reply.accepted, reply
+    return token
+
+
 def test_check_config_gives_the_canonical_map_lines_on_the_socketmap(chain):
     """What both hosts' Postfix were configured with (chain.py applies these lines)."""
     assert chain.list_srs_lines == ["internal_mail_filter_classes = bounce"]
@@ -192,10 +202,7 @@ def test_check_config_gives_the_canonical_map_lines_on_the_socketmap(chain):
 
 def test_alias_forwarded_mail_gets_an_srs_sender_from_the_socketmap(chain):
     c = chain
-    token = uuid.uuid4().hex[:20]
-    raw = dkim_sign(make_message(token, from_="news@author.test", to="alias@fwd.test"), c.author)
-    reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["alias@fwd.test"], helo=HELO, client_name=HELO)
-    assert reply.accepted, reply
+    token = _author_mail_via_fwd(c, "alias@fwd.test")
     delivered = c.final.wait_delivered(token)
     srs_sender = _return_path(delivered)
     assert srs_sender.endswith(f"@{FWD_SRS}"), srs_sender
@@ -225,10 +232,7 @@ def test_mail_from_a_local_domain_keeps_its_sender_through_the_alias(chain):
 
 def test_a_bounce_to_the_socketmap_srs_address_is_mapped_back_by_recipient_canonical_maps(chain):
     c = chain
-    token = uuid.uuid4().hex[:20]
-    raw = dkim_sign(make_message(token, from_="news@author.test", to="bounce-me@fwd.test"), c.author)
-    reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["bounce-me@fwd.test"], helo=HELO, client_name=HELO)
-    assert reply.accepted, reply
+    token = _author_mail_via_fwd(c, "bounce-me@fwd.test")
     (dsn,) = wait_for(lambda: _dsns_to(c.sink, token, "bob@author.test"), "the DSN at the author's host")
     _assert_dsn_names_the_original(dsn, token, GONE_RCPT)
     # mx.fwd.test has no milter: Postfix's recipient_canonical_maps (our socketmap) turned
@@ -249,20 +253,13 @@ def test_with_the_milter_on_the_same_postfix_srs_is_done_once_each_way(chain):
     c = chain
     c.fwd.set_milter(c.fwd_milter.postfix_socket)
     try:
-        token = uuid.uuid4().hex[:20]
-        raw = dkim_sign(make_message(token, from_="news@author.test", to="alias@fwd.test"), c.author)
-        reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["alias@fwd.test"], helo=HELO, client_name=HELO)
-        assert reply.accepted, reply
+        token = _author_mail_via_fwd(c, "alias@fwd.test")
         srs_sender = _return_path(c.final.wait_delivered(token))
         assert srs_sender.startswith("SRS0=")
         assert c.fwd_codec.reverse(srs_sender).address == "bob@author.test"
 
-        token = uuid.uuid4().hex[:20]
         offset = c.fwd_milter.log_size()
-        raw = dkim_sign(make_message(token, from_="news@author.test", to="bounce-me@fwd.test"), c.author)
-        reply = c.fwd.smtp(raw, mail_from="bob@author.test", rcpts=["bounce-me@fwd.test"], helo=HELO,
-                           client_name=HELO)
-        assert reply.accepted, reply
+        token = _author_mail_via_fwd(c, "bounce-me@fwd.test")
         (dsn,) = wait_for(lambda: _dsns_to(c.sink, token, "bob@author.test"), "the DSN at the author's host")
         _assert_dsn_names_the_original(dsn, token, GONE_RCPT)
         restored = re.findall(rf"(\w+): action=accept .*srs_rcpt=SRS0=\S+@{re.escape(FWD_SRS)}->bob@author\.test",

@@ -5,6 +5,9 @@ configuration in a temporary directory, in front of a knotd that signs some zone
   itself (``dnssec-signing: on``, one ECDSA P-256 CSK per zone, keys in its KASP db).
 - `validating_resolver`: both together, for zones signed and anchored, signed with a
   broken anchor, signed without one, or unsigned.
+- `lan_resolver`: `validating_resolver` for the DNSSEC suites' four zones under ``lan.``
+  (SIGNED, PLAIN, BROKEN, ISLAND), each with SPF, a DKIM key and DMARC p=reject;
+  `write_dkim_key` writes the Ed25519 key whose public half they publish.
 - `Unbound`: unbound in the foreground (``-d``), listening on 127.0.0.1 at a free port,
   validating, with stub zones pointing at the knotd and the trust anchors it is given;
   no root hints are ever used (every test name is under a stub zone).
@@ -14,6 +17,7 @@ and are stopped by the test.
 """
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -28,11 +32,20 @@ import dns.query
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from support import require
 
-from .knot import Knot, Zone
+from authmilter import keys
+
+from .knot import Knot, Zone, knotd_path
 from .procs import Process, free_port, wait_for
 
 UNBOUND = "/usr/sbin/unbound"
+
+# The DNSSEC suites' zones under ``lan.`` (itself unsigned), and their DKIM selector.
+SIGNED, PLAIN, BROKEN, ISLAND = "signed.lan", "plain.lan", "broken.lan", "island.lan"
+SELECTOR = "sel"
 
 
 def unbound_path() -> str:
@@ -204,3 +217,36 @@ def validating_resolver(base: Path, zones: Iterable[Zone], *, anchored: Iterable
         if server is not None:
             server.stop()
         knot.stop()
+
+
+def write_dkim_key(directory: Path) -> str:
+    """A new Ed25519 private key (PKCS#8 PEM, mode 0600) at *directory*/sel.private, the
+    directory made 0700; returns its path."""
+    directory.chmod(0o700)
+    path = directory / f"{SELECTOR}.private"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.write(fd, ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.close(fd)
+    return str(path)
+
+
+@contextmanager
+def lan_resolver(base: Path, keyfile: str, *, spf: str, a: str | None = None) -> Iterator[Unbound]:
+    """`validating_resolver` for ``lan.`` (unsigned) and SIGNED (signed, anchored), PLAIN
+    (unsigned), BROKEN (signed, wrong anchor) and ISLAND (signed, no anchor). Each of the
+    four publishes the public half of *keyfile* at SELECTOR, the SPF record *spf*,
+    DMARC p=reject and, if *a* is given, that A record. Skips (fails under CI) without
+    knotd or unbound."""
+    require(os.access(knotd_path(), os.X_OK), "knotd missing (make test-deps installs knot)")
+    require(os.access(unbound_path(), os.X_OK), "unbound missing (make test-deps installs unbound)")
+    record = keys.dns_record(keys.load_signing_key(keyfile, SIGNED, SELECTOR).private_key)
+    zones = [Zone("lan")]
+    for origin in (SIGNED, PLAIN, BROKEN, ISLAND):
+        zone = Zone(origin).txt(f"{SELECTOR}._domainkey.{origin}", record)
+        zone.txt(origin, spf).txt(f"_dmarc.{origin}", "v=DMARC1; p=reject")
+        if a is not None:
+            zone.add(origin, "A", a)
+        zones.append(zone)
+    with validating_resolver(base, zones, anchored=[SIGNED], broken=[BROKEN], unanchored=[ISLAND]) as server:
+        yield server

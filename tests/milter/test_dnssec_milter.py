@@ -9,51 +9,28 @@ anchor. Each publishes SPF for 192.0.2.0/24, the DKIM key and DMARC p=reject.
 """
 from __future__ import annotations
 
-import os
 import re
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from infra.knot import Zone, knotd_path
-from infra.unbound import unbound_path, validating_resolver
+from infra.unbound import BROKEN, ISLAND, PLAIN, SELECTOR, SIGNED, lan_resolver, write_dkim_key
 from milterd import Daemon, merge
-from support import require
 
 from authmilter import keys
 from authmilter.dkim.sign import sign
 from authmilter.model import Message
 
 AUTHSERV = "mx.lan"
-SIGNED, PLAIN, BROKEN, ISLAND = "signed.lan", "plain.lan", "broken.lan", "island.lan"
-SELECTOR = "sel"
 
 
 @pytest.fixture(scope="module")
 def keyfile(tmp_path_factory):
-    d = tmp_path_factory.mktemp("dnssec-milter-keys")
-    d.chmod(0o700)
-    path = d / "sel.private"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    os.write(fd, ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-    os.close(fd)
-    return str(path)
+    return write_dkim_key(tmp_path_factory.mktemp("dnssec-milter-keys"))
 
 
 @pytest.fixture(scope="module")
 def unbound(tmp_path_factory, keyfile):
-    require(os.access(knotd_path(), os.X_OK), "knotd missing (make test-deps installs knot)")
-    require(os.access(unbound_path(), os.X_OK), "unbound missing (make test-deps installs unbound)")
-    record = keys.dns_record(keys.load_signing_key(keyfile, SIGNED, SELECTOR).private_key)
-    zones = [Zone("lan")]
-    for origin in (SIGNED, PLAIN, BROKEN, ISLAND):
-        zone = Zone(origin).txt(f"{SELECTOR}._domainkey.{origin}", record)
-        zone.txt(origin, "v=spf1 ip4:192.0.2.0/24 -all").txt(f"_dmarc.{origin}", "v=DMARC1; p=reject")
-        zones.append(zone)
-    with validating_resolver(tmp_path_factory.mktemp("dnssec-milter"), zones, anchored=[SIGNED], broken=[BROKEN],
-                             unanchored=[ISLAND]) as server:
+    with lan_resolver(tmp_path_factory.mktemp("dnssec-milter"), keyfile, spf="v=spf1 ip4:192.0.2.0/24 -all") as server:
         yield server
 
 

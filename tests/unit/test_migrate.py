@@ -2,24 +2,17 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from migrate_support import check_config_here, run
 
 from authmilter.config.schema import load_settings, settings_from_dict
 from authmilter.errors import ConfigError
 from authmilter.migrate import convert, read_opendkim_conf
-
-AUTHMILTER = Path(sys.executable).with_name("authmilter")
-
-
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(AUTHMILTER), *args], check=False, capture_output=True, text=True, timeout=60, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -116,18 +109,7 @@ def test_import_round_trip_reuses_tables_and_passes_check_config(site, tmp_path)
     assert (settings.socket, settings.socket_mode, settings.user, settings.group) == (
         "local:/run/opendkim/opendkim.sock", "0770", "opendkim", "opendkim")
     assert settings.log_target == "syslog" and settings.pid_file == "/run/opendkim/opendkim.pid"
-    # check-config checks as the configured user, with the socket and pid directories in
-    # place: here they are this test's (the opendkim user cannot enter pytest's 0700 tree;
-    # tests/unit/test_check_config_preflight.py covers checking as another user).
-    text = out.read_text()
-    for old, new in (('user = "opendkim"', 'user = ""'), ('group = "opendkim"', 'group = ""'),
-                     ("/run/opendkim/", f"{tmp_path}/"),
-                     # a TCP socket: the machine's Postfix chroot settings must not decide the outcome
-                     (f'"local:{tmp_path}/opendkim.sock"', '"inet:10025@127.0.0.1"')):
-        text = text.replace(old, new)
-    out.write_text(text)
-    check = run("check-config", "-c", str(out))
-    assert check.returncode == 0, check.stdout + check.stderr
+    check = check_config_here(out, tmp_path)
     assert "signing domains: example.com, example.org" in check.stdout
 
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from migrate_support import AUTHMILTER, check_config_here, run
 
 from authmilter.config.schema import load_settings
 from authmilter.migrate_common import merge
 
-AUTHMILTER = str(Path(sys.executable).with_name("authmilter"))
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AUTHMILTER, *args], capture_output=True, text=True, timeout=60)
 
 
 @pytest.fixture
@@ -81,15 +76,7 @@ def test_three_imports_give_one_config_check_config_accepts(debian, tmp_path):
     assert "# | | - TrustAnchorFile /usr/share/dns/root.key" in text
     assert "# | Behaviour changes (what authmilter does differently from OpenDMARC with this config):" in text
 
-    # check-config as run would: the process settings moved to this test's directories
-    # (the opendkim user cannot enter pytest's 0700 tree), and a TCP socket, so that the
-    # machine's Postfix chroot settings do not decide the outcome
-    for old, new in (('user = "opendkim"', 'user = ""'), ("/run/opendkim/", f"{tmp_path}/"),
-                     (f'"local:{tmp_path}/opendkim.sock"', '"inet:10025@127.0.0.1"')):
-        text = text.replace(old, new)
-    cfg.write_text(text)
-    check = run("check-config", "-c", str(cfg))
-    assert check.returncode == 0, check.stdout + check.stderr
+    check = check_config_here(cfg, tmp_path)
     assert "signing domains: example.com" in check.stdout
 
 

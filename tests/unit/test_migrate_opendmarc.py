@@ -3,23 +3,17 @@ admin is told (dropped options, behaviour changes). Option semantics: opendmarc.
 and opendmarc.c 1.4.2 (RejectFailures gates both rejection and holding)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from migrate_support import assert_mapping, dropped_entry, run
 
 from authmilter.config.schema import load_settings, settings_from_dict
 from authmilter.migrate_common import get_dotted
 from authmilter.migrate_opendmarc import _ignore_hosts, behaviour_changes, convert, read_opendmarc_conf
 
-AUTHMILTER = str(Path(sys.executable).with_name("authmilter"))
 DATA = Path(__file__).resolve().parents[1] / "data" / "migrate"
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AUTHMILTER, *args], capture_output=True, text=True, timeout=60)
 
 
 def imported(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -74,10 +68,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize("text,expected", CASES, ids=[c[0].strip() or "(empty)" for c in CASES])
 def test_option_mapping(tmp_path, text, expected):
-    imp = imported(tmp_path, text)
-    for key, value in expected.items():
-        assert get_dotted(imp.data, key) == value, key
-    settings_from_dict(imp.data)
+    assert_mapping(imported(tmp_path, text), expected)
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -94,8 +85,7 @@ def test_option_mapping(tmp_path, text, expected):
     ("NoSuchOption 1", "not an OpenDMARC 1.4 option"),
 ])
 def test_options_without_equivalent_are_listed_with_the_reason(tmp_path, line, reason):
-    imp = imported(tmp_path, line + "\n")
-    (entry,) = [d for d in imp.dropped if d.startswith(line.split()[0])]
+    entry = dropped_entry(imported(tmp_path, line + "\n"), line)
     assert reason in entry and ":1)" in entry
 
 

@@ -3,24 +3,17 @@ _get_resultcodes: HELO first, PermError_reject/TempError_Defer for both scopes u
 scope is False, TestOnly = 0 rejecting nothing), the Debian default file, and the notes."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from migrate_support import assert_mapping, dropped_entry, run
 
-from authmilter.config.schema import load_settings, settings_from_dict
-from authmilter.migrate_common import get_dotted
+from authmilter.config.schema import load_settings
 from authmilter.migrate_policyd_spf import convert, read_policyd_spf_conf
 
-AUTHMILTER = str(Path(sys.executable).with_name("authmilter"))
 DATA = Path(__file__).resolve().parents[1] / "data" / "migrate"
 LOOPBACK = ["127.0.0.0/8", "::ffff:127.0.0.0/104", "::1"]
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([AUTHMILTER, *args], capture_output=True, text=True, timeout=60)
 
 
 def imported(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -72,10 +65,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
 
 @pytest.mark.parametrize("text,expected", CASES, ids=[c[0].strip() or "(empty)" for c in CASES])
 def test_option_mapping(tmp_path, text, expected):
-    imp = imported(tmp_path, text)
-    for key, value in expected.items():
-        assert get_dotted(imp.data, key) == value, key
-    settings_from_dict(imp.data)
+    assert_mapping(imported(tmp_path, text), expected)
 
 
 @pytest.mark.parametrize("line,reason", [
@@ -93,8 +83,7 @@ def test_option_mapping(tmp_path, text, expected):
     ("Whitelist = 192.0.2.1/24", "not an address, network or host name"),
 ])
 def test_options_without_equivalent_are_listed_with_the_reason(tmp_path, line, reason):
-    imp = imported(tmp_path, line + "\n")
-    (entry,) = [d for d in imp.dropped if d.startswith(line.split()[0])]
+    entry = dropped_entry(imported(tmp_path, line + "\n"), line)
     assert reason in entry
 
 

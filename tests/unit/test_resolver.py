@@ -1,4 +1,6 @@
 """The production resolver against a real DNS server on loopback."""
+from contextlib import contextmanager
+
 from authmilter.resolver import DnsStatus, Resolver
 
 
@@ -105,18 +107,27 @@ def _until(predicate, bound: float = 30.0) -> bool:  # type: ignore[no-untyped-d
     return True
 
 
+@contextmanager
+def _held(dns_server, name: str, ask):  # type: ignore[no-untyped-def]
+    """The server holds its answers while *ask* (a lookup of *name* TXT) runs in a thread;
+    the block starts once that query reached the server and gets the `_in_thread` pair.
+    The answers are released when the block ends."""
+    dns_server.hold()
+    try:
+        leader = _in_thread(ask)
+        assert dns_server.wait_until(lambda s: (name, "TXT") in s.queries)
+        yield leader
+    finally:
+        dns_server.release()
+
+
 def test_identical_lookups_in_flight_share_one_query(dns_server):
     # Cache off: sharing comes from the flight, not from a cached answer.
     res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0, cache_entries=0)
     dns_server.add_txt("shared.example.com", "v=spf1 -all")
-    dns_server.hold()
-    try:
-        leader = _in_thread(lambda: res.lookup("shared.example.com", "TXT"))
-        assert dns_server.wait_until(lambda s: ("shared.example.com", "TXT") in s.queries)
+    with _held(dns_server, "shared.example.com", lambda: res.lookup("shared.example.com", "TXT")) as leader:
         others = [_in_thread(lambda: res.query("Shared.Example.com.", "txt")) for _ in range(4)]
         assert _until(lambda: res.waiting("shared.example.com", "TXT") == 4)
-    finally:
-        dns_server.release()
     for t, _ in (leader, *others):
         t.join(30)
     assert leader[1][0][0].records == (b"v=spf1 -all",)
@@ -131,10 +142,7 @@ def test_identical_lookups_in_flight_share_one_query(dns_server):
 def test_a_waiter_gives_up_at_the_end_of_its_own_budget(dns_server):
     res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0)
     dns_server.add_txt("slow.example.com", "v=spf1 -all")
-    dns_server.hold()
-    try:
-        leader = _in_thread(lambda: res.query("slow.example.com", "TXT"))
-        assert dns_server.wait_until(lambda s: ("slow.example.com", "TXT") in s.queries)
+    with _held(dns_server, "slow.example.com", lambda: res.query("slow.example.com", "TXT")) as leader:
         short = res.budget(0.3)                      # a message with little time left
         answer = short.query("slow.example.com", "TXT")
         # It returned while the answer it waited for is still held at the server.
@@ -142,8 +150,6 @@ def test_a_waiter_gives_up_at_the_end_of_its_own_budget(dns_server):
         assert leader[0].is_alive() and not leader[1]
         assert not any(kind == "answer" for kind, _, _ in dns_server.events)
         assert dns_server.queries.count(("slow.example.com", "TXT")) == 1
-    finally:
-        dns_server.release()
     leader[0].join(30)
     assert leader[1][0].ok
     assert dns_server.queries.count(("slow.example.com", "TXT")) == 1
@@ -154,15 +160,10 @@ def test_a_waiter_gives_up_at_the_end_of_its_own_budget(dns_server):
 def test_an_exhausted_budget_never_joins_a_flight(dns_server):
     res = Resolver(servers=[("127.0.0.1", dns_server.port)], timeout_s=20.0)
     dns_server.add_txt("late.example.com", "x")
-    dns_server.hold()
-    try:
-        leader = _in_thread(lambda: res.query("late.example.com", "TXT"))
-        assert dns_server.wait_until(lambda s: ("late.example.com", "TXT") in s.queries)
+    with _held(dns_server, "late.example.com", lambda: res.query("late.example.com", "TXT")) as leader:
         answer = res.budget(0).query("late.example.com", "TXT")
         assert answer.status is DnsStatus.TEMPERROR and answer.error == "DNS time budget exhausted"
         assert res.waiting("late.example.com", "TXT") == 0
-    finally:
-        dns_server.release()
     leader[0].join(30)
     assert leader[1][0].ok
 
@@ -176,14 +177,9 @@ def test_warm_means_cached_or_in_flight(dns_server):
     assert not res.warm("held.example.com", "TXT") and not res.warm("done.example.com", "TXT")
     assert res.query("done.example.com", "TXT").ok
     assert res.warm("Done.Example.com.", "txt")                     # cached
-    dns_server.hold()
-    try:
-        leader = _in_thread(lambda: res.query("held.example.com", "TXT"))
-        assert dns_server.wait_until(lambda s: ("held.example.com", "TXT") in s.queries)
+    with _held(dns_server, "held.example.com", lambda: res.query("held.example.com", "TXT")) as leader:
         assert res.warm("held.example.com", "TXT")                  # in flight
         assert not res.cached("held.example.com", "TXT")
         assert not res.warm("held.example.com", "A")                # another type is not
-    finally:
-        dns_server.release()
     leader[0].join(30)
     assert res.warm("held.example.com", "TXT") and res.cached("held.example.com", "TXT")
