@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from infra.procs import stop_all
 from support import require
 
 from authmilter.authresults import parse_authres
@@ -232,8 +233,7 @@ def chain_world(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-un
         yield Chain(base, knot, author, sink, lists, list_milter, final, final_milter, fwd, fwd_milter,
                     srs_lines[lists], srs_lines[fwd])
     finally:
-        for part in started:
-            part.stop()
+        stop_all(started)
         logs = tmp_path_factory.mktemp("arc-chain-logs")
         for sub in ("list", "final", "author", "fwd"):
             for name in ("maillog", "authmilter.log", "authmilter.toml"):

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from infra.procs import stop_all
 from support import require  # tests/support.py (tests/ is on sys.path)
 
 from .harness import (
@@ -176,8 +177,7 @@ def e2e(tmp_path_factory: pytest.TempPathFactory):
             part.start()
         yield env
     finally:
-        for part in started:            # Postfix first, then authmilter, then knot
-            part.stop()
+        stop_all(started)            # Postfix first, then authmilter, then knot
         logs = [base / "maillog", base / "authmilter.log", base / "knot" / "knotd.log", base / "authmilter.toml",
                 base / "postfix" / "main.cf", base / "postfix" / "master.cf"]
         copy_logs(logs, tmp_path_factory.mktemp("e2e-logs"))

@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from infra.procs import stop_all
 from support import require
 
 from authmilter.srs import SrsCodec
@@ -133,8 +134,7 @@ def test_stock_debian_chroot_with_the_lines_check_config_printed(e2e, tmp_path_f
         assert "milter" not in log.lower() or "No such file" not in log, log[-2000:]
         assert os.path.exists(socket_dir / "authmilter.sock")
     finally:
-        for part in started:
-            part.stop()
+        stop_all(started)
         copy_logs([base / "maillog", milter.log, milter.config, postfix.config_dir / "master.cf",
                    postfix.config_dir / "main.cf"], tmp_path_factory.mktemp("chroot-logs"))
         shutil.rmtree(base, ignore_errors=True)

@@ -107,6 +107,20 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
+def stop_all(parts: Sequence[object]) -> None:
+    """Call every part's stop(), in order, even when one of them fails (a Postfix that
+    will not stop must not leave the authmilter and knot behind it running); then raise
+    the first failure."""
+    first: BaseException | None = None
+    for part in parts:
+        try:
+            part.stop()  # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001 - raised below, after the others stopped
+            first = first or exc
+    if first is not None:
+        raise first
+
+
 def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_S, *, sweep: bool = True) -> bool:
     """SIGTERM a process started with start_new_session=True and wait up to *timeout_s*;
     then SIGKILL its process group (always with *sweep*, else only if it did not exit).

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from infra.procs import stop_all
 from support import require  # tests/support.py (tests/ is on sys.path)
 
 from ..conftest import _authmilter_exe, keys_zones_tables
@@ -87,8 +88,7 @@ def sm(tmp_path_factory: pytest.TempPathFactory):
             part.start()
         yield env
     finally:
-        for part in started:
-            part.stop()
+        stop_all(started)
         sm_dir = base / "sendmail"
         copy_logs([base / "authmilter.log", base / "authmilter.toml", base / "knot" / "knotd.log",
                    sm_dir / "maillog", sm_dir / "smtp-trace", sm_dir / "sendmail.out", sm_dir / "sendmail.mc",
