@@ -12,9 +12,7 @@ that reached the DNS server (``Resolver._lookup``) and every RSA private-key sig
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from collections import Counter
 from pathlib import Path
 from types import MappingProxyType
@@ -35,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from authmilter.config.schema import load_settings
     from authmilter.dkim import sign as dkim_sign
     from authmilter.dkim import verify as dkim_verify
-    from authmilter.model import Client, Envelope, Message, Session
+    from authmilter.model import Message, Session
     from authmilter.pipeline import process
     from authmilter.runtime import Runtime
 
@@ -60,29 +58,14 @@ def main(argv: list[str] | None = None) -> int:
     dkim_sign.sign_bytes = sign_bytes  # type: ignore[assignment]
     dkim_verify.check_signature = check_signature  # type: ignore[assignment]
 
-    base = HERE / "results"
-    base.mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
-    dns = None
-    try:
-        s, knot = bench.prepare(work)     # as bench/run.py starts it
-        dns = knot.process
-        knot.start()
-        extra = bench.sealing_side_conf(work) if args.seal else ""
+    with bench.started_world() as s:
+        extra = bench.sealing_side_conf(s.work) if args.seal else ""
         if args.seal and args.kind == "inbound":
             extra += "seal_inbound = true\n"
-        runtime = Runtime.load(load_settings(bench.authmilter_conf(s, work / "unused.sock", 1, extra=extra)))
-        if args.kind == "sign":
-            raws = [bench.make_message(i, 2048, "out") for i in range(2)]
-            if args.seal:
-                raws = [bench.resubmitted(r) for r in raws]
-            client = Client(ip=bench.OUTBOUND_IP, hostname="client", helo="client", port=40000)
-            env = Envelope(mail_from=f"alice@{bench.OUT_DOMAIN}", rcpts=("bob@example.org",))
-        else:
-            raws = [bench.presign(bench.make_message(i, 2048, "in"), s.keyfile) for i in range(2)]
-            client = Client(ip=bench.INBOUND_IP, hostname=f"mail.{bench.IN_DOMAIN}",
-                            helo=f"mail.{bench.IN_DOMAIN}", port=40000)
-            env = Envelope(mail_from=f"sender@{bench.IN_DOMAIN}", rcpts=(f"user@{bench.OUT_DOMAIN}",))
+        runtime = Runtime.load(load_settings(bench.authmilter_conf(s, s.work / "unused.sock", 1, extra=extra)))
+        raws, client, env = bench.pipeline_messages(args.kind, s, 2, 2048)
+        if args.kind == "sign" and args.seal:
+            raws = [bench.resubmitted(r) for r in raws]
         # the modules that imported the functions by name (dkim.arc), once all are loaded
         for mod in list(sys.modules.values()):
             if getattr(mod, "__name__", "").startswith("authmilter."):
@@ -101,10 +84,6 @@ def main(argv: list[str] | None = None) -> int:
                   f"inserted={[e.name for e in out.insertions]}")
             print(f"  DNS lookups sent: {len(queries)}" + "".join(f"\n    {q}" for q in queries))
             print(f"  RSA operations: {sum(rsa.values())} {dict(rsa)}")
-    finally:
-        if dns is not None:
-            dns.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

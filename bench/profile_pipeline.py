@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from types import MappingProxyType
@@ -38,28 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from authmilter.config.schema import load_settings
-    from authmilter.model import Client, Envelope, Message, Session
+    from authmilter.model import Message, Session
     from authmilter.pipeline import process
     from authmilter.runtime import Runtime
 
-    base = HERE / "results"
-    base.mkdir(exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
-    dns = None
-    try:
-        s, knot = bench.prepare(work)     # as bench/run.py starts it
-        dns = knot.process
-        knot.start()
-        runtime = Runtime.load(load_settings(bench.authmilter_conf(s, work / "unused.sock", 1)))
-        if args.kind == "sign":
-            raws = [bench.make_message(i, args.size, "out") for i in range(16)]
-            client = Client(ip=bench.OUTBOUND_IP, hostname="client", helo="client", port=40000)
-            env = Envelope(mail_from=f"alice@{bench.OUT_DOMAIN}", rcpts=("bob@example.org",))
-        else:
-            raws = [bench.presign(bench.make_message(i, args.size, "in"), s.keyfile) for i in range(16)]
-            client = Client(ip=bench.INBOUND_IP, hostname=f"mail.{bench.IN_DOMAIN}",
-                            helo=f"mail.{bench.IN_DOMAIN}", port=40000)
-            env = Envelope(mail_from=f"sender@{bench.IN_DOMAIN}", rcpts=(f"user@{bench.OUT_DOMAIN}",))
+    with bench.started_world() as s:
+        runtime = Runtime.load(load_settings(bench.authmilter_conf(s, s.work / "unused.sock", 1)))
+        raws, client, env = bench.pipeline_messages(args.kind, s, 16, args.size)
         sessions = [Session(client=client, envelope=env, message=Message.from_bytes(r),
                             macros=MappingProxyType({"j": bench.AUTHSERV_ID, "i": "4BENCH0QID"}),
                             queue_id="4BENCH0QID") for r in raws]
@@ -82,10 +65,6 @@ def main(argv: list[str] | None = None) -> int:
             process(sessions[i % len(sessions)], runtime)
         prof.disable()
         pstats.Stats(prof).sort_stats(args.sort).print_stats(args.top)
-    finally:
-        if dns is not None:
-            dns.stop()
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -41,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -485,6 +486,40 @@ def prepare(work: Path) -> tuple[Setup, Knot]:
     knot = Knot(work, zones(dns_ip, pubkey), dns_port, host=dns_ip, workers=None, log_level="warning",
                 semantic_checks=False)
     return s, knot
+
+
+@contextmanager
+def started_world() -> Iterator[Setup]:
+    """`prepare` in a fresh work directory under results/, with knotd started; knotd is
+    stopped and the directory removed at exit. The in-process scripts (count_ops.py,
+    profile_pipeline.py) run the pipeline against it."""
+    base = HERE / "results"
+    base.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=base))
+    knot: Knot | None = None
+    try:
+        s, knot = prepare(work)
+        knot.start()
+        yield s
+    finally:
+        if knot is not None:
+            knot.process.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def pipeline_messages(kind: str, s: Setup, count: int, size: int) -> tuple[list[bytes], object, object]:
+    """*count* messages of *size* bytes for an in-process pipeline run, with the client
+    and envelope they arrive with: outbound ones to sign, or inbound ones signed once
+    beforehand with the bench key."""
+    from authmilter.model import Client, Envelope
+
+    if kind == "sign":
+        return ([make_message(i, size, "out") for i in range(count)],
+                Client(ip=OUTBOUND_IP, hostname="client", helo="client", port=40000),
+                Envelope(mail_from=f"alice@{OUT_DOMAIN}", rcpts=("bob@example.org",)))
+    return ([presign(make_message(i, size, "in"), s.keyfile) for i in range(count)],
+            Client(ip=INBOUND_IP, hostname=f"mail.{IN_DOMAIN}", helo=f"mail.{IN_DOMAIN}", port=40000),
+            Envelope(mail_from=f"sender@{IN_DOMAIN}", rcpts=(f"user@{OUT_DOMAIN}",)))
 
 
 def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict:
