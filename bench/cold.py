@@ -56,11 +56,12 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO / "tests"))
 
 import client as mc
-import run as rb  # bench/run.py: keys, tables, OpenDKIM/OpenDMARC configs, helpers
 from infra import dnsproxy
 from infra.knot import Knot, Zone, knotd_path
 from infra.milter import MilterClient
 from infra.procs import authmilter_command, free_port, scan_proc, wait_for
+
+import run as rb  # bench/run.py: keys, tables, OpenDKIM/OpenDMARC configs, helpers
 
 SELECTOR = rb.SELECTOR
 AUTHSERV_ID = rb.AUTHSERV_ID
