@@ -25,3 +25,7 @@ class KeyError_(AuthmilterError):
 
 class DomainError(AuthmilterError, ValueError):
     """A string that is not a valid domain name."""
+
+
+class InputError(AuthmilterError):
+    """An input file named on the command line that cannot be read."""

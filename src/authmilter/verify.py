@@ -19,6 +19,7 @@ import os
 import sys
 from types import MappingProxyType
 
+from .cliinput import read_message_arg
 from .config.schema import Settings, load_settings, validate
 from .errors import AuthmilterError
 from .model import Client, Envelope, Message, Session
@@ -67,18 +68,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         else:
             print(f"authmilter: {args.config} not found, using defaults", file=sys.stderr)
             settings = validate(Settings())
-        if args.file == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(args.file, "rb") as fh:
-                raw = fh.read()
+        raw = read_message_arg(args.file)
         session, outcome = verify_bytes(raw, settings, client_ip=args.client_ip, helo=args.helo,
                                         mail_from=args.mail_from)
     except AuthmilterError as exc:
         print(f"authmilter: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"authmilter: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+    except OSError as exc:      # a file the config names (e.g. the SRS secret)
+        print(f"authmilter: cannot read {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
         return 2
     if not args.client_ip:
         print("authmilter: no --client-ip given: SPF not checked", file=sys.stderr)

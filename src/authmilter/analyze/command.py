@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import dns.exception
 
+from ..cliinput import read_message_arg
 from ..config.hostlist import HostList
 from ..config.schema import Settings, load_settings, parse_dns_server
 from ..errors import AuthmilterError
@@ -64,16 +65,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             settings = load_settings(args.config)
             own, trusted = _own_relays(settings), settings.verify.trusted_relays
         resolver = _resolver(args, settings) if want_dns else None
-        if args.file == "-":
-            raw = sys.stdin.buffer.read()
-        else:
-            with open(args.file, "rb") as fh:
-                raw = fh.read()
+        raw = read_message_arg(args.file)
     except AuthmilterError as exc:
         print(f"authmilter: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"authmilter: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
     result = analyze(raw, own_relay=own, trusted_relays=trusted)
     report: DnsReport | None = None
