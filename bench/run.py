@@ -546,6 +546,15 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
     # authmilter (if `authmilter run` exists yet)
     am_sock = work / "authmilter.sock"
     am_cmd = authmilter_command()     # the install beside this interpreter, else python -m authmilter
+
+    def extra_side(tag: str, cmd: Sequence[str] = am_cmd, **conf: str) -> tuple[Proc, str, mc.Negotiated]:
+        """Another authmilter daemon with its own config (the base config plus *conf*'s
+        extras) on its own socket, started and negotiated with: a side of its own."""
+        sock = work / f"authmilter-{tag}.sock"
+        path = authmilter_conf(s, sock, args.workers, name=f"authmilter-{tag}.toml", **conf)
+        proc = start(f"authmilter-{tag}", [*cmd, "run", "-c", str(path)], work)
+        procs.append(proc)
+        return proc, f"unix:{sock}", wait_milter(proc, f"unix:{sock}")
     if not args.skip_authmilter:
         try:
             am = start("authmilter", [*am_cmd, "run", "-c", str(authmilter_conf(s, am_sock, args.workers))],
@@ -561,52 +570,32 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         if "inbound" in args.kinds and args.spf_cache_off_side and sides_in:
             # The same code with the SPF result cache off: what SPF costs when every
             # message comes from an (IP, domain) pair not seen within the records' TTLs.
-            sock2 = work / "authmilter-nocache.sock"
-            conf2 = authmilter_conf(s, sock2, args.workers, name="authmilter-nocache.toml",
-                                    dns_extra="result_cache_entries = 0\n")
-            am2 = start("authmilter-nocache", [*am_cmd, "run", "-c", str(conf2)], work)
-            procs.append(am2)
-            wait_milter(am2, f"unix:{sock2}")
-            sides_in.append(Side("authmilter (SPF cache off)", [f"unix:{sock2}"], [am2]))
+            am2, addr2, _ = extra_side("nocache", dns_extra="result_cache_entries = 0\n")
+            sides_in.append(Side("authmilter (SPF cache off)", [addr2], [am2]))
         for kind in args.store if "inbound" in args.kinds and sides_in else ():
             # Reports on: every inbound message leaves a record (journal + batched writes).
-            sock4 = work / f"authmilter-{kind}.sock"
-            conf4 = authmilter_conf(s, sock4, args.workers, name=f"authmilter-{kind}.toml",
-                                    extra=store_side_conf(kind, work))
-            am4 = start(f"authmilter-{kind}", [*am_cmd, "run", "-c", str(conf4)], work)
-            procs.append(am4)
-            wait_milter(am4, f"unix:{sock4}")
-            sides_in.append(Side(f"authmilter (reports on, {kind})", [f"unix:{sock4}"], [am4]))
+            am4, addr4, _ = extra_side(kind, extra=store_side_conf(kind, work))
+            sides_in.append(Side(f"authmilter (reports on, {kind})", [addr4], [am4]))
             notes.append(f"authmilter (reports on, {kind}): [reports] enabled, records in {kind}"
                          + (" (the PostgreSQL server's CPU is not counted in the side's CPU)"
                             if kind == "postgresql" else ""))
         if args.antispam and "inbound" in args.kinds and sides_in:
-            sock5 = work / "authmilter-antispam.sock"
-            conf5 = authmilter_conf(s, sock5, args.workers, name="authmilter-antispam.toml",
-                                    extra=antispam_side_conf(work))
-            am5 = start("authmilter-antispam", [*am_cmd, "run", "-c", str(conf5)], work)
-            procs.append(am5)
-            wait_milter(am5, f"unix:{sock5}")
+            am5, addr5, _ = extra_side("antispam", extra=antispam_side_conf(work))
 
             def prime_greylist(preps: list[mc.Prepared]) -> None:
                 first = mc.run_one(preps[0])           # the new triplet: deferred at RCPT
                 time.sleep(1.2)                        # delay_s = 1
                 log(f"antispam side primed: first attempt action={first.action}, retry after 1.2 s")
 
-            sides_in.append(Side("authmilter (greylist + DNSBL)", [f"unix:{sock5}"], [am5],
+            sides_in.append(Side("authmilter (greylist + DNSBL)", [addr5], [am5],
                                  prime=prime_greylist))
             notes.append("authmilter (greylist + DNSBL): [greylist] enabled, delay_s = 1, auto_allow_after = 0, "
                          f"SQLite store; [dnsbl] zones = {DNSBL_ZONE} (client not listed). The triplet is deferred "
                          "once before the warm-up; every measured message then passes as 'known domain and "
                          "recipient' (SPF at RCPT, one store read + one write, the DNSBL query at connect)")
         if args.seal and "sign" in args.kinds and sides_sign:
-            sock6 = work / "authmilter-seal.sock"
-            conf6 = authmilter_conf(s, sock6, args.workers, name="authmilter-seal.toml",
-                                    extra=sealing_side_conf(work))
-            am6 = start("authmilter-seal", [*am_cmd, "run", "-c", str(conf6)], work)
-            procs.append(am6)
-            wait_milter(am6, f"unix:{sock6}")
-            sides_sign.append(Side("authmilter (sign + ARC seal)", [f"unix:{sock6}"], [am6],
+            am6, addr6, _ = extra_side("seal", extra=sealing_side_conf(work))
+            sides_sign.append(Side("authmilter (sign + ARC seal)", [addr6], [am6],
                                    msgs={size: [resubmitted(m) for m in ms] for size, ms in out_msgs.items()},
                                    check=check_sealed))
             notes.append("authmilter (sign + ARC seal): [arc] sealing_table = '* -> the signing key', "
@@ -617,19 +606,15 @@ def _run_matrix(args: argparse.Namespace, work: Path, procs: list[Proc]) -> dict
         # Another build of authmilter (e.g. an install of the previous round's commit), with
         # the same config file contents, messages and client: before/after in one run.
         # The config written by authmilter_conf uses only keys both versions know.
-        sock3 = work / "authmilter-baseline.sock"
-        conf3 = authmilter_conf(s, sock3, args.workers, name="authmilter-baseline.toml")
         base_bin = Path(args.baseline).expanduser()
         try:
-            am3 = start("authmilter-baseline", [str(base_bin), "run", "-c", str(conf3)], work)
-            procs.append(am3)
-            neg3 = wait_milter(am3, f"unix:{sock3}")
+            am3, addr3, neg3 = extra_side("baseline", [str(base_bin)])
         except (OSError, RuntimeError) as exc:
             raise SystemExit(f"baseline {base_bin} did not start: {exc}") from exc
         log(f"authmilter (baseline) up: {revs['baseline']}, "
             f"protocol={neg3.protocol:#x} actions={neg3.actions:#x}")
-        sides_sign.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
-        sides_in.append(Side("authmilter (baseline)", [f"unix:{sock3}"], [am3]))
+        sides_sign.append(Side("authmilter (baseline)", [addr3], [am3]))
+        sides_in.append(Side("authmilter (baseline)", [addr3], [am3]))
 
     opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
     ods_sock, odv_sock, odm_sock = work / "opendkim-s.sock", work / "opendkim-v.sock", work / "opendmarc.sock"
