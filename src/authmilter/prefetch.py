@@ -37,12 +37,19 @@ log = logging.getLogger("authmilter.prefetch")
 class _Cancellable:
     """The resolver view a prefetch reads through: the message's budget, and after
     `cancel` every lookup is a temporary error without traffic (a pyspf walk then ends).
-    It has no ``derived`` attribute, so SPF results are not stored by a prefetch: the
-    real check computes and stores them as it would without one (same log line)."""
+
+    Its ``derived`` is the resolver's cache of SPF results: a walk that completes from
+    answers the cache keeps is stored there, and end-of-message reads it instead of
+    evaluating the same records a second time (a hit is, by construction, what a new
+    evaluation of those cached answers would return). A cancelled walk read temporary
+    errors, which are never stored. With DNSSEC asked for, a prefetch stores nothing:
+    the end-of-message check must read the answers itself to log whether they validated."""
 
     def __init__(self, inner: BudgetResolver, cancelled: threading.Event) -> None:
         self.inner = inner
         self.cancelled = cancelled
+        if not inner.parent.dnssec:
+            self.derived = inner.derived
 
     def query(self, name: str, rdtype: str) -> Answer:
         return self.lookup(name, rdtype)[0]
