@@ -29,8 +29,11 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.nameserver
+import dns.rcode
 import dns.rdatatype
 import dns.resolver
+
+from .dnsudp import TIMEOUT, Refusals, UdpExchange
 
 
 class DnsStatus(StrEnum):
@@ -227,6 +230,11 @@ class Resolver:
             res.use_edns(0, dns.flags.DO, 1232)
             res.flags = dns.flags.RD | dns.flags.AD
         self._res = res
+        # The usual exchange (one UDP query, NOERROR/NXDOMAIN) without dnspython's resolver
+        # machinery; everything else still goes through `res` (dnsudp.py).
+        self._udp = UdpExchange(_plain_servers(res), flags=res.flags if res.flags is not None else dns.flags.RD,
+                                edns=(res.payload, res.ednsflags) if res.edns >= 0 else None,
+                                attempt_s=res.timeout)
         self.timeout_s = timeout_s
         self.health = _ServerHealth(min_silence_s=min(1.0, res.timeout))
         self.max_ttl_s = max_ttl_s
@@ -367,6 +375,50 @@ class Resolver:
         return answer
 
     def _ask(self, qname: dns.name.Name, name: str, rdtype: str, lifetime: float) -> Answer:
+        started = time.monotonic()
+        type_code = _rdtype_code(rdtype)
+        if type_code is not None:
+            got = self._udp.ask(qname, type_code, lifetime)
+            if got is TIMEOUT:
+                return Answer(name, rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s")
+            if isinstance(got, Refusals):
+                request = dns.message.make_query(qname, rdtype, use_edns=self._res.edns,
+                                                 want_dnssec=self.dnssec, payload=self._res.payload)
+                errors = [(f"Do53:{ip}@{port}", False, port, rcode, response)
+                          for ip, port, rcode, response in got.errors]
+                return self._no_servers(dns.resolver.NoNameservers(request=request, errors=errors), name, rdtype)
+            if isinstance(got, dns.message.QueryMessage):
+                answer = self._from_response(got, name, rdtype)
+                if answer is not None:
+                    return answer
+            # HANDBACK, or a response dnspython would not have taken: its resolver, with the time left.
+            lifetime -= time.monotonic() - started
+            if lifetime <= 0:
+                return Answer(name, rdtype, DnsStatus.TEMPERROR, error="timeout after "
+                              f"{time.monotonic() - started:.1f}s")
+        return self._ask_dnspython(qname, name, rdtype, lifetime)
+
+    def _from_response(self, r: dns.message.QueryMessage, name: str, rdtype: str) -> Answer | None:
+        """What dnspython's resolver makes of a whole NOERROR/NXDOMAIN response, by the
+        same chaining code (None: it would have refused it, so it is asked again)."""
+        try:
+            chain = r.resolve_chaining()
+        except (dns.exception.DNSException, AttributeError, IndexError, ValueError):
+            return None
+        if r.rcode() == dns.rcode.NXDOMAIN:
+            return Answer(name, rdtype, DnsStatus.NXDOMAIN, ttl=_soa_ttl(r), error="NXDOMAIN",
+                          authenticated=self._ad(r))
+        if chain.answer is None:
+            return Answer(name, rdtype, DnsStatus.NODATA, ttl=_soa_ttl(r), authenticated=self._ad(r))
+        try:
+            values = tuple(_rdata_value(rdtype, rd) for rd in chain.answer)
+        except (AttributeError, TypeError, ValueError):
+            return None
+        return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=chain.answer.ttl,
+                      authenticated=self._ad(r),
+                      signed=self.dnssec and any(rr.rdtype == dns.rdatatype.RRSIG for rr in r.answer))
+
+    def _ask_dnspython(self, qname: dns.name.Name, name: str, rdtype: str, lifetime: float) -> Answer:
         try:
             ans = self._res.resolve(qname, rdtype, raise_on_no_answer=False, lifetime=lifetime,
                                     search=False)
@@ -376,9 +428,7 @@ class Resolver:
         except dns.resolver.LifetimeTimeout:
             return Answer(name, rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s")
         except dns.resolver.NoNameservers as exc:
-            ede, bogus = _extended_errors(exc)
-            return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"no server answered: {ede}{exc}"),
-                          bogus=bogus)
+            return self._no_servers(exc, name, rdtype)
         except dns.resolver.YXDOMAIN:
             return Answer(name, rdtype, DnsStatus.BADNAME, error="name too long after DNAME")
         except dns.exception.DNSException as exc:
@@ -398,6 +448,13 @@ class Resolver:
         return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl,
                       authenticated=self._ad(ans.response),
                       signed=self.dnssec and any(r.rdtype == dns.rdatatype.RRSIG for r in ans.response.answer))
+
+    def _no_servers(self, exc: dns.resolver.NoNameservers, name: str, rdtype: str) -> Answer:
+        """Every server answered with an error rcode (SERVFAIL, REFUSED...): TEMPERROR,
+        naming the RFC 8914 extended errors they gave."""
+        ede, bogus = _extended_errors(exc)
+        return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"no server answered: {ede}{exc}"),
+                      bogus=bogus)
 
     def _ad(self, *responses: dns.message.Message) -> bool | None:
         """The AD flag of the response(s), or None when DNSSEC was not asked for."""
@@ -515,6 +572,45 @@ class Recording:
             self.saw_percent = True
         return answer
 
+
+
+def _plain_servers(res: dns.resolver.Resolver) -> list[tuple[str, int]]:
+    """The resolver's servers as (address, port), or [] when any is not plain DNS over
+    UDP/TCP port (DoH, DoT...): then every query goes through dnspython's resolver."""
+    out: list[tuple[str, int]] = []
+    for ns in res.nameservers:
+        if isinstance(ns, str):
+            out.append((ns, res.port))
+        elif type(ns) is dns.nameserver.Do53Nameserver:
+            out.append((ns.address, ns.port))
+        else:
+            return []
+    return out
+
+
+_TYPE_CODES: dict[str, int | None] = {}
+
+
+def _rdtype_code(rdtype: str) -> int | None:
+    code = _TYPE_CODES.get(rdtype, -1)
+    if code == -1:
+        try:
+            code = int(dns.rdatatype.from_text(rdtype))
+        except (dns.exception.DNSException, ValueError):
+            code = None
+        _TYPE_CODES[rdtype] = code
+    return code
+
+
+def _soa_ttl(response: dns.message.Message) -> int:
+    """The negative-caching TTL of a response (RFC 2308 §5): its SOA's TTL capped by MINIMUM."""
+    try:
+        for rr in response.authority:
+            if rr.rdtype == dns.rdatatype.SOA:
+                return int(min(rr.ttl, rr[0].minimum))
+    except (AttributeError, IndexError):
+        pass
+    return 0
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:

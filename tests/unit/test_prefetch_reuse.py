@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 from authmilter.checks import spf
-from authmilter.results import Result
 from authmilter.prefetch import _Cancellable
 from authmilter.resolver import Resolver
+from authmilter.results import Result
 
 IP = "192.0.2.10"
 DOMAIN = "reuse.example.org"
