@@ -54,3 +54,14 @@ def test_console_script_warns_on_stderr_when_there_is_no_dev_log(tmp_path):
     assert out.returncode != 0           # the pid file directory is missing: it stops at once
     assert 'log_target = "syslog" but /dev/log cannot be used' in out.stderr
     assert "pid_file: pid file directory" in out.stderr   # ... and that error reached stderr too
+
+
+def test_the_stderr_time_stamp_is_the_standard_one_across_second_boundaries():
+    import logging
+
+    fmt = "%(asctime)s %(levelname)s [%(process)d] %(message)s"
+    ours, standard = ops_logging._StampFormatter(fmt), logging.Formatter(fmt)
+    for created in (1796470596.0, 1796470596.5, 1796470596.999, 1796470597.0, 1796470596.25, 1796557000.001):
+        record = logging.LogRecord("authmilter", logging.INFO, "", 0, "QID: action=accept", None, None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        assert ours.format(record) == standard.format(record)

@@ -120,6 +120,10 @@ class ConnectionWatch:
         self._tcp = False                              # re-arm TCP_QUICKACK per callback
         self._address: Any = None
         self._warned = False
+        # Set once a descriptor read through `_ctx_fd` named one of our connections: the
+        # layout is then known to be right for this libmilter/pymilter pair, and later
+        # sessions are not probed again (a socket object and three syscalls each).
+        self._layout_ok = False
 
     def attach(self, listen_fd: int) -> None:
         """Learn the listener's address (in the worker, before the listener is parked)."""
@@ -180,7 +184,10 @@ class ConnectionWatch:
         if self._address is None:            # not attached: the watch does not run
             return -1
         fd = _ctx_fd(ctx)
+        if fd >= 0 and self._layout_ok:
+            return fd
         if fd >= 0 and self._is_ours(fd):
+            self._layout_ok = True
             return fd
         if not self._warned:
             self._warned = True

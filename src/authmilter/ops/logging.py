@@ -17,6 +17,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import time
 
 LOGGER_NAME = "authmilter"
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -39,6 +40,22 @@ class _PrefixFormatter(logging.Formatter):
         text = super().format(record)
         prefix = f"<{_PRIORITY.get(record.levelno, 6)}>"
         return "\n".join(prefix + line for line in text.split("\n"))
+
+
+class _StampFormatter(logging.Formatter):
+    """The standard ``asctime`` text, its date and time formatted once per second (the
+    per-message line is on the hot path; strftime is most of a line's cost)."""
+
+    _cached: tuple[int, str] = (-1, "")     # (second, its text), replaced as one object
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None or self.default_msec_format is None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        cached = self._cached
+        if cached[0] != second:
+            cached = self._cached = (second, time.strftime(self.default_time_format, self.converter(record.created)))
+        return self.default_msec_format % (cached[1], record.msecs)
 
 
 def get_logger(name: str = "") -> logging.Logger:
@@ -69,7 +86,7 @@ def setup(level: str = "info", target: str = "stderr", *, stream=None) -> loggin
     if handler is None:
         handler = logging.StreamHandler(stream or sys.stderr)
         handler.setFormatter(_PrefixFormatter("%(message)s") if under_systemd() else
-                             logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
+                             _StampFormatter("%(asctime)s %(levelname)s [%(process)d] %(message)s"))
     if _handler is not None:
         logger.removeHandler(_handler)
         _handler.close()
