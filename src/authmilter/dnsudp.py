@@ -30,6 +30,8 @@ from typing import Final, NamedTuple
 
 import dns.exception
 import dns.flags
+import dns.ipv4
+import dns.ipv6
 import dns.message
 import dns.name
 import dns.rcode
@@ -70,8 +72,10 @@ class UdpExchange:
         header = struct.pack("!HHHHHH", qid, self.flags, 1, 0, 0, 1 if self._opt else 0)
         return header + qname.to_wire() + struct.pack("!HH", rdtype, _IN) + self._opt  # type: ignore[operator]
 
-    def ask(self, qname: dns.name.Name, rdtype: int, lifetime: float) -> dns.message.QueryMessage | Refusals | str:
-        """The response (NOERROR or NXDOMAIN, whole, for this question), `Refusals` when
+    def ask(self, qname: dns.name.Name, rdtype: int, lifetime: float
+            ) -> Reply | dns.message.QueryMessage | Refusals | str:
+        """The response (NOERROR or NXDOMAIN, whole, for this question: a `Reply` for the
+        types read here, else dnspython's message), `Refusals` when
         every server answered with another rcode, `TIMEOUT` when the servers left did not
         answer within *lifetime*, or `HANDBACK` for anything else."""
         if not self.servers or not qname.is_absolute():
@@ -99,7 +103,7 @@ class UdpExchange:
         return Refusals(tuple(refused))
 
     def _one(self, family: int, server: tuple[str, int], wire: bytes, qid: int, qname: dns.name.Name,
-             rdtype: int, timeout: float) -> dns.message.QueryMessage | str | None:
+             rdtype: int, timeout: float) -> Reply | dns.message.QueryMessage | str | None:
         """One attempt at one server: the response, HANDBACK, or None (no answer in time)."""
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
@@ -123,11 +127,15 @@ class UdpExchange:
             return HANDBACK
 
 
-def _match(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> dns.message.QueryMessage | str | None:
+def _match(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> Reply | dns.message.QueryMessage | str | None:
     """The response in *data* if it answers our query (None: not ours, ignore it);
     HANDBACK for one that does not parse, is truncated, or says YXDOMAIN."""
     if len(data) < 12 or struct.unpack_from("!H", data)[0] != qid:
         return None
+    if rdtype in _FAST_TYPES:
+        fast = read_fast(data, qid, qname, rdtype)
+        if fast is not SLOW:
+            return fast
     try:
         response = dns.message.from_wire(data)
     except (dns.exception.DNSException, ValueError, UnicodeError, struct.error, IndexError):
@@ -140,3 +148,175 @@ def _match(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> dns.mess
     if response.flags & _TC or response.rcode() == dns.rcode.YXDOMAIN:
         return HANDBACK
     return response
+
+
+# -- the usual responses, read without building a dnspython message ------------------------
+#
+# A TXT, A or AAAA answer that is NOERROR or NXDOMAIN, not truncated, with no extended
+# rcode, is read here: the header, every record's framing in every section (names with
+# compression, fixed fields, lengths, nothing after the last record), the CNAME chain of
+# the answer section as dnspython follows it (at most 16 links), the first SOA of the
+# authority section for the negative TTL, and the records at the end of the chain. Any
+# departure from that (a record that does not frame, a second SOA, an answer under an
+# NXDOMAIN, a chain too long, an RRset whose data does not decode) returns SLOW: the same
+# bytes are then read by dnspython's parser as before. Whatever the bytes, the result is
+# a Reply, None (not an answer to our question) or SLOW, never an exception.
+
+SLOW: Final = "slow"
+_FAST_TYPES = frozenset({1, 16, 28, 99})        # A, TXT, AAAA, SPF
+_CNAME, _SOA, _RRSIG = 5, 6, 46
+_MAX_CHAIN = 16                                  # dnspython's resolve_chaining() limit
+
+
+class Reply(NamedTuple):
+    """A whole NOERROR/NXDOMAIN answer to a TXT, A, AAAA or SPF question."""
+
+    nxdomain: bool
+    found: bool          # records of the asked type at the end of the CNAME chain
+    records: tuple       # TXT/SPF: bytes (character-strings joined); A/AAAA: address text
+    ttl: int             # found: the RRset's TTL; else the negative TTL from the SOA (0: none)
+    ad: bool             # the AD flag
+    signed: bool         # RRSIGs in the answer section
+
+
+class _Malformed(Exception):
+    pass
+
+
+def name_key(qname: dns.name.Name) -> bytes:
+    """A name as length-prefixed lower-case labels (no root label): what `_name` returns."""
+    return b"".join(bytes((len(label),)) + label.lower() for label in qname.labels if label)
+
+
+def _name(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The name at *pos* (as `name_key` writes it) and the position after it. Pointers
+    must point strictly before the previous one, as dnspython requires (so no loop)."""
+    out: list[bytes] = []
+    total = 1
+    end = -1
+    lowest = pos
+    while True:
+        length = data[pos]
+        if length == 0:
+            pos += 1
+            break
+        if length >= 0xC0:
+            target = ((length & 0x3F) << 8) | data[pos + 1]
+            if target >= lowest:
+                raise _Malformed("bad compression pointer")
+            if end < 0:
+                end = pos + 2
+            lowest = pos = target
+            continue
+        if length > 63:
+            raise _Malformed("unknown label type")
+        label = data[pos + 1:pos + 1 + length]
+        if len(label) != length:
+            raise _Malformed("short label")
+        total += length + 1
+        if total > 255:
+            raise _Malformed("name too long")
+        out.append(bytes((length,)) + label.lower())
+        pos += 1 + length
+    return b"".join(out), (end if end >= 0 else pos)
+
+
+def read_fast(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> Reply | str | None:
+    """*data* read here: a `Reply`, None (not an answer to this query) or SLOW."""
+    try:
+        return read_reply(data, qid, name_key(qname), rdtype)
+    except (_Malformed, struct.error, IndexError, ValueError):
+        return SLOW
+
+
+def read_reply(data: bytes, qid: int, qkey: bytes, rdtype: int) -> Reply | str | None:
+    size = len(data)
+    rid, flags, qdcount, ancount, nscount, arcount = struct.unpack_from("!6H", data)
+    if rid != qid:
+        return None
+    rcode = flags & 0xF
+    if not flags & 0x8000 or flags & 0x7800 or flags & 0x0200 or qdcount != 1 or rcode not in (0, 3):
+        return SLOW                      # not a QUERY response, truncated, or another rcode
+    owner, pos = _name(data, 12)
+    qtype, qclass = struct.unpack_from("!HH", data, pos)
+    pos += 4
+    if owner != qkey or qtype != rdtype or qclass != _IN:
+        return None
+    answer: list[tuple[bytes, int, int, int, int, int]] = []
+    negative: int | None = None
+    signed = False
+    for section, count in ((1, ancount), (2, nscount), (3, arcount)):
+        for _ in range(count):
+            owner, pos = _name(data, pos)
+            rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
+            pos += 10
+            end = pos + rdlen
+            if end > size:
+                raise _Malformed("record data past the end")
+            if section == 1:
+                answer.append((owner, rtype, rclass, ttl, pos, end))
+                signed = signed or rtype == _RRSIG
+            elif section == 2 and rtype == _SOA:
+                if negative is not None:
+                    return SLOW
+                _, after = _name(data, pos)
+                _, after = _name(data, after)
+                if after + 20 != end:
+                    raise _Malformed("bad SOA")
+                negative = min(ttl, struct.unpack_from("!I", data, after + 16)[0])
+            elif section == 3 and rtype == _OPT and ttl >> 24:
+                return SLOW              # an extended rcode
+            pos = end
+    if pos != size:
+        return SLOW                      # trailing bytes: dnspython refuses them
+    # The CNAME chain, as dnspython's resolve_chaining() walks it.
+    target = qkey
+    found: list[tuple[bytes, int, int, int, int, int]] = []
+    links = 0
+    while links < _MAX_CHAIN:
+        found = [rr for rr in answer if rr[0] == target and rr[1] == rdtype and rr[2] == _IN]
+        if found:
+            break
+        cnames = [rr for rr in answer if rr[0] == target and rr[1] == _CNAME and rr[2] == _IN]
+        if not cnames:
+            break
+        target, after = _name(data, cnames[0][4])
+        if after != cnames[0][5]:
+            raise _Malformed("bad CNAME")
+        links += 1
+    else:
+        return SLOW                      # chain too long
+    ad = bool(flags & 0x0020)
+    if rcode == 3:
+        return SLOW if found else Reply(True, False, (), negative or 0, ad, signed)
+    if not found:
+        return Reply(False, False, (), negative or 0, ad, signed)
+    seen: set[bytes] = set()
+    records = []
+    for rr in found:
+        raw = data[rr[4]:rr[5]]
+        if raw in seen:                  # an RRset is a set: dnspython keeps one copy
+            continue
+        seen.add(raw)
+        value = _value(rdtype, raw)
+        if value is None:
+            return SLOW
+        records.append(value)
+    return Reply(False, True, tuple(records), min(rr[3] for rr in found), ad, signed)
+
+
+def _value(rdtype: int, raw: bytes) -> object:
+    if rdtype == 1:
+        return dns.ipv4.inet_ntoa(raw) if len(raw) == 4 else None
+    if rdtype == 28:
+        return dns.ipv6.inet_ntoa(raw) if len(raw) == 16 else None
+    # TXT/SPF: one or more character-strings filling the data exactly
+    parts = []
+    i = 0
+    while i < len(raw):
+        n = raw[i]
+        if i + 1 + n > len(raw):
+            return None
+        parts.append(raw[i + 1:i + 1 + n])
+        i += 1 + n
+    return b"".join(parts) if parts else None

@@ -33,7 +33,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from .dnsudp import TIMEOUT, Refusals, UdpExchange
+from .dnsudp import TIMEOUT, Refusals, Reply, UdpExchange
 
 
 class DnsStatus(StrEnum):
@@ -387,6 +387,8 @@ class Resolver:
                 errors = [(f"Do53:{ip}@{port}", False, port, rcode, response)
                           for ip, port, rcode, response in got.errors]
                 return self._no_servers(dns.resolver.NoNameservers(request=request, errors=errors), name, rdtype)
+            if isinstance(got, Reply):
+                return self._from_reply(got, name, rdtype)
             if isinstance(got, dns.message.QueryMessage):
                 answer = self._from_response(got, name, rdtype)
                 if answer is not None:
@@ -397,6 +399,16 @@ class Resolver:
                 return Answer(name, rdtype, DnsStatus.TEMPERROR, error="timeout after "
                               f"{time.monotonic() - started:.1f}s")
         return self._ask_dnspython(qname, name, rdtype, lifetime)
+
+    def _from_reply(self, reply: Reply, name: str, rdtype: str) -> Answer:
+        """A response read by dnsudp.read_reply: the Answer `_from_response` gives for it."""
+        ad = reply.ad if self.dnssec else None
+        if reply.nxdomain:
+            return Answer(name, rdtype, DnsStatus.NXDOMAIN, ttl=reply.ttl, error="NXDOMAIN", authenticated=ad)
+        if not reply.found:
+            return Answer(name, rdtype, DnsStatus.NODATA, ttl=reply.ttl, authenticated=ad)
+        return Answer(name, rdtype, DnsStatus.OK, records=reply.records, ttl=reply.ttl, authenticated=ad,
+                      signed=self.dnssec and reply.signed)
 
     def _from_response(self, r: dns.message.QueryMessage, name: str, rdtype: str) -> Answer | None:
         """What dnspython's resolver makes of a whole NOERROR/NXDOMAIN response, by the

@@ -12,9 +12,14 @@ import dns.flags
 import dns.message
 import dns.name
 import dns.rcode
+import dns.rdatatype
 import dns.rrset
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from authmilter import dnsudp
+from authmilter.resolver import Answer as Answer_
 from authmilter.resolver import DnsStatus, Resolver
 
 CASES = [("ok.example", "TXT"), ("alias.example", "TXT"), ("dangling.example", "TXT"), ("none.example", "TXT"),
@@ -161,3 +166,79 @@ def test_a_silent_or_failing_server_is_passed_over_for_the_next(dns_server):
         both_fail = Resolver(servers=[addr, addr], timeout_s=2.0, cache_entries=0)
         failed = both_fail.query("ok.example", "TXT")
         assert failed.status is DnsStatus.TEMPERROR and failed.error.count("answered SERVFAIL") == 2
+
+
+# -- the fast reader against dnspython's parser: the same Answer for the same bytes ----------
+
+QNAME = dns.name.from_text("Q.Example.")
+NAMES = ["q.example.", "Q.EXAMPLE.", "a.example.", "b.example.", "c.example.", "other.example."]
+_txt = st.lists(st.binary(max_size=40), min_size=1, max_size=3).map(
+    lambda parts: " ".join('"' + "".join(f"\\{b:03d}" for b in p) + '"' for p in parts))
+_rdata = {
+    "TXT": _txt,
+    "A": st.ip_addresses(v=4).map(str),
+    "AAAA": st.ip_addresses(v=6).map(str),
+    "CNAME": st.sampled_from(NAMES),
+}
+_rr = st.tuples(st.sampled_from(NAMES), st.integers(0, 2**31 - 1), st.sampled_from(sorted(_rdata))).flatmap(
+    lambda t: _rdata[t[2]].map(lambda text: (t[0], t[1], t[2], text)))
+
+
+def _wire(qtype: str, rcode: int, ad: bool, answers: list, soa_ttl: int | None, soa_min: int, qid: int) -> bytes:
+    query = dns.message.make_query(QNAME, qtype)
+    query.id = qid
+    r = dns.message.make_response(query)
+    r.set_rcode(rcode)
+    if ad:
+        r.flags |= dns.flags.AD
+    for owner, ttl, rtype, text in answers:
+        r.answer.append(dns.rrset.from_text(owner, ttl, "IN", rtype, text))
+    if soa_ttl is not None:
+        r.authority.append(dns.rrset.from_text("example.", soa_ttl, "IN", "SOA",
+                                               f"ns.example. host.example. 1 2 3 4 {soa_min}"))
+    return r.to_wire()
+
+
+def _both(wire: bytes, qtype: str, dnssec: bool) -> tuple[object, object]:
+    """(the fast reader's Answer or its verdict, dnspython's Answer or None when it refuses)."""
+    res = Resolver(servers=[("127.0.0.1", 9)], dnssec=dnssec)
+    code = dns.rdatatype.from_text(qtype)
+    dnsudp._match(wire, 4660, QNAME, code)       # whatever the bytes: no exception
+    fast = dnsudp.read_fast(wire, 4660, QNAME, code)
+    if isinstance(fast, dnsudp.Reply):
+        fast = res._from_reply(fast, "q.example", qtype)
+    try:
+        message = dns.message.from_wire(wire)
+    except Exception:  # noqa: BLE001 - dnspython refusing the bytes is one of the outcomes
+        return fast, None
+    slow = res._from_response(message, "q.example", qtype) if message.rcode() in (0, 3) else None
+    return fast, slow
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(qtype=st.sampled_from(["TXT", "A", "AAAA", "SPF"]), rcode=st.sampled_from([0, 0, 3]), ad=st.booleans(),
+       answers=st.lists(_rr, max_size=6), soa_ttl=st.one_of(st.none(), st.integers(0, 2**31 - 1)),
+       soa_min=st.integers(0, 2**31 - 1), dnssec=st.booleans())
+def test_the_fast_reader_gives_dnspythons_answer(qtype, rcode, ad, answers, soa_ttl, soa_min, dnssec):
+    answers = [(o, t, "SPF" if (r == "TXT" and qtype == "SPF") else r, x) for o, t, r, x in answers]
+    wire = _wire(qtype, rcode, ad, answers, soa_ttl, soa_min, 4660)
+    fast, slow = _both(wire, qtype, dnssec)
+    if fast == dnsudp.SLOW:            # left to dnspython's parser: whatever it decides stands
+        return
+    assert isinstance(fast, Answer_)   # our own question: never taken for another's
+    if slow is not None:
+        assert fast == slow
+
+
+@settings(max_examples=600, deadline=None)
+@given(qtype=st.sampled_from(["TXT", "A", "AAAA"]), answers=st.lists(_rr, max_size=4),
+       cuts=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4), trim=st.integers(0, 40))
+def test_any_bytes_get_a_verdict_and_never_a_different_answer(qtype, answers, cuts, trim):
+    wire = bytearray(_wire(qtype, 0, False, answers, 300, 60, 4660))
+    for at, value in cuts:                        # flip bytes after the id
+        if 2 <= at < len(wire):
+            wire[at] = value
+    data = bytes(wire[:max(2, len(wire) - trim)])
+    fast, slow = _both(data, qtype, False)        # no exception escapes the reader
+    if isinstance(fast, Answer_) and slow is not None:
+        assert fast == slow
