@@ -160,7 +160,11 @@ def _match(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> Reply | 
 # departure from that (a record that does not frame, a second SOA, an answer under an
 # NXDOMAIN, a chain too long, an RRset whose data does not decode) returns SLOW: the same
 # bytes are then read by dnspython's parser as before. Whatever the bytes, the result is
-# a Reply, None (not an answer to our question) or SLOW, never an exception.
+# a Reply, None (not an answer to our question) or SLOW, never an exception. One
+# difference is deliberate: records the answer does not use (an unrelated CNAME's
+# target, the rest of a SOA) are framed but not decoded, so a response whose unused
+# record is malformed inside still gives the records asked for, where dnspython would
+# refuse the whole message (and the lookup ended as a temporary error).
 
 SLOW: Final = "slow"
 _FAST_TYPES = frozenset({1, 16, 28, 99})        # A, TXT, AAAA, SPF
@@ -250,6 +254,8 @@ def read_reply(data: bytes, qid: int, qkey: bytes, rdtype: int) -> Reply | str |
             owner, pos = _name(data, pos)
             rtype, rclass, ttl, rdlen = struct.unpack_from("!HHIH", data, pos)
             pos += 10
+            if ttl > 0x7FFFFFFF and rtype != _OPT:
+                ttl = 0                  # RFC 2181 §8: the high bit set means zero (as dnspython reads it)
             end = pos + rdlen
             if end > size:
                 raise _Malformed("record data past the end")
@@ -280,8 +286,9 @@ def read_reply(data: bytes, qid: int, qkey: bytes, rdtype: int) -> Reply | str |
         cnames = [rr for rr in answer if rr[0] == target and rr[1] == _CNAME and rr[2] == _IN]
         if not cnames:
             break
-        target, after = _name(data, cnames[0][4])
-        if after != cnames[0][5]:
+        # CNAME is a singleton type: of several at one name dnspython keeps the last.
+        target, after = _name(data, cnames[-1][4])
+        if after != cnames[-1][5]:
             raise _Malformed("bad CNAME")
         links += 1
     else:
