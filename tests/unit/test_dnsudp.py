@@ -242,3 +242,15 @@ def test_any_bytes_get_a_verdict_and_never_a_different_answer(qtype, answers, cu
     fast, slow = _both(data, qtype, False)        # no exception escapes the reader
     if isinstance(fast, Answer_) and slow is not None:
         assert fast == slow
+
+
+def test_a_server_on_ipv6_loopback_is_asked_the_same_way():
+    from infra.dnsserver import DNSServer
+
+    with DNSServer(host="::1") as server:
+        server.add_txt("v6.example", "v=spf1 -all")
+        res = Resolver(servers=[("::1", server.port)], timeout_s=2.0, cache_entries=0)
+        asked = _dnspython_path(res)
+        assert res.query("v6.example", "TXT").records == (b"v=spf1 -all",)
+        assert res.query("gone.v6.example", "TXT").status is DnsStatus.NXDOMAIN
+        assert asked == []
