@@ -41,15 +41,13 @@ class _Cancellable:
     Its ``derived`` is the resolver's cache of SPF results: a walk that completes from
     answers the cache keeps is stored there, and end-of-message reads it instead of
     evaluating the same records a second time (a hit is, by construction, what a new
-    evaluation of those cached answers would return). A cancelled walk read temporary
-    errors, which are never stored. With DNSSEC asked for, a prefetch stores nothing:
-    the end-of-message check must read the answers itself to log whether they validated."""
+    evaluation of those cached answers would return, and it carries their DNSSEC status
+    for the log line). A cancelled walk read temporary errors, which are never stored."""
 
     def __init__(self, inner: BudgetResolver, cancelled: threading.Event) -> None:
         self.inner = inner
         self.cancelled = cancelled
-        if not inner.parent.dnssec:
-            self.derived = inner.derived
+        self.derived = inner.derived
 
     def query(self, name: str, rdtype: str) -> Answer:
         return self.lookup(name, rdtype)[0]

@@ -523,6 +523,12 @@ class DnssecTally:
             self.authenticated += answer.authenticated
         return answer, expires
 
+    def credit(self, read: int, authenticated: int) -> None:
+        """Count answers a stored result read (DerivedCache): the check took the result
+        instead of reading them again, and the log says the same as if it had."""
+        self.read += read
+        self.authenticated += authenticated
+
     @property
     def summary(self) -> str:
         if not self.read:
@@ -549,13 +555,19 @@ class DerivedCache:
 
     def get(self, key: Hashable) -> Any | None:
         item = self._cache.get(key, time.monotonic())
-        return None if item is None else item[1]
+        return None if item is None else item[1][0]
+
+    def get_read(self, key: Hashable) -> tuple[Any, int, int] | None:
+        """(value, answers it read that carried a DNSSEC status, how many of those were
+        validated) while stored, else None: a `DnssecTally` credits the two counts."""
+        item = self._cache.get(key, time.monotonic())
+        return None if item is None else item[1]   # type: ignore[no-any-return]
 
     def put(self, key: Hashable, value: Any, recorder: Recording) -> bool:
         """Store *value* if everything *recorder* saw is cached; True when stored."""
         if not self.enabled or not recorder.storable or recorder.expires <= time.monotonic():
             return False
-        self._cache.put(key, value, recorder.expires)
+        self._cache.put(key, (value, recorder.dnssec_read, recorder.dnssec_authenticated), recorder.expires)
         return True
 
     def clear(self) -> None:
@@ -564,18 +576,23 @@ class DerivedCache:
 
 class Recording:
     """A `DnsLookup` over a resolver (or budget view) that notes what each lookup
-    returned: the earliest cache expiry, whether any answer was uncached, and whether
-    any TXT record read contains "%" (an SPF macro, whose expansion depends on more
-    than the domain)."""
+    returned: the earliest cache expiry, whether any answer was uncached, whether any
+    TXT record read contains "%" (an SPF macro, whose expansion depends on more than the
+    domain), and the DNSSEC status of the answers (stored with the result)."""
 
     def __init__(self, inner: Resolver | BudgetResolver) -> None:
         self.inner = inner
         self.expires = float("inf")
         self.storable = True
         self.saw_percent = False
+        self.dnssec_read = 0               # as DnssecTally counts them
+        self.dnssec_authenticated = 0
 
     def query(self, name: str, rdtype: str) -> Answer:
         answer, expires = self.inner.lookup(name, rdtype)
+        if answer.authenticated is not None:
+            self.dnssec_read += 1
+            self.dnssec_authenticated += answer.authenticated
         if expires <= 0.0:
             self.storable = False
         elif expires < self.expires:

@@ -6,7 +6,7 @@ import threading
 
 from authmilter.checks import spf
 from authmilter.prefetch import _Cancellable
-from authmilter.resolver import Resolver
+from authmilter.resolver import DnssecTally, Resolver
 from authmilter.results import Result
 
 IP = "192.0.2.10"
@@ -50,8 +50,20 @@ def test_a_cancelled_prefetch_stores_nothing(dns_server):
     assert spf.check_spf(IP, f"bounce@{DOMAIN}", f"mail.{DOMAIN}", res.budget(10.0)).result is Result.PASS
 
 
-def test_with_dnssec_the_prefetch_leaves_the_evaluation_to_end_of_message(dns_server):
+def test_with_dnssec_a_stored_result_logs_what_its_answers_said(dns_server):
+    """The DNSSEC field of the log line is the same whether end-of-message evaluated SPF
+    itself or took the prefetch's result (the test server never sets AD: "no")."""
     _publish(dns_server)
+    direct = _resolver(dns_server, dnssec=True)
+    tally = DnssecTally(direct.budget(10.0))
+    spf.check_spf(IP, f"bounce@{DOMAIN}", f"mail.{DOMAIN}", tally)
+    assert (tally.read, tally.summary) == (2, "no")
+
     res = _resolver(dns_server, dnssec=True)
     spf.check_spf(IP, f"bounce@{DOMAIN}", f"mail.{DOMAIN}", _Cancellable(res.budget(10.0), threading.Event()))
-    assert res.derived.get(_key()) is None
+    assert res.derived.get(_key()) is not None
+    asked = list(dns_server.queries)
+    reused = DnssecTally(res.budget(10.0))
+    spf.check_spf(IP, f"bounce@{DOMAIN}", f"mail.{DOMAIN}", reused)
+    assert dns_server.queries == asked
+    assert (reused.read, reused.authenticated, reused.summary) == (tally.read, tally.authenticated, tally.summary)

@@ -107,8 +107,12 @@ def _evaluate_cached(addr: str, sender: str, helo: str, resolver: _resolver.DnsL
                          timeout_s=timeout_s)
     wide = ("spf", scope, addr, domain)
     full = ("spf", scope, addr, domain, local, helo, receiver)
-    raw = memo.get(wide) or memo.get(full)
-    if raw is not None:
+    hit = memo.get_read(wide) or memo.get_read(full)
+    if hit is not None:
+        raw, read, authenticated = hit
+        credit = getattr(resolver, "credit", None)
+        if credit is not None:        # a DnssecTally: it learns what the stored result read
+            credit(read, authenticated)
         return raw  # type: ignore[no-any-return]
     recorder = _resolver.Recording(resolver)  # type: ignore[arg-type]  # has lookup(), checked above
     raw = _evaluate(addr, sender, helo, recorder, local=local, domain=domain, receiver=receiver,
