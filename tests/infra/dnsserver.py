@@ -16,7 +16,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import dns.exception
 import dns.flags
@@ -41,6 +42,19 @@ def txt_rdata(value: str | bytes | Iterable[bytes | str]) -> dns.rdata.Rdata:
     else:
         chunks = [v.encode("utf-8") if isinstance(v, str) else v for v in value]
     return dns.rdtypes.ANY.TXT.TXT(IN, dns.rdatatype.TXT, chunks)
+
+
+def udp_queries(sock: socket.socket, alive: Callable[[], bool]) -> Iterator[tuple[bytes, Any]]:
+    """(wire, peer) of each datagram arriving on *sock* while *alive()*; *sock* has a
+    short timeout, so *alive* is looked at between datagrams; a closed socket ends it."""
+    while alive():
+        try:
+            wire, peer = sock.recvfrom(65535)
+        except TimeoutError:
+            continue
+        except OSError:
+            return
+        yield wire, peer
 
 
 class DNSServer:
@@ -296,13 +310,7 @@ class DNSServer:
     def _serve_udp(self) -> None:
         assert self._udp is not None
         sock = self._udp
-        while self._running:
-            try:
-                wire, peer = sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for wire, peer in udp_queries(sock, lambda: self._running):
             try:
                 response = self.respond(wire)
             except Exception:  # a test server must survive bad data; the query just times out

@@ -17,6 +17,7 @@ import dns.rrset
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from infra.dnsserver import udp_queries
 
 from authmilter import dnsudp
 from authmilter.resolver import Answer as Answer_
@@ -84,13 +85,7 @@ def fake_server(reply: Callable[[dns.message.Message, bytes], list[bytes]]) -> I
     running = True
 
     def serve() -> None:
-        while running:
-            try:
-                wire, peer = sock.recvfrom(65535)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+        for wire, peer in udp_queries(sock, lambda: running):
             for out in reply(dns.message.from_wire(wire), wire):
                 sock.sendto(out, peer)
 
