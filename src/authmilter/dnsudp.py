@@ -141,7 +141,7 @@ def _match(data: bytes, qid: int, qname: dns.name.Name, rdtype: int) -> Reply | 
     except (dns.exception.DNSException, ValueError, UnicodeError, struct.error, IndexError):
         return HANDBACK
     if not isinstance(response, dns.message.QueryMessage) or not response.flags & _QR or len(response.question) != 1:
-        return HANDBACK
+        return None                      # not a response to our query (dnspython ignores these too)
     q = response.question[0]
     if q.name != qname or q.rdtype != rdtype or q.rdclass != _IN:
         return None

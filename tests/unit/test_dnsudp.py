@@ -113,7 +113,9 @@ def test_datagrams_that_do_not_answer_our_query_are_ignored():
         other_question.id = query.id
         other_question.answer.append(dns.rrset.from_text("other.example.", 300, "IN", "TXT",
                                                                              '"forged"'))
-        return [b"\x00", wrong_id.to_wire(), other_question.to_wire(), _answer(query).to_wire()]
+        echo = _answer(query, '"forged"')
+        echo.flags &= ~dns.flags.QR                  # our id and question, but not a response
+        return [b"\x00", wrong_id.to_wire(), other_question.to_wire(), echo.to_wire(), _answer(query).to_wire()]
 
     with fake_server(reply) as addr:
         res = Resolver(servers=[addr], timeout_s=2.0, cache_entries=0)
