@@ -243,6 +243,7 @@ class Side:
     cursor: int = 0                     # the next fresh domain of the pool
     hop_objs: tuple[mc.Hop, ...] = ()
     runs: dict[int, list[dict]] = field(default_factory=dict)
+    check: Callable[[mc.SessionResult], bool] = field(default=lambda r: check_inbound(r))
 
 
 def tree_pids(root: int) -> list[int]:
@@ -299,8 +300,16 @@ class RssSampler:
         return sum(_status_kb(p, b"VmHWM:") for p in self.pids)
 
 
+NULL_LABEL = "pymilter null milter (floor)"
+
+
 def check_inbound(r: mc.SessionResult) -> bool:
     return rb.check_inbound(r)
+
+
+def check_accepted(r: mc.SessionResult) -> bool:
+    """The null milter checks nothing: its answer only has to be an accept."""
+    return r.action == "a"
 
 
 def measure(side: Side, msgs: list[mc.PacedMessage], conc: int, duration: float, rtt_s: float,
@@ -415,6 +424,12 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
     elif not args.no_rspamd:
         notes.append("rspamd not run: not installed (make bench installs it)")
 
+    if args.null_floor:
+        nsock = work / "null-milter.sock"
+        np_ = start_side_milter("null-milter", [sys.executable, str(HERE / "null_milter.py"), f"unix:{nsock}"],
+                                work, f"unix:{nsock}", procs)
+        sides.append(Side(NULL_LABEL, [f"unix:{nsock}"], [np_], check=check_accepted))
+
     for sd in sides:
         sd.hop_objs = tuple(mc.Hop(a, mc.negotiate(a)) for a in sd.hops)
 
@@ -426,16 +441,16 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
     # correctness first, then warm-up: the warm-up domains, never measured
     for sd in sides:
         msgs = paced(sd, warm_msgs, warm)
-        one = mc.run_paced(msgs[:1], 1, 60.0, rtt, check=check_inbound)
+        one = mc.run_paced(msgs[:1], 1, 60.0, rtt, check=sd.check)
         r = one.samples[0] if one.samples else None
         added = [f"{n}: {v}" for n, v in r.headers_added()] if r else []
-        ok = bool(r) and check_inbound(r)
+        ok = bool(r) and sd.check(r)
         samples[sd.label] = {"ok": ok, "action": r.action if r else None, "added": added,
                              "errors": one.error_texts}
         log(f"sample {sd.label}: ok={ok} action={r.action if r else None} added={[a[:100] for a in added]}")
         if not ok:
             notes.append(f"{sd.label}: sample check FAILED ({samples[sd.label]})")
-        rest = mc.run_paced(msgs[1:], 16, 120.0, rtt, check=check_inbound)
+        rest = mc.run_paced(msgs[1:], 16, 120.0, rtt, check=sd.check)
         log(f"warm-up {sd.label}: {rest.completed} messages, {rest.errors} errors, bad={rest.check_failures}")
 
     # -- the cells: sides interleaved within each round, order reversed every other round ----
@@ -454,7 +469,7 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
                 msgs = paced(sd, pool_msgs[sl], pool[sl])
                 if args.wait_idle:
                     rb.wait_idle(args.wait_idle)
-                r = measure(sd, msgs, conc, args.duration, rtt, dns_procs, check_inbound)
+                r = measure(sd, msgs, conc, args.duration, rtt, dns_procs, sd.check)
                 sd.cursor += r["used_domains"]
                 r.pop("samples")
                 runs[sd.label].append(r)
@@ -812,6 +827,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=0, help="authmilter workers (0 = two per CPU)")
     ap.add_argument("--rspamd-workers", type=int, default=0, help="rspamd proxy processes (0 = one per CPU)")
     ap.add_argument("--no-rspamd", action="store_true")
+    ap.add_argument("--null-floor", action="store_true",
+                    help="one more inbound side: bench/null_milter.py, pymilter doing nothing (the floor of any "
+                         "pymilter milter on this machine: its CPU per message and the clients' own pace)")
     ap.add_argument("--no-sign", dest="sign", action="store_false",
                     help="leave out signing (authmilter, OpenDKIM, rspamd dkim_signing at --sign-concurrency)")
     ap.add_argument("--sign-concurrency", default="8,32")
