@@ -553,11 +553,7 @@ class DerivedCache:
     def enabled(self) -> bool:
         return self._cache.size > 0
 
-    def get(self, key: Hashable) -> Any | None:
-        item = self._cache.get(key, time.monotonic())
-        return None if item is None else item[1][0]
-
-    def get_read(self, key: Hashable) -> tuple[Any, int, int] | None:
+    def get(self, key: Hashable) -> tuple[Any, int, int] | None:
         """(value, answers it read that carried a DNSSEC status, how many of those were
         validated) while stored, else None: a `DnssecTally` credits the two counts."""
         item = self._cache.get(key, time.monotonic())

@@ -107,7 +107,7 @@ def _evaluate_cached(addr: str, sender: str, helo: str, resolver: _resolver.DnsL
                          timeout_s=timeout_s)
     wide = ("spf", scope, addr, domain)
     full = ("spf", scope, addr, domain, local, helo, receiver)
-    hit = memo.get_read(wide) or memo.get_read(full)
+    hit = memo.get(wide) or memo.get(full)
     if hit is not None:
         raw, read, authenticated = hit
         credit = getattr(resolver, "credit", None)
