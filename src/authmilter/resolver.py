@@ -14,6 +14,7 @@ admin trusts over a trusted path (a local unbound): we do not validate ourselves
 """
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -448,14 +449,8 @@ class Resolver:
         except OSError as exc:
             return Answer(name, rdtype, DnsStatus.TEMPERROR, error=_short(f"socket error: {exc}"))
         if ans.rrset is None:
-            ttl = 0
-            try:
-                for rr in ans.response.authority:
-                    if rr.rdtype == dns.rdatatype.SOA:
-                        ttl = min(rr.ttl, rr[0].minimum)
-            except (AttributeError, IndexError):
-                ttl = 0
-            return Answer(name, rdtype, DnsStatus.NODATA, ttl=ttl, authenticated=self._ad(ans.response))
+            return Answer(name, rdtype, DnsStatus.NODATA, ttl=_soa_ttl(ans.response),
+                          authenticated=self._ad(ans.response))
         values = tuple(_rdata_value(rdtype, r) for r in ans.rrset)
         return Answer(name, rdtype, DnsStatus.OK, records=values, ttl=ans.rrset.ttl,
                       authenticated=self._ad(ans.response),
@@ -613,40 +608,39 @@ def _plain_servers(res: dns.resolver.Resolver) -> list[tuple[str, int]]:
     return out
 
 
-_TYPE_CODES: dict[str, int | None] = {}
-
-
+@functools.cache
 def _rdtype_code(rdtype: str) -> int | None:
-    code = _TYPE_CODES.get(rdtype, -1)
-    if code == -1:
-        try:
-            code = int(dns.rdatatype.from_text(rdtype))
-        except (dns.exception.DNSException, ValueError):
-            code = None
-        _TYPE_CODES[rdtype] = code
-    return code
+    """The type's number, or None for a name dnspython does not know (asked its way)."""
+    try:
+        return int(dns.rdatatype.from_text(rdtype))
+    except (dns.exception.DNSException, ValueError):
+        return None
 
 
-def _soa_ttl(response: dns.message.Message) -> int:
-    """The negative-caching TTL of a response (RFC 2308 §5): its SOA's TTL capped by MINIMUM."""
+def _soa(response: dns.message.Message) -> int | None:
+    """The negative-caching TTL a response gives (RFC 2308 §5): its first SOA's TTL capped
+    by the SOA's MINIMUM; None without a (readable) SOA."""
     try:
         for rr in response.authority:
             if rr.rdtype == dns.rdatatype.SOA:
                 return int(min(rr.ttl, rr[0].minimum))
     except (AttributeError, IndexError):
         pass
-    return 0
+    return None
+
+
+def _soa_ttl(response: dns.message.Message) -> int:
+    ttl = _soa(response)
+    return 0 if ttl is None else ttl
 
 
 def _negative_ttl(exc: dns.resolver.NXDOMAIN) -> int:
+    """`_soa_ttl` of the first of the NXDOMAIN responses that has an SOA."""
     try:
-        for resp in exc.responses().values():
-            for rr in resp.authority:
-                if rr.rdtype == dns.rdatatype.SOA:
-                    return int(min(rr.ttl, rr[0].minimum))
-    except (AttributeError, IndexError, KeyError):
-        pass
-    return 0
+        responses = list(exc.responses().values())
+    except (AttributeError, KeyError):
+        return 0
+    return next((ttl for r in responses if (ttl := _soa(r)) is not None), 0)
 
 
 # RFC 8914 extended DNS error codes that say DNSSEC validation failed (bogus data):
