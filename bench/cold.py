@@ -607,8 +607,9 @@ def rss_probe(args: argparse.Namespace, s: rb.Setup, work: Path, procs: list[rb.
         hop = mc.Hop(addr, mc.negotiate(addr))
         # every worker up and past its first message (first-use allocations are not the
         # state being measured): a few rounds of small messages, as many at once as workers
-        warm = [mc.paced_message((hop,), envelope(dom), _sign_one((9, dom, 2048, key)))] * (4 * (os.cpu_count() or 1))
-        mc.run_paced(warm * 2, max(2, 2 * (workers or 2 * (os.cpu_count() or 1))), 30.0, 0.0)
+        procs_ = workers or 2 * (os.cpu_count() or 1)
+        warm = mc.paced_message((hop,), envelope(dom), _sign_one((9, dom, 2048, key)))
+        mc.run_paced([warm] * (4 * procs_), 2 * procs_, 30.0, 0.0)
         return proc, addr, hop
 
     dom = domain(0, "w")            # a warm-up domain of the zone: SPF, DKIM and DMARC pass
