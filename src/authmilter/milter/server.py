@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from .. import preflight
 from ..config.schema import Settings, load_settings, reload_refusal
 from ..config.sockets import SocketSpec, parse_socket
+from ..config.storeurl import POSTGRESQL, parse_url
 from ..errors import AuthmilterError, ConfigError
 from ..ops import logging as ops_logging
 from ..ops import sdnotify
@@ -541,7 +542,9 @@ class Master:
             with open(s.pid_file, "w") as fh:
                 fh.write(f"{os.getpid()}\n")
             self.pid_file = s.pid_file
-        _preload_modules()
+        # psycopg only for a PostgreSQL store: installed beside an SQLite one it was the
+        # largest import of every process (a reload that switches stores imports it then).
+        _preload_modules(("psycopg",) if parse_url(s.store.url).kind == POSTGRESQL else ())
         if ids is not None and am_root:
             drop_privileges(*ids)
             log.info("dropped privileges to %s (uid %d, gid %d)", ids[2], ids[0], ids[1])

@@ -7,7 +7,7 @@ import importlib
 import os
 import pkgutil
 import pwd
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 
 from .. import __path__ as package_path
 from ..errors import AuthmilterError
@@ -45,24 +45,52 @@ def drop_privileges(uid: int, gid: int, name: str) -> None:
         raise PrivilegeError("could not drop root privileges")
 
 
-def preload_modules() -> None:
-    """Import every module of the package (and so the standard-library and third-party
-    modules they import) while we can still read everything: after the privilege drop
-    the daemon user may not be able to read the Python installation (a pyenv under
-    /root, say), and a module imported lazily then ("No module named 'uuid'") would stop
-    start-up or a worker. Optional dependencies that are not installed are skipped."""
-    for info in pkgutil.walk_packages(package_path, prefix="authmilter."):
+# Modules of the other commands (analyze, the importers, the man page, sending reports,
+# store administration, offline verify, the demo set-up). `run` never imports them, so
+# preloading them would only make every worker larger: together with psycopg for an
+# SQLite store they were about 20 MB of each process's RSS. tests/unit/test_layers.py
+# checks that nothing the run command imports can reach them.
+COMMAND_ONLY = ("authmilter.analyze", "authmilter.migrate", "authmilter.migrate_common",
+                "authmilter.migrate_opendmarc", "authmilter.migrate_policyd_spf", "authmilter.manpage",
+                "authmilter.demo", "authmilter.reports.command", "authmilter.store.admin", "authmilter.verify",
+                "authmilter.checkconfig", "authmilter.cliinput", "authmilter.__main__")
+
+
+def _command_only(name: str) -> bool:
+    return any(name == m or name.startswith(m + ".") for m in COMMAND_ONLY)
+
+
+def daemon_modules(path: Sequence[str] = tuple(package_path), prefix: str = "authmilter.") -> Iterator[str]:
+    """The package's modules but the other commands' (found on disk: walking with
+    pkgutil.walk_packages would import every subpackage, the skipped ones too)."""
+    for info in pkgutil.iter_modules(path, prefix):
+        if _command_only(info.name):
+            continue
+        yield info.name
+        if info.ispkg:
+            base = getattr(info.module_finder, "path", "")
+            yield from daemon_modules([os.path.join(base, info.name.rpartition(".")[2])], info.name + ".")
+
+
+def preload_modules(optional: Sequence[str] = ("psycopg",)) -> None:
+    """Import every module of the package the daemon can use (and so the standard-library
+    and third-party modules they import) while we can still read everything: after the
+    privilege drop the daemon user may not be able to read the Python installation (a
+    pyenv under /root, say), and a module imported lazily then ("No module named 'uuid'")
+    would stop start-up or a worker. The *optional* dependencies are imported too when
+    installed (psycopg, for a PostgreSQL store)."""
+    for name in daemon_modules():
         try:
-            importlib.import_module(info.name)
+            importlib.import_module(name)
         except ImportError:
             pass
-    # psycopg is imported by the PostgreSQL store on use. Not prometheus_client: it picks
-    # its multiprocess mode from PROMETHEUS_MULTIPROC_DIR when first imported, and that
-    # variable is only set by METRICS.enable() (imported earlier, the workers' counters
-    # stayed in per-process memory and the exporter summed nothing).
-    for optional in ("psycopg",):
+    # Not prometheus_client: it picks its multiprocess mode from PROMETHEUS_MULTIPROC_DIR
+    # when first imported, and that variable is only set by METRICS.enable() (imported
+    # earlier, the workers' counters stayed in per-process memory and the exporter summed
+    # nothing).
+    for name in optional:
         try:
-            importlib.import_module(optional)
+            importlib.import_module(name)
         except ImportError:
             pass
 
