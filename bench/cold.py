@@ -386,11 +386,14 @@ def run_all(args: argparse.Namespace, work: Path, procs: list[rb.Proc]) -> dict:
     # -- the inbound sides ----------------------------------------------------------------
     sides: list[Side] = []
     am_cmd = [args.authmilter] if args.authmilter else authmilter_command()
-    for label, cmd, name in (("authmilter", am_cmd, "authmilter"),
-                             *((("authmilter (baseline)", [args.baseline], "authmilter-baseline"),)
-                               if args.baseline else ())):
+    base_workers = args.workers if args.baseline_workers is None else args.baseline_workers
+    base_label = "authmilter (baseline)" if base_workers == args.workers else \
+        f"authmilter (baseline, workers={base_workers})"
+    for label, cmd, name, workers in (("authmilter", am_cmd, "authmilter", args.workers),
+                                      *(((base_label, [args.baseline], "authmilter-baseline", base_workers),)
+                                        if args.baseline else ())):
         sock = work / f"{name}.sock"
-        conf = rb.authmilter_conf(s, sock, args.workers, name=f"{name}.toml")
+        conf = rb.authmilter_conf(s, sock, workers, name=f"{name}.toml")
         p = start_side_milter(name, [*cmd, "run", "-c", str(conf)], work, f"unix:{sock}", procs)
         sides.append(Side(label, [f"unix:{sock}"], [p]))
 
@@ -539,6 +542,11 @@ def sign_cells(args: argparse.Namespace, s: rb.Setup, work: Path, procs: list[rb
                             local_addrs='["127.0.0.0/8", "::1"]')
         rp = start_side_milter("rspamd-sign", [rspamd, "-f", "-i", "-c", str(rconf)], work, f"unix:{rsock}", procs)
         sides.append(rb.Side("rspamd", [f"unix:{rsock}"], [rp]))
+    if args.null_floor:
+        nsock = work / "null-milter-sign.sock"
+        np_ = start_side_milter("null-milter-sign", [sys.executable, str(HERE / "null_milter.py"), f"unix:{nsock}"],
+                                work, f"unix:{nsock}", procs)
+        sides.append(rb.Side(NULL_LABEL, [f"unix:{nsock}"], [np_]))
     opendkim = shutil.which("opendkim") or "/usr/sbin/opendkim"
     ods_sock = work / "opendkim-s.sock"
     ods = start_side_milter("opendkim-sign", [opendkim, "-f", "-x", str(rb.opendkim_conf(s, "s", ods_sock))], work,
@@ -550,7 +558,8 @@ def sign_cells(args: argparse.Namespace, s: rb.Setup, work: Path, procs: list[rb
     preps = {sd.label: mc.prepare(sd.hops, msgs, env) for sd in sides}
     for sd in sides:
         one = mc.run_one(preps[sd.label][0])
-        ok = rb.check_signed(one) and rb.verify_sample(msgs[0], one, s.pubkey)
+        ok = (check_accepted(one) if sd.label == NULL_LABEL
+              else rb.check_signed(one) and rb.verify_sample(msgs[0], one, s.pubkey))
         sig = [v for n, v in one.headers_added() if n.lower() == "dkim-signature"]
         log(f"sign sample {sd.label}: ok={ok} (dkimpy-verified) signature={sig[0][:90] if sig else None}")
         if not ok:
@@ -565,7 +574,8 @@ def sign_cells(args: argparse.Namespace, s: rb.Setup, work: Path, procs: list[rb
                     rb.wait_idle(args.wait_idle)
                 cell = rb.Cell("sign", args.sign_size, conc)
                 rss = RssSampler(sd.procs)
-                r = rb.measure(sd, preps[sd.label], cell, args.sign_count, args.sign_duration, rb.check_signed, 1,
+                check = check_accepted if sd.label == NULL_LABEL else rb.check_signed
+                r = rb.measure(sd, preps[sd.label], cell, args.sign_count, args.sign_duration, check, 1,
                                _DnsStub())
                 rss.sample()
                 r.pop("samples")
@@ -814,6 +824,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--authmilter", default="", metavar="BIN",
                     help="the authmilter console script to measure (default: the one beside this Python)")
     ap.add_argument("--baseline", default="", metavar="BIN", help="another authmilter build as one more side")
+    ap.add_argument("--baseline-workers", type=int, default=None, metavar="N",
+                    help="the baseline side's workers (default: --workers); with --baseline naming the same "
+                         "build, this compares worker counts in one run")
     ap.add_argument("--domains", type=int, default=4000, help="sender domains each side walks through")
     ap.add_argument("--warmup", type=int, default=50, help="warm-up messages (own domains) per side")
     ap.add_argument("--concurrency", default="1,8,32,200", help="inbound cells (\"\" = none)")
