@@ -18,6 +18,11 @@ Anything else out of the ordinary is not handled here: a truncated response (TCP
 YXDOMAIN, a response that does not parse, a socket error. `ask` then returns
 `HANDBACK` and the caller asks dnspython's resolver with the time left, which does
 what it always did.
+
+`UdpExchange.send` sends a query's first attempt and returns without waiting (`Sent`);
+a later `ask` given it waits on that socket instead of sending again. The resolver uses
+it to send a query from the thread that learns the name, with no thread to wait for the
+answer (see `Resolver.send_ahead`).
 """
 from __future__ import annotations
 
@@ -55,6 +60,20 @@ _OPT = 41
 _WHOLE = (dns.rcode.NOERROR, dns.rcode.NXDOMAIN)
 
 
+class Sent:
+    """A query's first attempt, sent to the first server and not waited for: the socket
+    the response will arrive on, and what `ask` needs to go on with the query."""
+
+    __slots__ = ("sock", "qid", "wire", "qname", "rdtype", "at")
+
+    def __init__(self, sock: socket.socket, qid: int, wire: bytes, qname: dns.name.Name, rdtype: int,
+                 at: float) -> None:
+        self.sock, self.qid, self.wire, self.qname, self.rdtype, self.at = sock, qid, wire, qname, rdtype, at
+
+    def close(self) -> None:
+        self.sock.close()
+
+
 class UdpExchange:
     """One query at a time per call, any number of calls at once (nothing shared but
     settings). *servers* are (address, port) pairs tried in order."""
@@ -72,26 +91,66 @@ class UdpExchange:
         header = struct.pack("!HHHHHH", qid, self.flags, 1, 0, 0, 1 if self._opt else 0)
         return header + qname.to_wire() + struct.pack("!HH", rdtype, _IN) + self._opt  # type: ignore[operator]
 
-    def ask(self, qname: dns.name.Name, rdtype: int, lifetime: float
+    def send(self, qname: dns.name.Name, rdtype: int) -> Sent | None:
+        """Send the first attempt of a query to the first server and return at once; None
+        when nothing was sent (no servers, a relative name, a socket error)."""
+        if not self.servers or not qname.is_absolute():
+            return None
+        qid = int.from_bytes(os.urandom(2), "big")
+        wire = self.query_wire(qid, qname, rdtype)
+        try:
+            sock = socket.socket(self._families[0], socket.SOCK_DGRAM)
+        except OSError:
+            return None
+        try:
+            sock.connect(self.servers[0])     # the kernel drops datagrams from anyone else
+            sock.send(wire)
+        except OSError:
+            sock.close()
+            return None
+        return Sent(sock, qid, wire, qname, rdtype, time.monotonic())
+
+    def ask(self, qname: dns.name.Name, rdtype: int, lifetime: float, sent: Sent | None = None
             ) -> Reply | dns.message.QueryMessage | Refusals | str:
         """The response (NOERROR or NXDOMAIN, whole, for this question: a `Reply` for the
         types read here, else dnspython's message), `Refusals` when
         every server answered with another rcode, `TIMEOUT` when the servers left did not
-        answer within *lifetime*, or `HANDBACK` for anything else."""
+        answer within *lifetime*, or `HANDBACK` for anything else.
+
+        With *sent* (this query's first attempt, from `send`), the first server's first
+        turn waits on that socket for what is left of its attempt time instead of sending
+        again (nothing left: only a response already there counts); the socket is closed
+        either way. Everything after that is as without it."""
+        if sent is not None and (sent.qname != qname or sent.rdtype != rdtype):
+            sent.close()                      # not this query's: never read another's answer
+            sent = None
         if not self.servers or not qname.is_absolute():
+            if sent is not None:
+                sent.close()
             return HANDBACK
         deadline = time.monotonic() + lifetime
-        qid = int.from_bytes(os.urandom(2), "big")
-        wire = self.query_wire(qid, qname, rdtype)
+        if sent is not None:
+            qid, wire = sent.qid, sent.wire
+        else:
+            qid = int.from_bytes(os.urandom(2), "big")
+            wire = self.query_wire(qid, qname, rdtype)
         left_in_mix = list(range(len(self.servers)))
         refused: list[tuple[str, int, str, dns.message.Message]] = []
         turn = 0
         while left_in_mix:
             left = deadline - time.monotonic()
             if left <= 0:
+                if sent is not None:
+                    sent.close()
                 return TIMEOUT
             i = left_in_mix[turn % len(left_in_mix)]
-            got = self._one(self._families[i], self.servers[i], wire, qid, qname, rdtype, min(self.attempt_s, left))
+            if sent is not None and i == 0:
+                wait = min(self.attempt_s - (time.monotonic() - sent.at), left)
+                got = self._wait(sent.sock, qid, qname, rdtype, wait)
+                sent = None
+            else:
+                got = self._one(self._families[i], self.servers[i], wire, qid, qname, rdtype,
+                                min(self.attempt_s, left))
             if got is None:             # silent: the next server, then this one again
                 turn += 1
                 continue
@@ -106,23 +165,40 @@ class UdpExchange:
              rdtype: int, timeout: float) -> Reply | dns.message.QueryMessage | str | None:
         """One attempt at one server: the response, HANDBACK, or None (no answer in time)."""
         try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.settimeout(timeout)
-                sock.connect(server)      # the kernel drops datagrams from anyone else
-                sock.send(wire)
-                end = time.monotonic() + timeout
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+        except OSError:
+            return HANDBACK
+        try:
+            sock.connect(server)      # the kernel drops datagrams from anyone else
+            sock.send(wire)
+        except OSError:
+            sock.close()
+            return HANDBACK
+        return self._wait(sock, qid, qname, rdtype, timeout)
+
+    @staticmethod
+    def _wait(sock: socket.socket, qid: int, qname: dns.name.Name, rdtype: int, timeout: float
+              ) -> Reply | dns.message.QueryMessage | str | None:
+        """The response to our query on *sock* within *timeout* (at most 0: only one that
+        is already there), HANDBACK, or None (no answer in time). Closes *sock*."""
+        end = time.monotonic() + timeout
+        try:
+            with sock:
                 while True:
+                    left = end - time.monotonic()
+                    if left > 0:
+                        sock.settimeout(left)
+                    else:
+                        sock.setblocking(False)
                     try:
                         data = sock.recv(65535)
-                    except TimeoutError:
+                    except (TimeoutError, BlockingIOError):
                         return None
                     response = _match(data, qid, qname, rdtype)
                     if response is not None:
                         return response
-                    left = end - time.monotonic()   # a stray datagram: keep listening
-                    if left <= 0:
+                    if left <= 0:             # a stray datagram and no time: keep nothing
                         return None
-                    sock.settimeout(left)
         except OSError:
             return HANDBACK
 

@@ -16,6 +16,7 @@ from . import antispam, authresults, sealing
 from .checks import arc, fromhdr, received, senderid, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
+from .checks.orgdomain import walk_targets
 from .dkim.verify import dkim_signature_indexes
 from .model import Session
 from .outcome import (
@@ -33,11 +34,11 @@ from .outcome import (
 from .policy import Decision, Evidence, decide, decide_missing_key, decide_srs, dnsbl_header
 from .records import DkimEvidence, MessageRecord
 from .reports import failure
-from .resolver import DnssecTally
+from .resolver import DnssecTally, Parked
 from .results import ArcResult, DkimResult, DmarcPolicy, FromResult, ResInfo, Result, SpfResult
 from .runtime import Runtime
 from .srs import Reversal
-from .tasks import CHECKS, PREFETCH
+from .tasks import CHECKS
 
 
 def classify(session: Session, runtime: Runtime) -> tuple[Direction, str]:
@@ -309,20 +310,22 @@ def _inbound(session: Session, runtime: Runtime, authserv_id: str,
     if v.sender_id and ip:   # RFC 4406, report only: never part of the decision below
         calls["sender_id"] = lambda: senderid.check_sender_id(ip, msg, res, helo=helo, receiver=authserv_id,
                                                               timeout_s=budget_s)
-    cold, cold_keys = _cold(runtime, session, from_, ip, helo, "helo" in calls, "arc" in calls)
-    if cold:
-        # Keys first: verification hashes the body before it asks for a key, and asks
-        # for the keys of several signatures one after another. Warm-ups only.
-        for key in cold_keys:
-            PREFETCH.try_submit(res.query, key, "TXT")
-        # A check whose first answer is cached or already in flight (a prefetch asked for
-        # it during the transaction) only waits: it runs in this thread, one after another
-        # with the other waiting ones, and costs no thread hand-off.
-        done = CHECKS.run_all(calls, inline={name for name in calls if name not in cold})
-    else:
-        # Everything cached (the usual case for a known sender): threads would only add
-        # their hand-offs, so the same calls run one after another in this thread.
-        done = {name: call() for name, call in calls.items()}
+    cold, sent = _send_ahead(runtime, *_cold(runtime, session, from_, ip, helo, "helo" in calls, "arc" in calls),
+                             from_, helo, v.dmarc_mode)
+    try:
+        if cold:
+            # A check whose first answer is cached or already in flight (a prefetch asked
+            # for it during the transaction, or it was just sent ahead) only waits: it runs
+            # in this thread, one after another with the other waiting ones, and costs no
+            # thread hand-off.
+            done = CHECKS.run_all(calls, inline={name for name in calls if name not in cold})
+        else:
+            # Nothing to walk (the usual case for a known sender: everything cached):
+            # threads would only add their hand-offs, so the calls run in this thread.
+            done = {name: call() for name, call in calls.items()}
+    finally:
+        for parked in sent:
+            runtime.resolver.unpark(parked)     # a query no check ended up asking
 
     spf_result: SpfResult | None = done.get("spf")
     if spf_result is not None and via:
@@ -431,6 +434,38 @@ def _cold(runtime: Runtime, session: Session, from_: FromResult, ip: str | None,
     if arc_checked and msg.get_all("ARC-Seal"):
         cold.add("arc")
     return frozenset(cold), cold_keys
+
+
+def _send_ahead(runtime: Runtime, cold: frozenset[str], cold_keys: list[str], from_: FromResult, helo: str,
+                dmarc_mode: str) -> tuple[frozenset[str], list[Parked]]:
+    """Send the single lookups of the cold checks now, all at once, from this thread
+    (`Resolver.send_ahead`): the DKIM keys (verification hashes the body before it asks
+    for a key, and asks for several signatures' keys one after another), the HELO name's
+    SPF record, and the DMARC record of a two-label From domain (example.com: its own
+    record, else the TLD's). Those checks then only wait for answers in flight and need
+    no thread; what is left cold (an SPF walk, a deeper DMARC walk, ARC) runs on one."""
+    resolver = runtime.resolver
+    sent: list[Parked] = []
+    still = set(cold)
+
+    def ahead(check: str, names: list[str]) -> None:
+        ok = True
+        for name in names:
+            parked = resolver.send_ahead(name, "TXT")
+            if parked is not None:
+                sent.append(parked)
+            elif not resolver.warm(name, "TXT"):
+                ok = False                      # not sent (servers down, a bad name): cold
+        if ok:
+            still.discard(check)
+
+    if "dkim" in cold:
+        ahead("dkim", cold_keys)
+    if "helo" in cold:
+        ahead("helo", [helo])
+    if "dmarc" in cold and dmarc_mode == "rfc9989" and from_.ok and len(walk_targets(from_.domain)) <= 2:
+        ahead("dmarc", [f"_dmarc.{from_.domain}"])
+    return frozenset(still), sent
 
 
 # Header fields a mailing list adds (RFC 2369, RFC 2919): signs of an indirect flow.

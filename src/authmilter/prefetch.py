@@ -1,17 +1,23 @@
 """DNS prefetch: start a message's lookups as soon as their input is known, so that
 end-of-message finds the answers in the cache or in flight.
 
-    MAIL FROM         SPF for MAIL FROM and HELO (the same check_host() walk)
-    From header       DMARC record discovery (the same RFC 9989 tree walk)
-    DKIM-Signature    its key record (selector._domainkey.domain TXT)
+    MAIL FROM         SPF for MAIL FROM (the same check_host() walk, on a thread);
+                      the HELO name's SPF record, sent ahead
+    From header       DMARC record discovery: the Author Domain's record sent ahead (the
+                      whole RFC 9989 tree walk, on a thread, for a name of 3+ labels)
+    DKIM-Signature    its key record (selector._domainkey.domain TXT), sent ahead
 
-A prefetch only warms the shared resolver: it runs the same pure checks against it
-and throws their results away. End-of-message runs the real checks, which read what
-was cached or join a query still in flight (the resolver coalesces identical queries),
-so a result never depends on whether a prefetch ran, finished or failed. The work of a
-message that ends (RSET, abort, close, the next MAIL FROM) is cancelled: queued tasks
-are dropped and a running walk stops before its next query. Tasks run on a bounded
-pool per worker (tasks.PREFETCH); when every thread is busy, the prefetch is skipped.
+A prefetch only warms the shared resolver. A walk on a thread runs the same pure check
+against it and throws the result away; a query *sent ahead* (`Resolver.send_ahead`) is
+one datagram sent from the callback's own thread, whose answer the first lookup that
+asks for it reads: a single lookup needs no thread, and a thread hand-off costs more
+CPU than the check it would run early (bench/results/cold-round5.md). End-of-message
+runs the real checks, which read what was cached or join a query still in flight (the
+resolver coalesces identical queries), so a result never depends on whether a prefetch
+ran, finished or failed. The work of a message that ends (RSET, abort, close, the next
+MAIL FROM) is cancelled: queued tasks are dropped, a running walk stops before its next
+query, and a query sent ahead that nobody read is dropped. Walks run on a bounded pool
+per worker (tasks.PREFETCH); when every thread is busy, the walk is skipped.
 """
 from __future__ import annotations
 
@@ -24,10 +30,11 @@ from typing import Any
 from .checks import dmarc as dmarc_check
 from .checks import fromhdr, spf
 from .checks.dkim import key_name
+from .checks.orgdomain import walk_targets
 from .model import Body, Client, Envelope, Message, Session
 from .outcome import Direction
 from .pipeline import classify
-from .resolver import Answer, BudgetResolver, DnsStatus
+from .resolver import Answer, BudgetResolver, DnsStatus, Parked
 from .runtime import Runtime
 from .tasks import PREFETCH, Pool
 
@@ -68,6 +75,7 @@ class Prefetch:
         budget_s = runtime.settings.dns.message_budget_s
         self.view = _Cancellable(runtime.resolver.budget(budget_s), self._cancelled)
         self._futures: list[Future[Any]] = []
+        self._sent: list[Parked] = []
         self._keys = 0
         self._from_seen = False
 
@@ -93,9 +101,8 @@ class Prefetch:
             if self._cold(mail_from.rpartition("@")[2] if mail_from else helo):
                 self._submit("spf", lambda: spf.check_spf(ip, mail_from, helo, self.view, receiver=receiver,
                                                           timeout_s=budget_s))
-            if settings.verify.spf_helo and helo and mail_from and self._cold(helo):
-                self._submit("helo", lambda: spf.check_helo(ip, helo, self.view, receiver=receiver,
-                                                            timeout_s=budget_s))
+            if settings.verify.spf_helo and helo and mail_from:
+                self._send_ahead(helo, "TXT")    # the HELO check's first (usually only) query
         return self
 
     def header(self, name: bytes, value: bytes) -> None:
@@ -104,15 +111,20 @@ class Prefetch:
         if lname == b"from" and not self._from_seen:
             self._from_seen = True
             from_ = fromhdr.parse_from(Message(headers=((name, value),), body=Body()))
-            if from_.ok and self._cold(f"_dmarc.{from_.domain}"):
-                v = self.runtime.settings.verify
+            if not from_.ok or not self._cold(f"_dmarc.{from_.domain}"):
+                return
+            v = self.runtime.settings.verify
+            if v.dmarc_mode == "rfc9989" and len(walk_targets(from_.domain)) <= 2:
+                # example.com: its own record, else the TLD's (cached for every sender under it)
+                self._send_ahead(f"_dmarc.{from_.domain}", "TXT")
+            else:
                 self._submit("dmarc", lambda: dmarc_check.discover_dmarc(from_, self.view, mode=v.dmarc_mode,
                                                                          psl=self.runtime.psl))
         elif lname == b"dkim-signature" and self._keys < self.runtime.settings.verify.max_signatures:
             self._keys += 1
             key = key_name(value)
-            if key is not None and self._cold(key):
-                self._submit("dkim key", lambda: self.view.query(key, "TXT"))
+            if key is not None:
+                self._send_ahead(key, "TXT")
 
     def _cold(self, name: str) -> bool:
         """Whether the first lookup of a walk misses the cache and is not in flight
@@ -121,11 +133,23 @@ class Prefetch:
         return bool(name) and not self.runtime.resolver.warm(name, "TXT")
 
     def cancel(self) -> None:
-        """The message ended: drop what has not started, stop what runs at its next query."""
+        """The message ended: drop what has not started, stop what runs at its next query,
+        and drop the queries sent ahead that no lookup read."""
         self._cancelled.set()
         for future in self._futures:
             future.cancel()
         self._futures.clear()
+        resolver = self.runtime.resolver
+        for parked in self._sent:
+            resolver.unpark(parked)
+        self._sent.clear()
+
+    def _send_ahead(self, name: str, rdtype: str) -> None:
+        if self._cancelled.is_set():
+            return
+        parked = self.runtime.resolver.send_ahead(name, rdtype)
+        if parked is not None:
+            self._sent.append(parked)
 
     def _submit(self, what: str, call: Callable[[], object]) -> None:
         if self._cancelled.is_set():

@@ -34,7 +34,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-from .dnsudp import TIMEOUT, Refusals, Reply, UdpExchange
+from .dnsudp import TIMEOUT, Refusals, Reply, Sent, UdpExchange
 
 
 class DnsStatus(StrEnum):
@@ -192,19 +192,33 @@ class _ServerHealth:
 
 
 class _Flight:
-    """One query in flight: its asker's deadline, and the answer once it lands."""
+    """One query in flight: its asker's deadline, and the answer once it lands. A flight
+    `send_ahead` started is *parked* (its query sent, nobody reading the socket) until a
+    lookup claims it and leads it from there."""
 
-    __slots__ = ("deadline", "done", "result", "waiters")
+    __slots__ = ("deadline", "done", "result", "waiters", "parked")
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float, parked: Sent | None = None) -> None:
         self.deadline = deadline
         self.waiters = 0
         self.done = threading.Event()
         self.result: tuple[Answer, float] = (Answer("", "", DnsStatus.TEMPERROR), 0.0)
+        self.parked = parked
+
+
+class Parked:
+    """What `Resolver.send_ahead` started: `Resolver.unpark` drops it if nobody read it."""
+
+    __slots__ = ("key", "flight")
+
+    def __init__(self, key: tuple[str, str], flight: _Flight) -> None:
+        self.key, self.flight = key, flight
 
 
 class Resolver:
     """The production resolver: thread-safe, shared by every connection of a runtime."""
+
+    MAX_PARKED = 256          # queries sent ahead and not yet read, per process (send_ahead)
 
     def __init__(
         self,
@@ -244,6 +258,11 @@ class Resolver:
         # Queries in flight, by (name, type): later askers wait for the first one's answer.
         self._flights: dict[tuple[str, str], _Flight] = {}
         self._flights_lock = threading.Lock()
+        # Parked flights in the order they were sent (send_ahead), for the sweep of the
+        # ones nobody claimed or unparked. Each holds a socket until it is read: at most
+        # MAX_PARKED at once, so that hundreds of sessions cannot use up the process's
+        # descriptors (beyond it a lookup simply waits to be asked).
+        self._parked: OrderedDict[tuple[str, str], _Flight] = OrderedDict()
         # Results computed from DNS answers alone (SPF check_host()), kept until the
         # first of those answers expires from the cache above: see `derived`.
         self.derived = DerivedCache(derived_entries if cache_entries > 0 else 0)
@@ -278,6 +297,7 @@ class Resolver:
             return self._resolve(key, rdtype, lifetime)     # budget exhausted: no traffic, nothing shared
         deadline = now + lifetime
         while True:
+            claimed: Sent | None = None
             with self._flights_lock:
                 cached = self._cache.get(key, time.monotonic())   # a flight may have just landed
                 if cached is not None:
@@ -286,10 +306,15 @@ class Resolver:
                 leader = flight is None
                 if flight is None:
                     flight = self._flights[key] = _Flight(deadline)
+                elif flight.parked is not None:          # sent ahead: read its answer
+                    claimed, flight.parked = flight.parked, None
+                    self._parked.pop(key, None)
+                    flight.deadline = deadline
+                    leader = True
                 else:
                     flight.waiters += 1
             if leader:
-                return self._lead(key, rdtype, lifetime, flight)
+                return self._lead(key, rdtype, lifetime, flight, claimed)
             remaining = deadline - time.monotonic()
             landed = remaining > 0 and flight.done.wait(remaining)
             with self._flights_lock:
@@ -322,11 +347,78 @@ class Resolver:
             flight = self._flights.get((name.lower().rstrip("."), rdtype.upper()))
             return flight.waiters if flight is not None else 0
 
-    def _lead(self, key: tuple[str, str], rdtype: str, lifetime: float, flight: _Flight) -> tuple[Answer, float]:
-        """Ask the servers for *key* on behalf of every caller waiting on *flight*."""
+    def send_ahead(self, name: str, rdtype: str) -> Parked | None:
+        """Send the query for (name, type) now and return without waiting: the first
+        lookup that asks for it reads the answer from the socket (as if it had sent the
+        query itself, when it was sent), and lookups meanwhile join it as a query in
+        flight. No thread waits for it: a warm-up that costs one datagram and no thread
+        hand-off. None when nothing was sent: already cached or in flight, the servers
+        taken for down, or a query the usual exchange does not send (see dnsudp).
+        A sent query nobody asks for is dropped by `unpark` (the message ended) or, at
+        the latest, by the sweep once it is older than the lookup timeout."""
+        rdtype = rdtype.upper()
+        type_code = _rdtype_code(rdtype)
+        if type_code is None or self.health.down:
+            return None
+        key = (name.lower().rstrip("."), rdtype)
+        now = time.monotonic()
+        self._sweep(now)
+        if self._cache.get(key, now) is not None:
+            return None
+        with self._flights_lock:
+            if key in self._flights or len(self._parked) >= self.MAX_PARKED:
+                return None
+        try:
+            qname = dns.name.from_text(key[0])
+        except (dns.exception.DNSException, UnicodeError, ValueError):
+            return None
+        sent = self._udp.send(qname, type_code)
+        if sent is None:
+            return None
+        with self._flights_lock:
+            if key in self._flights:            # another thread got there first
+                sent.close()
+                return None
+            flight = self._flights[key] = self._parked[key] = _Flight(sent.at + self.timeout_s, sent)
+        return Parked(key, flight)
+
+    def unpark(self, parked: Parked) -> None:
+        """Drop a query `send_ahead` sent if no lookup has claimed it (its socket closed)."""
+        self._drop(parked.key, parked.flight)
+
+    def _drop(self, key: tuple[str, str], flight: _Flight) -> None:
+        with self._flights_lock:
+            sent = flight.parked
+            if sent is None or self._flights.get(key) is not flight:
+                return                          # claimed (or already dropped)
+            flight.parked = None
+            del self._flights[key]
+            self._parked.pop(key, None)
+        sent.close()
+        flight.done.set()
+
+    def _sweep(self, now: float) -> None:
+        """Drop parked flights older than the lookup timeout (their message never asked
+        and never ended cleanly); at most a few per call."""
+        stale: list[tuple[tuple[str, str], _Flight]] = []
+        with self._flights_lock:
+            while self._parked and len(stale) < 4:
+                key, flight = next(iter(self._parked.items()))
+                if flight.parked is not None and now - flight.parked.at <= self.timeout_s:
+                    break
+                del self._parked[key]
+                if flight.parked is not None:
+                    stale.append((key, flight))
+        for key, flight in stale:
+            self._drop(key, flight)
+
+    def _lead(self, key: tuple[str, str], rdtype: str, lifetime: float, flight: _Flight,
+              sent: Sent | None = None) -> tuple[Answer, float]:
+        """Ask the servers for *key* on behalf of every caller waiting on *flight* (reading
+        the answer to *sent*, the query `send_ahead` sent, when there is one)."""
         result: tuple[Answer, float] = (Answer(key[0], rdtype, DnsStatus.TEMPERROR, error="lookup failed"), 0.0)
         try:
-            result = self._resolve(key, rdtype, lifetime)
+            result = self._resolve(key, rdtype, lifetime, sent)
             return result
         finally:
             flight.result = result
@@ -334,10 +426,17 @@ class Resolver:
                 self._flights.pop(key, None)
             flight.done.set()
 
-    def _resolve(self, key: tuple[str, str], rdtype: str, lifetime: float) -> tuple[Answer, float]:
+    def _resolve(self, key: tuple[str, str], rdtype: str, lifetime: float,
+                 sent: Sent | None = None) -> tuple[Answer, float]:
         """One lookup that missed the cache: ask, observe, cache."""
         now = time.monotonic()
-        answer = self._lookup(key[0], rdtype, lifetime)
+        try:
+            answer = self._lookup(key[0], rdtype, lifetime, sent)
+        finally:
+            if sent is not None:
+                sent.close()                     # read or not, it is done with
+        if sent is not None:
+            now = min(now, sent.at)              # the latency the metrics see: from the send
         if self.observer is not None:
             self.observer(rdtype, time.monotonic() - now, answer.status.value)
         if answer.status in (DnsStatus.OK,):
@@ -351,7 +450,7 @@ class Resolver:
             return answer, now + ttl
         return answer, 0.0
 
-    def _lookup(self, name: str, rdtype: str, lifetime: float) -> Answer:
+    def _lookup(self, name: str, rdtype: str, lifetime: float, sent: Sent | None = None) -> Answer:
         try:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
@@ -364,7 +463,9 @@ class Resolver:
             return Answer(name, rdtype, DnsStatus.TEMPERROR, error="DNS servers not answering")
         if admitted == "probe":
             lifetime = min(lifetime, self.health.min_silence_s)
-        answer = self._ask(qname, name, rdtype, lifetime)
+        if sent is not None:
+            started = min(started, sent.at)      # silence counts from when the query went out
+        answer = self._ask(qname, name, rdtype, lifetime, sent)
         now = time.monotonic()
         # SERVFAIL/REFUSED from every server (NoNameservers) is an answer: they are up.
         if answer.status is not DnsStatus.TEMPERROR or answer.error.startswith("no server answered"):
@@ -375,11 +476,12 @@ class Resolver:
             self.health.failed(now, admitted)
         return answer
 
-    def _ask(self, qname: dns.name.Name, name: str, rdtype: str, lifetime: float) -> Answer:
+    def _ask(self, qname: dns.name.Name, name: str, rdtype: str, lifetime: float,
+             sent: Sent | None = None) -> Answer:
         started = time.monotonic()
         type_code = _rdtype_code(rdtype)
         if type_code is not None:
-            got = self._udp.ask(qname, type_code, lifetime)
+            got = self._udp.ask(qname, type_code, lifetime, sent)
             if got is TIMEOUT:
                 return Answer(name, rdtype, DnsStatus.TEMPERROR, error=f"timeout after {lifetime:.1f}s")
             if isinstance(got, Refusals):
