@@ -384,7 +384,8 @@ class Resolver:
 
     def unpark(self, parked: Parked) -> None:
         """Drop a query `send_ahead` sent if no lookup has claimed it (its socket closed)."""
-        self._drop(parked.key, parked.flight)
+        if parked.flight.parked is not None:    # claimed ones (the usual case) need no lock
+            self._drop(parked.key, parked.flight)
 
     def _drop(self, key: tuple[str, str], flight: _Flight) -> None:
         with self._flights_lock:
@@ -400,6 +401,8 @@ class Resolver:
     def _sweep(self, now: float) -> None:
         """Drop parked flights older than the lookup timeout (their message never asked
         and never ended cleanly); at most a few per call."""
+        if not self._parked:
+            return
         stale: list[tuple[tuple[str, str], _Flight]] = []
         with self._flights_lock:
             while self._parked and len(stale) < 4:
