@@ -40,7 +40,14 @@ def _imports(path: Path) -> set[str]:
                 out.update(f"{mod}.{a.name}" for a in node.names)   # from . import x
             else:
                 out.add(mod)
+                # from pkg import name: also the submodule pkg.name when there is one
+                out.update(f"{mod}.{a.name}" for a in node.names if _is_module(f"{mod}.{a.name}"))
     return out
+
+
+def _is_module(name: str) -> bool:
+    path = SRC.parent / name.replace(".", "/")
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
 MODULES = {_module_name(p): _imports(p) for p in sorted(SRC.rglob("*.py"))}
@@ -119,25 +126,6 @@ def test_policy_and_pipeline_do_not_reach_into_operations():
         assert not bad, f"{module} imports {sorted(bad)}"
 
 
-def _imported_modules(module: str) -> set[str]:
-    """*module*'s imports of ours, with ``from pkg import name`` read as the submodule
-    pkg.name when there is one (the reading the rules above do not need)."""
-    path = SRC.parent / (module.replace(".", "/") + ".py")
-    if not path.exists():
-        path = SRC.parent / module.replace(".", "/") / "__init__.py"
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - (node.level - 1)] if node.level else []
-            mod = ".".join(base + ([node.module] if node.module else []))
-            out.add(mod)
-            out.update(f"{mod}.{a.name}" for a in node.names if f"{mod}.{a.name}" in MODULES)
-    return _ours(out)
-
-
 def test_the_daemon_cannot_import_the_other_commands_modules():
     """`run` preloads the package's modules but the other commands' (privileges.COMMAND_ONLY),
     to keep every worker small; a worker that later imported one of those lazily could fail
@@ -150,5 +138,5 @@ def test_the_daemon_cannot_import_the_other_commands_modules():
     skipped = set(MODULES) - daemon
     assert "authmilter.analyze.command" in skipped and "authmilter.migrate" in skipped
     for module in sorted(daemon):
-        bad = {i for i in _imported_modules(module) if privileges._command_only(i)}
+        bad = {i for i in _ours(MODULES[module]) if privileges._command_only(i)}
         assert not bad, f"{module} (loaded by the daemon) imports {sorted(bad)}, which run does not preload"

@@ -198,7 +198,8 @@ class _Spy:
         return None
 
 
-def test_the_prefetch_sends_single_lookups_ahead_and_cancel_drops_the_unread(zone):
+def _prefetch(zone):  # type: ignore[no-untyped-def]
+    """A runtime, a spy pool, and the prefetch of a message whose MAIL FROM just arrived."""
     from authmilter.model import Client
     from authmilter.prefetch import Prefetch
 
@@ -207,6 +208,11 @@ def test_the_prefetch_sends_single_lookups_ahead_and_cancel_drops_the_unread(zon
     pf = Prefetch.start(rt, Client(ip=IP, hostname=HELO, helo=HELO, port=1), "a@ahead.example", {},
                         pool=pool)  # type: ignore[arg-type]
     assert pf is not None
+    return rt, pool, pf
+
+
+def test_the_prefetch_sends_single_lookups_ahead_and_cancel_drops_the_unread(zone):
+    rt, pool, pf = _prefetch(zone)
     assert pool.handed == ["spf"]                          # the SPF walk: several steps, a thread
     assert rt.resolver.warm(HELO, "TXT")                   # the HELO record: sent ahead
     pf.header(b"From", b" Alice <a@ahead.example>")
@@ -222,14 +228,7 @@ def test_the_prefetch_sends_single_lookups_ahead_and_cancel_drops_the_unread(zon
 
 
 def test_a_deeper_from_domain_still_walks_the_dmarc_tree_on_a_thread(zone):
-    from authmilter.model import Client
-    from authmilter.prefetch import Prefetch
-
-    rt = _runtime(zone)
-    pool = _Spy()
-    pf = Prefetch.start(rt, Client(ip=IP, hostname=HELO, helo=HELO, port=1), "a@ahead.example", {},
-                        pool=pool)  # type: ignore[arg-type]
-    assert pf is not None
+    rt, pool, pf = _prefetch(zone)
     pf.header(b"From", b" a@lists.sub.ahead.example")
     assert pool.handed == ["spf", "dmarc"]
     assert not rt.resolver.warm("_dmarc.lists.sub.ahead.example", "TXT")
