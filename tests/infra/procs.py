@@ -7,6 +7,7 @@ when installed there, else ``python -m authmilter``. So ``pytest`` works from an
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -28,10 +29,37 @@ def authmilter_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "authmilter"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's choice for a bind to port 0)."""
+    """A port nobody uses right now, for TCP and UDP, below the kernel's ephemeral range
+    and not handed out before by this process. A port the kernel picks for a bind to port
+    0 comes from the ephemeral range, where any outgoing connection or UDP query may take
+    it before the server that was to listen on it binds (Postfix once failed to start in
+    CI with "Address already in use"); below that range only another deliberate bind can."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
+    high = _ephemeral_low() - 1
+    for _ in range(200):
+        port = random.randint(max(1024, high - 12000), high)
+        if port in _HANDED_OUT:
+            continue
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as t, socket.socket(family, socket.SOCK_DGRAM) as u:
+                t.bind((host, port))
+                u.bind((host, port))
+        except OSError:
+            continue
+        _HANDED_OUT.add(port)
+        return port
+    with socket.socket(family, socket.SOCK_STREAM) as s:     # a crowded range: the kernel's choice
         s.bind((host, 0))
         return int(s.getsockname()[1])
 
