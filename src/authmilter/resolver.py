@@ -286,8 +286,8 @@ class Resolver:
         the same query again, but never beyond its own *lifetime* (then TEMPERROR, as if
         its own query had timed out). When the answer it waited for is a timeout of a
         caller whose time ran out before its own, it asks again with what it has left."""
-        rdtype = rdtype.upper()
-        key = (name.lower().rstrip("."), rdtype)
+        key = _key(name, rdtype)
+        rdtype = key[1]
         now = time.monotonic()
         cached = self._cache.get(key, now)
         if cached is not None:
@@ -330,12 +330,12 @@ class Resolver:
 
     def cached(self, name: str, rdtype: str) -> bool:
         """Whether a lookup of (name, type) would be answered from the cache now."""
-        return self._cache.get((name.lower().rstrip("."), rdtype.upper()), time.monotonic()) is not None
+        return self._cache.get(_key(name, rdtype), time.monotonic()) is not None
 
     def warm(self, name: str, rdtype: str) -> bool:
         """Whether a lookup of (name, type) now would be answered without a query of its
         own: from the cache, or by joining the identical query already in flight."""
-        key = (name.lower().rstrip("."), rdtype.upper())
+        key = _key(name, rdtype)
         if self._cache.get(key, time.monotonic()) is not None:
             return True
         with self._flights_lock:
@@ -344,7 +344,7 @@ class Resolver:
     def waiting(self, name: str, rdtype: str) -> int:
         """How many callers wait for the query for (name, type) in flight (0: none is)."""
         with self._flights_lock:
-            flight = self._flights.get((name.lower().rstrip("."), rdtype.upper()))
+            flight = self._flights.get(_key(name, rdtype))
             return flight.waiters if flight is not None else 0
 
     def send_ahead(self, name: str, rdtype: str) -> Parked | None:
@@ -356,11 +356,10 @@ class Resolver:
         taken for down, or a query the usual exchange does not send (see dnsudp).
         A sent query nobody asks for is dropped by `unpark` (the message ended) or, at
         the latest, by the sweep once it is older than the lookup timeout."""
-        rdtype = rdtype.upper()
-        type_code = _rdtype_code(rdtype)
+        key = _key(name, rdtype)
+        type_code = _rdtype_code(key[1])
         if type_code is None or self.health.down:
             return None
-        key = (name.lower().rstrip("."), rdtype)
         now = time.monotonic()
         self._sweep(now)
         if self._cache.get(key, now) is not None:
@@ -455,7 +454,7 @@ class Resolver:
 
     def _lookup(self, name: str, rdtype: str, lifetime: float, sent: Sent | None = None) -> Answer:
         try:
-            qname = dns.name.from_text(name)
+            qname = sent.qname if sent is not None else dns.name.from_text(name)   # parsed when sent
         except (dns.exception.DNSException, UnicodeError, ValueError) as exc:
             return Answer(name, rdtype, DnsStatus.BADNAME, error=f"bad name: {exc}")
         if lifetime <= 0:
@@ -697,6 +696,11 @@ class Recording:
             self.saw_percent = True
         return answer
 
+
+
+def _key(name: str, rdtype: str) -> tuple[str, str]:
+    """The cache and in-flight key of a lookup: the name without case or final dot."""
+    return name.lower().rstrip("."), rdtype.upper()
 
 
 def _plain_servers(res: dns.resolver.Resolver) -> list[tuple[str, int]]:
