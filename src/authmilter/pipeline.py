@@ -16,7 +16,7 @@ from . import antispam, authresults, sealing
 from .checks import arc, fromhdr, received, senderid, spf
 from .checks import dkim as dkim_check
 from .checks import dmarc as dmarc_check
-from .checks.orgdomain import walk_targets
+from .checks.orgdomain import single_query
 from .dkim.verify import dkim_signature_indexes
 from .model import Session
 from .outcome import (
@@ -463,8 +463,8 @@ def _send_ahead(runtime: Runtime, cold: frozenset[str], cold_keys: list[str], fr
         ahead("dkim", cold_keys)
     if "helo" in cold:
         ahead("helo", [helo])
-    if "dmarc" in cold and dmarc_mode == "rfc9989" and from_.ok and len(walk_targets(from_.domain)) <= 2:
-        ahead("dmarc", [f"_dmarc.{from_.domain}"])
+    if "dmarc" in cold and from_.ok and (policy_name := single_query(from_.domain, dmarc_mode)) is not None:
+        ahead("dmarc", [policy_name])
     return frozenset(still), sent
 
 

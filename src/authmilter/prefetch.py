@@ -30,7 +30,7 @@ from typing import Any
 from .checks import dmarc as dmarc_check
 from .checks import fromhdr, spf
 from .checks.dkim import key_name
-from .checks.orgdomain import walk_targets
+from .checks.orgdomain import single_query
 from .model import Body, Client, Envelope, Message, Session
 from .outcome import Direction
 from .pipeline import classify
@@ -114,9 +114,9 @@ class Prefetch:
             if not from_.ok or not self._cold(f"_dmarc.{from_.domain}"):
                 return
             v = self.runtime.settings.verify
-            if v.dmarc_mode == "rfc9989" and len(walk_targets(from_.domain)) <= 2:
-                # example.com: its own record, else the TLD's (cached for every sender under it)
-                self._send_ahead(f"_dmarc.{from_.domain}", "TXT")
+            policy_name = single_query(from_.domain, v.dmarc_mode)
+            if policy_name is not None:
+                self._send_ahead(policy_name, "TXT")
             else:
                 self._submit("dmarc", lambda: dmarc_check.discover_dmarc(from_, self.view, mode=v.dmarc_mode,
                                                                          psl=self.runtime.psl))

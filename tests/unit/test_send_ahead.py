@@ -276,3 +276,12 @@ def test_end_of_message_sends_the_cold_single_lookups_ahead_and_hands_off_only_t
     for name in (HELO, "_dmarc.ahead.example", NAME, "ahead.example", "_spf.ahead.example"):
         assert _asked(zone, name) == 1, (name, zone.queries)
     assert not rt.resolver._parked                         # every query sent ahead was read
+
+
+def test_which_dmarc_discoveries_are_one_query():
+    from authmilter.checks.orgdomain import single_query
+
+    assert single_query("ahead.example", "rfc9989") == "_dmarc.ahead.example"
+    assert single_query("localhost", "rfc9989") == "_dmarc.localhost"
+    assert single_query("mail.ahead.example", "rfc9989") is None     # the walk may go on
+    assert single_query("ahead.example", "rfc7489") is None          # its PSL step: the whole discovery

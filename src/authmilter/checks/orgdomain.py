@@ -204,6 +204,17 @@ def walk_targets(domain: str) -> list[str]:
     return out
 
 
+def single_query(from_domain: str, mode: str) -> str | None:
+    """The one name DMARC policy discovery for *from_domain* asks when that is usually all
+    it asks: ``_dmarc.<domain>`` for a two-label domain in RFC 9989 mode (its own record;
+    else the walk's only other step is the TLD's, which every sender under that TLD shares,
+    so it is normally cached). None when discovery may walk further (a deeper name, or
+    RFC 7489 mode with its Public Suffix List step): a prefetch then runs the whole walk."""
+    if mode != "rfc9989" or len(walk_targets(from_domain)) > 2:
+        return None
+    return f"_dmarc.{from_domain}"
+
+
 def _walk(targets: list[str], resolver: DnsLookup) -> tuple[list[tuple[str, DmarcRecord]], str, list[str]]:
     """Query *targets* in order until a record with psd=y or psd=n (§4.10 steps 2/6).
 
